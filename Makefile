@@ -1,0 +1,93 @@
+# opsdeck — the two commands are `make run` and `make test`; both do every
+# set-up step first and skip what is already there.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Build output lives outside the clone so a fresh clone reuses it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/opsdeck/target
+# cargo-leptos sets this while building; leptos reads it with option_env!, so
+# plain cargo (tests, clippy) must see the same value or it rebuilds leptos.
+export LEPTOS_OUTPUT_NAME := opsdeck
+# npm's binaryen (wasm-opt 123) must come before any other wasm-opt.
+export PATH := $(CURDIR)/vendor/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+
+CARGO_LEPTOS_VERSION := 0.3.10
+WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+E2E_DB_DIR := target/e2e
+
+.PHONY: help setup toolchain npm chromium build run test check fmt clippy cargo-test e2e bench clean-e2e
+
+help:
+	@echo "make run    build and start opsdeck on http://127.0.0.1:3000 (demo configuration, SQLite under data/)"
+	@echo "make test   run every check and test (fmt, clippy, cargo tests, Playwright in Chromium)"
+	@echo "make bench  run the benchmarks (results in docs/benchmarks.md)"
+
+# ---- set-up -------------------------------------------------------------------
+
+setup: toolchain npm chromium
+
+toolchain:
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@cargo leptos --version 2>/dev/null | grep -qF "$(CARGO_LEPTOS_VERSION)" || \
+	  { echo "installing cargo-leptos $(CARGO_LEPTOS_VERSION) (about 20 minutes)"; cargo install --locked cargo-leptos@$(CARGO_LEPTOS_VERSION); }
+	@wasm-bindgen --version 2>/dev/null | grep -qF " $(WASM_BINDGEN_VERSION)" || \
+	  { echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (about 3 minutes)"; cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); }
+
+npm: vendor/node_modules/.installed end2end/node_modules/.installed public/vendor/xterm/xterm.mjs
+
+vendor/node_modules/.installed: vendor/package.json vendor/package-lock.json
+	npm ci --prefix vendor --no-audit --no-fund
+	@touch $@
+
+end2end/node_modules/.installed: end2end/package.json end2end/package-lock.json
+	npm ci --prefix end2end --no-audit --no-fund
+	@touch $@
+
+# The front-end packages opsdeck serves itself (no CDN): copied from npm's
+# install into the assets dir, which cargo-leptos copies into the site.
+public/vendor/xterm/xterm.mjs: vendor/node_modules/.installed
+	mkdir -p public/vendor/xterm
+	cp vendor/node_modules/@xterm/xterm/lib/xterm.mjs vendor/node_modules/@xterm/xterm/css/xterm.css \
+	   vendor/node_modules/@xterm/addon-fit/lib/addon-fit.mjs public/vendor/xterm/
+	cp vendor/node_modules/@xterm/xterm/LICENSE public/vendor/xterm/LICENSE.txt
+	@touch $@
+
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+# ---- build and run ------------------------------------------------------------
+
+build: setup
+	cargo leptos build --release
+
+run: setup
+	cargo leptos serve --release
+
+# ---- tests --------------------------------------------------------------------
+
+test: setup check cargo-test e2e
+
+check: fmt clippy
+
+fmt:
+	cargo fmt --all --check
+
+clippy:
+	cargo clippy -p app -p server -p migration --all-targets --features app/ssr -- -D warnings
+	cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
+
+cargo-test:
+	cargo test --release -p app --features ssr
+	cargo test --release -p migration -p server
+
+clean-e2e:
+	rm -rf $(E2E_DB_DIR)
+
+e2e: clean-e2e
+	OPSDECK_CONFIG=end2end/opsdeck.e2e.toml RUST_LOG=warn cargo leptos end-to-end --release
+
+bench: setup
+	./bench/run.sh

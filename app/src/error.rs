@@ -1,0 +1,104 @@
+//! The one error type that crosses the wire.
+//!
+//! Server functions return `Result<_, AppError>`, the REST API maps it to the
+//! status codes of DESIGN.md, and the browser renders its `Display` text. Each
+//! user-facing variant says what to do; internal causes are logged by the server
+//! and reach the user only as [`AppError::Internal`].
+
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+/// What went wrong, as the user may be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AppError {
+    /// Bad input (400): the message names the problem, `field` the input it came from.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        field: Option<String>,
+    },
+    /// No or invalid credentials (401).
+    #[error("sign in to continue")]
+    Unauthorized,
+    /// Authenticated but not allowed (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Missing, or not visible to the caller (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many attempts (429).
+    #[error("too many failed attempts: try again in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+    /// A dependency (the database) is down (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else (500). The server log has the cause.
+    #[error("something went wrong on the server; its log has the details")]
+    Internal,
+    /// The browser could not talk to the server (network, decoding).
+    #[error("could not reach the server ({0}); check the connection and try again")]
+    Transport(String),
+}
+
+impl AppError {
+    /// A 400 for one input field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    /// A 400 not tied to one field.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::BadRequest { .. } => 400,
+            AppError::Unauthorized => 401,
+            AppError::Forbidden(_) => 403,
+            AppError::NotFound(_) => 404,
+            AppError::Conflict(_) => 409,
+            AppError::TooManyRequests { .. } => 429,
+            AppError::Unavailable(_) => 503,
+            AppError::Internal | AppError::Transport(_) => 500,
+        }
+    }
+
+    /// The input field a 400 refers to, if any.
+    pub fn field_name(&self) -> Option<&str> {
+        match self {
+            AppError::BadRequest { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The message for one field, if this error is about that field.
+    pub fn message_for(&self, field: &str) -> Option<String> {
+        (self.field_name() == Some(field)).then(|| self.to_string())
+    }
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        match value {
+            ServerFnErrorErr::Args(msg) | ServerFnErrorErr::MissingArg(msg) => {
+                AppError::bad_request(format!("the form was incomplete: {msg}"))
+            }
+            other => AppError::Transport(other.to_string()),
+        }
+    }
+}

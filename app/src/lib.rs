@@ -1,0 +1,104 @@
+//! opsdeck's Leptos app: the HTML shell, the routes, the pages and their
+//! server functions, and the models shared by the server and the browser.
+//!
+//! Compiled twice: with `ssr` into the server (rendering, server functions'
+//! bodies) and with `hydrate` into the wasm (components, server functions'
+//! client stubs). Server-only code sits behind `ssr`.
+
+pub mod components;
+pub mod error;
+pub mod journal;
+pub mod model;
+
+#[cfg(feature = "ssr")]
+pub mod backend;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{path, SsrMode};
+
+/// Bare module names that wasm-bindgen emits for the npm front-end packages,
+/// mapped to the copies opsdeck serves itself from `/vendor` (installed from
+/// npm at build time; never a CDN). It must precede the hydration scripts.
+pub const IMPORT_MAP: &str = r#"{"imports":{"xterm":"/vendor/xterm/xterm.mjs","xterm-addon-fit":"/vendor/xterm/addon-fit.mjs"}}"#;
+
+/// The HTML document around the app, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" href="/favicon.ico" sizes="32x32" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <script type="importmap" inner_html=IMPORT_MAP></script>
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The app: header, routes, footer.
+///
+/// N.B.: every route renders with `SsrMode::Async`: the server waits for the
+/// page's data before sending it, so a page works with JavaScript off (no
+/// out-of-order chunks to move into place) and can answer with a real status
+/// (404, 403) decided while loading.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/opsdeck.css" />
+        <Title formatter=|page: String| {
+            if page.is_empty() { "opsdeck".to_string() } else { format!("{page} · opsdeck") }
+        } />
+        <Router>
+            <a class="skip-link" href="#main">
+                "Skip to content"
+            </a>
+            <header class="topbar">
+                <a class="brand" href="/">
+                    "opsdeck"
+                </a>
+            </header>
+            <main id="main">
+                <Routes fallback=NotFound>
+                    <Route path=path!("/") view=HomePage ssr=SsrMode::Async />
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// The dashboard.
+#[component]
+fn HomePage() -> impl IntoView {
+    view! {
+        <Title text="Dashboard" />
+        <h1>"Dashboard"</h1>
+        <journal::JournalPanel />
+    }
+}
+
+/// Any path no route matches: a real 404.
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        res.set_status(http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <Title text="Not found" />
+        <h1>"Not found"</h1>
+        <p>"Nothing lives at this address. " <a href="/">"Back to the dashboard"</a></p>
+    }
+}

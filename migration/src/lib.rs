@@ -1,0 +1,16 @@
+//! opsdeck's schema, one migration per change. The server runs them at start
+//! (`Migrator::up`), so a new database needs no setup step.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_journal;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_journal::Migration)]
+    }
+}

@@ -1,0 +1,119 @@
+//! The `opsdeck` command line: `serve` (the default) and the subcommands.
+//! Options are read here, once, and turned into a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::startup::{cancel_on_signals, Server};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "opsdeck",
+    version,
+    about = "A self-hosted operations console: run named, parameterised jobs on your hosts from a browser.",
+    after_help = "Without a subcommand, opsdeck serves. Without --config, it uses the built-in demo configuration."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: the built-in demo configuration.
+    #[arg(long, global = true, env = "OPSDECK_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Database URL, instead of [server].database_url.
+    #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the server (the default).
+    Serve(ServeArgs),
+    /// Check the configuration and exit: 0 if it is valid, 2 if not.
+    CheckConfig,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// Listen address, instead of [server].addr.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<SocketAddr>,
+
+    /// The built front-end, instead of [server].site_root (cargo-leptos sets it).
+    #[arg(long, env = "LEPTOS_SITE_ROOT", value_name = "DIR", hide = true)]
+    site_root: Option<PathBuf>,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("opsdeck: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::CheckConfig => {
+            println!(
+                "{}: valid ({} targets, {} templates)",
+                config.source,
+                config.targets.len(),
+                config.templates.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => serve(config, args),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config = Config::load_or_demo(cli.config.as_deref())?;
+    if let Some(url) = &cli.database_url {
+        config.server.database_url = url.clone();
+    }
+    Ok(config)
+}
+
+fn serve(mut config: Config, args: ServeArgs) -> ExitCode {
+    if let Some(addr) = args.addr {
+        config.server.addr = addr;
+    }
+    if let Some(root) = args.site_root {
+        config.server.site_root = root;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("opsdeck: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::build(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("opsdeck: cannot start: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        cancel_on_signals(server.state.shutdown.clone());
+        match server.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("opsdeck: server error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

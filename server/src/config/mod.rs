@@ -1,0 +1,1008 @@
+//! The configuration: one TOML file (`--config` or `OPSDECK_CONFIG`), or the
+//! built-in demo configuration (`examples/opsdeck.toml`, compiled in).
+//!
+//! Read once at start and validated completely: unknown keys, bad values and
+//! broken cross-references (a placeholder naming no parameter, a template on an
+//! unknown target) stop the server with an error that names the file, the line
+//! and the key. Nothing else in the server reads configuration or environment.
+
+mod units;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use app::model::template::{check_path, Exclusive, ParamSpec, ParamType, ProgressKind, TargetKind};
+use regex::Regex;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use units::{parse_bytes, parse_duration, ByteSize, ConfigDuration};
+
+/// The demo configuration compiled into the binary, and the files it refers to.
+pub const DEMO_CONFIG: &str = include_str!("../../../examples/opsdeck.toml");
+const DEMO_FILES: &[(&str, &str)] = &[
+    (
+        "scripts/demo-backup.sh",
+        include_str!("../../../examples/scripts/demo-backup.sh"),
+    ),
+    (
+        "scripts/flaky.sh",
+        include_str!("../../../examples/scripts/flaky.sh"),
+    ),
+    (
+        "scripts/install-runtime.sh",
+        include_str!("../../../examples/scripts/install-runtime.sh"),
+    ),
+];
+/// How the built-in configuration is named in messages.
+pub const DEMO_NAME: &str = "<built-in demo configuration>";
+
+/// Target and template ids: `^[a-z0-9][a-z0-9_.-]{0,62}$`.
+static ID_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9_.-]{0,62}$").expect("valid regex"));
+/// Parameter names, usable in placeholders.
+static PARAM_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z_][a-z0-9_]{0,31}$").expect("valid regex"));
+/// Docker container names, as docker itself allows them.
+static CONTAINER_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$").expect("valid regex"));
+/// ssh destinations: `[user@]host`, no option-like or shell-special text.
+static SSH_HOST_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^([a-zA-Z0-9_][a-zA-Z0-9_.-]*@)?[a-zA-Z0-9][a-zA-Z0-9.-]*$").expect("valid regex")
+});
+
+/// Why the configuration could not be used. Displayed as-is to the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}; check the path given with --config or OPSDECK_CONFIG")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: `{key}`: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from: a path, or [`DEMO_NAME`].
+    pub source: String,
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub jobs: JobsConfig,
+    pub retention: RetentionConfig,
+    pub terminal: TerminalConfig,
+    pub targets: Vec<Target>,
+    pub templates: Vec<Template>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// `sqlite://path` (created if missing) or `postgres://…`.
+    pub database_url: String,
+    /// Concurrent job runners in this process.
+    pub workers: usize,
+    /// The URL browsers use, when opsdeck sits behind a proxy: its origin is
+    /// accepted for cross-site checks, and `https://` makes cookies Secure.
+    pub public_url: Option<String>,
+    /// The built front-end (cargo-leptos' site root).
+    pub site_root: PathBuf,
+    /// This replica's name, recorded on the jobs it runs.
+    pub node: String,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
+    /// Failed logins per username or address within `login_window` before 429.
+    pub login_max_failures: u32,
+    pub login_window: Duration,
+}
+
+/// `[jobs]`: defaults for every template.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub max_line_bytes: usize,
+    pub max_log_bytes: u64,
+    pub tail_lines: usize,
+    pub kill_grace: Duration,
+    /// Fallback poll of the queue; an enqueue wakes the workers at once.
+    pub poll_interval: Duration,
+    /// How often a replica proves it is alive (several replicas only).
+    pub heartbeat_interval: Duration,
+}
+
+/// `[retention]`
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Delete finished jobs older than this many days; `None` keeps everything.
+    pub days: Option<u32>,
+    pub interval: Duration,
+}
+
+/// `[terminal]`
+#[derive(Debug, Clone)]
+pub struct TerminalConfig {
+    /// The shell a local target starts (`/bin/bash -l`).
+    pub shell: Vec<String>,
+    /// How long a dropped session waits for its user to come back.
+    pub grace: Duration,
+    /// A session with no input for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_sessions_per_user: usize,
+    /// Record sessions as asciicast v2 files under `recordings_dir`.
+    pub record: bool,
+    pub recordings_dir: PathBuf,
+}
+
+/// Who may do something on a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleName {
+    Admin,
+    Operator,
+}
+
+/// How a target is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetAccess {
+    Local,
+    Docker { container: String },
+    Ssh { host: String, port: Option<u16> },
+    Agent,
+}
+
+/// `[[targets]]`
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub access: TargetAccess,
+    /// Operators who may launch on it and see its jobs.
+    pub owners: Vec<String>,
+    /// Whether a terminal may be opened on it, and by which roles.
+    pub terminal: bool,
+    pub terminal_roles: Vec<RoleName>,
+    /// The shell for its terminal, instead of `[terminal].shell`.
+    pub shell: Option<Vec<String>>,
+}
+
+impl Target {
+    pub fn kind(&self) -> TargetKind {
+        match self.access {
+            TargetAccess::Local => TargetKind::Local,
+            TargetAccess::Docker { .. } => TargetKind::Docker,
+            TargetAccess::Ssh { .. } => TargetKind::Ssh,
+            TargetAccess::Agent => TargetKind::Agent,
+        }
+    }
+}
+
+/// `[[templates]]`
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+    /// The argv, with `{param}` placeholders; element 0 is always literal.
+    pub command: Vec<String>,
+    pub params: Vec<ParamSpec>,
+    /// Compiled `pattern`s of string parameters, by parameter name.
+    pub patterns: BTreeMap<String, Regex>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    /// Targets it may run on; `None` means all.
+    pub targets: Option<Vec<String>>,
+    pub exclusive: Exclusive,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub warning_exit_codes: Vec<i32>,
+    pub progress: ProgressKind,
+    pub max_line_bytes: usize,
+    pub max_log_bytes: u64,
+    pub tail_lines: usize,
+}
+
+impl Template {
+    /// Whether the template may run on the target.
+    pub fn allows_target(&self, target: &str) -> bool {
+        self.targets
+            .as_ref()
+            .is_none_or(|ts| ts.iter().any(|t| t == target))
+    }
+
+    /// Whether a string value matches the parameter's pattern (full match).
+    pub fn pattern_matches(&self, param: &str, value: &str) -> bool {
+        self.patterns.get(param).is_none_or(|re| re.is_match(value))
+    }
+}
+
+impl Config {
+    /// The built-in demo configuration.
+    pub fn demo() -> Result<Config, ConfigError> {
+        Config::parse(DEMO_CONFIG, DEMO_NAME, &FileSource::Embedded)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &path.display().to_string(), &FileSource::Dir(dir))
+    }
+
+    /// Reads `path` if given, else the demo configuration.
+    pub fn load_or_demo(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::load(p),
+            None => Config::demo(),
+        }
+    }
+
+    /// Parses and validates config text; `file` names it in errors, `files`
+    /// resolves `script_file`s.
+    pub fn parse(text: &str, file: &str, files: &FileSource) -> Result<Config, ConfigError> {
+        let ctx = Ctx { text, file };
+        let raw: RawConfig = {
+            let de = toml::de::Deserializer::parse(text).map_err(|e| ctx.toml_error("", e))?;
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                // Spanned<T> shows up in the path as a private field: hide it.
+                let key = e
+                    .path()
+                    .to_string()
+                    .replace("$__serde_spanned_private_value.", "");
+                ctx.toml_error(&key, e.into_inner())
+            })?
+        };
+        raw.validate(&ctx, files)
+    }
+
+    pub fn target(&self, id: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.id == id)
+    }
+
+    pub fn template(&self, id: &str) -> Option<&Template> {
+        self.templates.iter().find(|t| t.id == id)
+    }
+}
+
+/// Where `script_file` paths are read from.
+pub enum FileSource {
+    /// Relative to this directory (the config file's).
+    Dir(PathBuf),
+    /// From the files compiled in with the demo configuration.
+    Embedded,
+}
+
+impl FileSource {
+    fn read(&self, rel: &str) -> Result<String, String> {
+        match self {
+            FileSource::Dir(dir) => {
+                let path = dir.join(rel);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            }
+            FileSource::Embedded => DEMO_FILES
+                .iter()
+                .find(|(name, _)| *name == rel)
+                .map(|(_, text)| text.to_string())
+                .ok_or_else(|| format!("no built-in file {rel}")),
+        }
+    }
+}
+
+/// The text being validated, for turning spans into lines.
+struct Ctx<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        let (line, column) = self.line_col(span.start);
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            line,
+            column,
+            key: if key.is_empty() {
+                "(document)".into()
+            } else {
+                key.to_string()
+            },
+            message: message.into(),
+        }
+    }
+
+    fn toml_error(&self, key: &str, e: toml::de::Error) -> ConfigError {
+        let message = e.message().trim().to_string();
+        self.error(e.span().unwrap_or(0..0), key, message)
+    }
+}
+
+// ---- the file as written ------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    jobs: RawJobs,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
+    terminal: RawTerminal,
+    #[serde(default)]
+    targets: Vec<Spanned<RawTarget>>,
+    #[serde(default)]
+    templates: Vec<Spanned<RawTemplate>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    addr: Option<Spanned<String>>,
+    database_url: Option<String>,
+    workers: Option<Spanned<usize>>,
+    public_url: Option<Spanned<String>>,
+    site_root: Option<PathBuf>,
+    node: Option<Spanned<String>>,
+    shutdown_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    session_idle: Option<ConfigDuration>,
+    login_max_failures: Option<u32>,
+    login_window: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    max_line_bytes: Option<Spanned<ByteSize>>,
+    max_log_bytes: Option<Spanned<ByteSize>>,
+    tail_lines: Option<usize>,
+    kill_grace: Option<ConfigDuration>,
+    poll_interval: Option<ConfigDuration>,
+    heartbeat_interval: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    days: Option<Spanned<u32>>,
+    interval: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTerminal {
+    shell: Option<Spanned<Vec<String>>>,
+    grace: Option<ConfigDuration>,
+    idle_timeout: Option<ConfigDuration>,
+    max_sessions_per_user: Option<usize>,
+    record: Option<bool>,
+    recordings_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    id: Spanned<String>,
+    title: Option<String>,
+    description: Option<String>,
+    kind: Spanned<TargetKind>,
+    #[serde(default)]
+    owners: Vec<String>,
+    #[serde(default)]
+    terminal: bool,
+    terminal_roles: Option<Vec<RoleName>>,
+    shell: Option<Spanned<Vec<String>>>,
+    container: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplate {
+    id: Spanned<String>,
+    title: Option<String>,
+    description: Option<String>,
+    command: Option<Spanned<Vec<String>>>,
+    script: Option<Spanned<String>>,
+    script_file: Option<Spanned<String>>,
+    interpreter: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    params: Vec<Spanned<ParamSpec>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    workdir: Option<Spanned<String>>,
+    targets: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    exclusive: Exclusive,
+    timeout: Option<ConfigDuration>,
+    kill_grace: Option<ConfigDuration>,
+    #[serde(default)]
+    warning_exit_codes: Vec<i32>,
+    #[serde(default)]
+    progress: ProgressKind,
+    max_line_bytes: Option<ByteSize>,
+    max_log_bytes: Option<ByteSize>,
+    tail_lines: Option<usize>,
+}
+
+impl RawConfig {
+    fn validate(self, ctx: &Ctx, files: &FileSource) -> Result<Config, ConfigError> {
+        let s = self.server;
+        let addr = match s.addr {
+            Some(a) => a.get_ref().parse::<SocketAddr>().map_err(|_| {
+                ctx.error(
+                    a.span(),
+                    "server.addr",
+                    format!(
+                        "`{}` is not an address: write e.g. \"127.0.0.1:3000\"",
+                        a.get_ref()
+                    ),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 3000)),
+        };
+        let workers = match s.workers {
+            Some(w) if !(1..=256).contains(w.get_ref()) => {
+                return Err(ctx.error(w.span(), "server.workers", "must be between 1 and 256"))
+            }
+            Some(w) => w.into_inner(),
+            None => 4,
+        };
+        if let Some(url) = &s.public_url {
+            let u = url.get_ref();
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ctx.error(
+                    url.span(),
+                    "server.public_url",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        let node = match s.node {
+            Some(n) if !ID_RE.is_match(n.get_ref()) => {
+                return Err(ctx.error(
+                    n.span(),
+                    "server.node",
+                    "must match ^[a-z0-9][a-z0-9_.-]{0,62}$",
+                ))
+            }
+            Some(n) => n.into_inner(),
+            None => default_node_name(),
+        };
+        let server = ServerConfig {
+            addr,
+            database_url: s
+                .database_url
+                .unwrap_or_else(|| "sqlite://data/opsdeck.db".to_string()),
+            workers,
+            public_url: s
+                .public_url
+                .map(|u| u.into_inner().trim_end_matches('/').to_string()),
+            site_root: s.site_root.unwrap_or_else(|| PathBuf::from("target/site")),
+            node,
+            shutdown_timeout: dur(s.shutdown_timeout, 30),
+        };
+
+        let a = self.auth;
+        let auth = AuthConfig {
+            session_idle: dur(a.session_idle, 7 * 86_400),
+            login_max_failures: a.login_max_failures.unwrap_or(10),
+            login_window: dur(a.login_window, 15 * 60),
+        };
+
+        let j = self.jobs;
+        let jobs = JobsConfig {
+            max_line_bytes: line_bytes(ctx, j.max_line_bytes, "jobs.max_line_bytes")?
+                .unwrap_or(64 << 10),
+            max_log_bytes: log_bytes(ctx, j.max_log_bytes, "jobs.max_log_bytes")?
+                .unwrap_or(64 << 20),
+            tail_lines: j.tail_lines.unwrap_or(10_000),
+            kill_grace: dur(j.kill_grace, 10),
+            poll_interval: j.poll_interval.map_or(Duration::from_secs(2), |d| d.0),
+            heartbeat_interval: dur(j.heartbeat_interval, 10),
+        };
+
+        let retention = RetentionConfig {
+            days: match self.retention.days {
+                Some(d) if *d.get_ref() == 0 => {
+                    return Err(ctx.error(
+                        d.span(),
+                        "retention.days",
+                        "must be at least 1 (leave it out to keep everything)",
+                    ))
+                }
+                d => d.map(Spanned::into_inner),
+            },
+            interval: dur(self.retention.interval, 3_600),
+        };
+
+        let t = self.terminal;
+        let shell = match t.shell {
+            Some(sh) => {
+                check_argv(ctx, &sh, "terminal.shell")?;
+                sh.into_inner()
+            }
+            None => vec!["/bin/bash".into(), "-l".into()],
+        };
+        let terminal = TerminalConfig {
+            shell,
+            grace: dur(t.grace, 60),
+            idle_timeout: dur(t.idle_timeout, 30 * 60),
+            max_sessions_per_user: t.max_sessions_per_user.unwrap_or(4).max(1),
+            record: t.record.unwrap_or(false),
+            recordings_dir: t
+                .recordings_dir
+                .unwrap_or_else(|| PathBuf::from("data/recordings")),
+        };
+
+        let mut targets = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, raw) in self.targets.into_iter().enumerate() {
+            let span = raw.span();
+            let target = raw.into_inner().validate(ctx, i, span.clone())?;
+            if !seen.insert(target.id.clone()) {
+                return Err(ctx.error(
+                    span,
+                    &format!("targets[{i}].id"),
+                    format!("target `{}` is defined twice", target.id),
+                ));
+            }
+            targets.push(target);
+        }
+
+        let mut templates = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, raw) in self.templates.into_iter().enumerate() {
+            let span = raw.span();
+            let template = raw.into_inner().validate(ctx, i, &jobs, &targets, files)?;
+            if !seen.insert(template.id.clone()) {
+                return Err(ctx.error(
+                    span,
+                    &format!("templates[{i}].id"),
+                    format!("template `{}` is defined twice", template.id),
+                ));
+            }
+            templates.push(template);
+        }
+
+        Ok(Config {
+            source: ctx.file.to_string(),
+            server,
+            auth,
+            jobs,
+            retention,
+            terminal,
+            targets,
+            templates,
+        })
+    }
+}
+
+fn dur(d: Option<ConfigDuration>, default_secs: u64) -> Duration {
+    d.map_or(Duration::from_secs(default_secs), |d| d.0)
+}
+
+fn line_bytes(
+    ctx: &Ctx,
+    v: Option<Spanned<ByteSize>>,
+    key: &str,
+) -> Result<Option<usize>, ConfigError> {
+    match v {
+        Some(b) if !(256..=(16 << 20)).contains(&b.get_ref().0) => {
+            Err(ctx.error(b.span(), key, "must be between 256 bytes and 16MiB"))
+        }
+        Some(b) => Ok(Some(b.get_ref().0 as usize)),
+        None => Ok(None),
+    }
+}
+
+fn log_bytes(
+    ctx: &Ctx,
+    v: Option<Spanned<ByteSize>>,
+    key: &str,
+) -> Result<Option<u64>, ConfigError> {
+    match v {
+        Some(b) if b.get_ref().0 < 4096 => Err(ctx.error(b.span(), key, "must be at least 4KiB")),
+        Some(b) => Ok(Some(b.get_ref().0)),
+        None => Ok(None),
+    }
+}
+
+/// An argv from the config: not empty, element 0 a literal program.
+fn check_argv(ctx: &Ctx, argv: &Spanned<Vec<String>>, key: &str) -> Result<(), ConfigError> {
+    match argv.get_ref().first() {
+        None => Err(ctx.error(argv.span(), key, "must name a program")),
+        Some(p) if p.is_empty() => {
+            Err(ctx.error(argv.span(), key, "the program must not be empty"))
+        }
+        Some(p) if p.contains('{') => Err(ctx.error(
+            argv.span(),
+            key,
+            "the program (first element) must be literal: a parameter must never choose what runs",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The names of the `{placeholders}` in an argv element. `{{` and `}}` are
+/// literal braces.
+pub fn placeholders(element: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut chars = element.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => return Err(format!("`{element}` has an unclosed `{{`")),
+                    }
+                }
+                names.push(name);
+            }
+            '}' => {
+                return Err(format!(
+                    "`{element}` has a lone `}}`: write `}}}}` for a brace"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+impl RawTarget {
+    fn validate(self, ctx: &Ctx, i: usize, span: Range<usize>) -> Result<Target, ConfigError> {
+        let key = |k: &str| format!("targets[{i}].{k}");
+        let id = self.id.get_ref().clone();
+        if !ID_RE.is_match(&id) {
+            return Err(ctx.error(
+                self.id.span(),
+                &key("id"),
+                format!("`{id}` is not a valid id: use ^[a-z0-9][a-z0-9_.-]{{0,62}}$"),
+            ));
+        }
+        let access = match self.kind.get_ref() {
+            TargetKind::Local => TargetAccess::Local,
+            TargetKind::Docker => {
+                let c = self.container.ok_or_else(|| {
+                    ctx.error(
+                        span.clone(),
+                        &key("container"),
+                        "a docker target needs `container`",
+                    )
+                })?;
+                if !CONTAINER_RE.is_match(c.get_ref()) {
+                    return Err(ctx.error(
+                        c.span(),
+                        &key("container"),
+                        "must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+                    ));
+                }
+                TargetAccess::Docker {
+                    container: c.into_inner(),
+                }
+            }
+            TargetKind::Ssh => {
+                let h = self.host.ok_or_else(|| {
+                    ctx.error(span.clone(), &key("host"), "an ssh target needs `host`")
+                })?;
+                if !SSH_HOST_RE.is_match(h.get_ref()) {
+                    return Err(ctx.error(
+                        h.span(),
+                        &key("host"),
+                        "must be a host name or user@host",
+                    ));
+                }
+                TargetAccess::Ssh {
+                    host: h.into_inner(),
+                    port: self.port,
+                }
+            }
+            TargetKind::Agent => {
+                return Err(ctx.error(
+                    self.kind.span(),
+                    &key("kind"),
+                    "agent targets are not available in this version: use local, docker or ssh",
+                ))
+            }
+        };
+        if let Some(sh) = &self.shell {
+            check_argv(ctx, sh, &key("shell"))?;
+        }
+        Ok(Target {
+            title: self.title.unwrap_or_else(|| id.clone()),
+            id,
+            description: self.description,
+            access,
+            owners: self.owners,
+            terminal: self.terminal,
+            terminal_roles: self.terminal_roles.unwrap_or_else(|| vec![RoleName::Admin]),
+            shell: self.shell.map(Spanned::into_inner),
+        })
+    }
+}
+
+impl RawTemplate {
+    fn validate(
+        self,
+        ctx: &Ctx,
+        i: usize,
+        jobs: &JobsConfig,
+        targets: &[Target],
+        files: &FileSource,
+    ) -> Result<Template, ConfigError> {
+        let key = |k: &str| format!("templates[{i}].{k}");
+        let id = self.id.get_ref().clone();
+        if !ID_RE.is_match(&id) {
+            return Err(ctx.error(
+                self.id.span(),
+                &key("id"),
+                format!("`{id}` is not a valid id: use ^[a-z0-9][a-z0-9_.-]{{0,62}}$"),
+            ));
+        }
+
+        // Parameters first: the command refers to them.
+        let mut params = Vec::new();
+        let mut patterns = BTreeMap::new();
+        for (j, p) in self.params.into_iter().enumerate() {
+            let pkey = |k: &str| format!("templates[{i}].params[{j}].{k}");
+            let span = p.span();
+            let p = p.into_inner();
+            if !PARAM_RE.is_match(&p.name) {
+                return Err(ctx.error(
+                    span,
+                    &pkey("name"),
+                    format!(
+                        "`{}` is not a valid parameter name: use ^[a-z_][a-z0-9_]{{0,31}}$",
+                        p.name
+                    ),
+                ));
+            }
+            if params.iter().any(|q: &ParamSpec| q.name == p.name) {
+                return Err(ctx.error(
+                    span,
+                    &pkey("name"),
+                    format!("parameter `{}` is defined twice", p.name),
+                ));
+            }
+            match p.kind {
+                ParamType::Enum if p.choices.is_empty() => {
+                    return Err(ctx.error(
+                        span,
+                        &pkey("choices"),
+                        "an enum parameter needs `choices`",
+                    ))
+                }
+                ParamType::String => {
+                    if let Some(pat) = &p.pattern {
+                        let re = Regex::new(&format!("^(?:{pat})$")).map_err(|e| {
+                            ctx.error(
+                                span.clone(),
+                                &pkey("pattern"),
+                                format!("not a valid regex: {e}"),
+                            )
+                        })?;
+                        patterns.insert(p.name.clone(), re);
+                    }
+                }
+                ParamType::Int => {
+                    if let (Some(min), Some(max)) = (p.min, p.max) {
+                        if min > max {
+                            return Err(ctx.error(
+                                span,
+                                &pkey("min"),
+                                "`min` is larger than `max`",
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let misplaced = [
+                (
+                    "pattern",
+                    p.pattern.is_some() && p.kind != ParamType::String,
+                ),
+                (
+                    "choices",
+                    !p.choices.is_empty() && p.kind != ParamType::Enum,
+                ),
+                ("min", p.min.is_some() && p.kind != ParamType::Int),
+                ("max", p.max.is_some() && p.kind != ParamType::Int),
+            ];
+            if let Some((k, _)) = misplaced.iter().find(|(_, bad)| *bad) {
+                return Err(ctx.error(
+                    span,
+                    &pkey(k),
+                    format!("`{k}` does not apply to a parameter of this type"),
+                ));
+            }
+            if let Some(default) = &p.default {
+                let re = patterns.get(&p.name);
+                p.check(default, &|_, v| re.is_none_or(|re| re.is_match(v)))
+                    .map_err(|m| {
+                        ctx.error(span.clone(), &pkey("default"), format!("the default {m}"))
+                    })?;
+            }
+            params.push(p);
+        }
+
+        // The argv: either `command`, or an inline/file script run by `interpreter`.
+        let (command, command_span, command_key) =
+            match (self.command, self.script, self.script_file) {
+                (Some(c), None, None) => {
+                    check_argv(ctx, &c, &key("command"))?;
+                    let span = c.span();
+                    (c.into_inner(), span, key("command"))
+                }
+                (None, script, file) if script.is_some() != file.is_some() => {
+                    let (text, span, k) = match (script, file) {
+                        (Some(s), _) => {
+                            let span = s.span();
+                            (s.into_inner(), span, key("script"))
+                        }
+                        (_, Some(f)) => {
+                            let text = files
+                                .read(f.get_ref())
+                                .map_err(|m| ctx.error(f.span(), &key("script_file"), m))?;
+                            (text, f.span(), key("script_file"))
+                        }
+                        _ => unreachable!("one of script and script_file is set"),
+                    };
+                    let interpreter = match self.interpreter {
+                        Some(it) => {
+                            check_argv(ctx, &it, &key("interpreter"))?;
+                            it.into_inner()
+                        }
+                        None => vec!["/bin/sh".into(), "-c".into()],
+                    };
+                    // `sh -c SCRIPT NAME ARGS…`: the arguments arrive as "$1"…, never
+                    // inside the script text.
+                    let mut argv = interpreter;
+                    argv.push(text.replace('{', "{{").replace('}', "}}"));
+                    argv.push(id.clone());
+                    argv.extend(self.args);
+                    (argv, span, k)
+                }
+                _ => {
+                    return Err(ctx.error(
+                        self.id.span(),
+                        &key("command"),
+                        "give exactly one of `command`, `script` or `script_file`",
+                    ))
+                }
+            };
+        for element in &command {
+            let names = placeholders(element)
+                .map_err(|m| ctx.error(command_span.clone(), &command_key, m))?;
+            if let Some(unknown) = names.iter().find(|n| !params.iter().any(|p| &p.name == *n)) {
+                return Err(ctx.error(
+                    command_span.clone(),
+                    &command_key,
+                    format!("placeholder `{{{unknown}}}` names no parameter of this template"),
+                ));
+            }
+        }
+
+        if let Some(wd) = &self.workdir {
+            check_path(wd.get_ref())
+                .map_err(|m| ctx.error(wd.span(), &key("workdir"), format!("workdir {m}")))?;
+        }
+        if let Some(ts) = &self.targets {
+            if let Some(unknown) = ts
+                .get_ref()
+                .iter()
+                .find(|t| !targets.iter().any(|x| &x.id == *t))
+            {
+                return Err(ctx.error(
+                    ts.span(),
+                    &key("targets"),
+                    format!("no target `{unknown}` is defined"),
+                ));
+            }
+        }
+        if self.timeout.is_some_and(|t| t.0.is_zero()) {
+            return Err(ctx.error(self.id.span(), &key("timeout"), "must be longer than 0s"));
+        }
+
+        Ok(Template {
+            title: self.title.unwrap_or_else(|| id.clone()),
+            id,
+            description: self.description,
+            command,
+            params,
+            patterns,
+            env: self.env,
+            workdir: self.workdir.map(Spanned::into_inner),
+            targets: self.targets.map(Spanned::into_inner),
+            exclusive: self.exclusive,
+            timeout: self.timeout.map(|d| d.0),
+            kill_grace: self.kill_grace.map_or(jobs.kill_grace, |d| d.0),
+            warning_exit_codes: self.warning_exit_codes,
+            progress: self.progress,
+            max_line_bytes: self
+                .max_line_bytes
+                .map_or(jobs.max_line_bytes, |b| b.0 as usize),
+            max_log_bytes: self.max_log_bytes.map_or(jobs.max_log_bytes, |b| b.0),
+            tail_lines: self.tail_lines.unwrap_or(jobs.tail_lines),
+        })
+    }
+}
+
+/// The host name, made into a valid node id.
+fn default_node_name() -> String {
+    let raw = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if ID_RE.is_match(&cleaned) {
+        cleaned
+    } else {
+        "node".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "test.toml", &FileSource::Embedded)
+}
+
+/// The (line, key, message) of a config error.
+fn invalid(text: &str) -> (usize, String, String) {
+    match parse(text) {
+        Err(ConfigError::Invalid {
+            file,
+            line,
+            key,
+            message,
+            ..
+        }) => {
+            assert_eq!(file, "test.toml");
+            (line, key, message)
+        }
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("config was accepted:\n{text}"),
+    }
+}
+
+#[test]
+fn the_demo_configuration_is_valid_and_complete() {
+    let c = Config::demo().expect("demo config");
+    assert_eq!(c.server.addr.to_string(), "127.0.0.1:3000");
+    assert_eq!(c.server.database_url, "sqlite://data/opsdeck.db");
+    assert_eq!(c.server.workers, 4);
+    let ids: Vec<_> = c.targets.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["web-1", "web-2", "db-1"]);
+    let templates: Vec<_> = c.templates.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        templates,
+        [
+            "demo-backup",
+            "sleep",
+            "disk-usage",
+            "flaky",
+            "install-runtime"
+        ]
+    );
+    let backup = c.template("demo-backup").unwrap();
+    assert_eq!(&backup.command[..2], ["/bin/sh", "-c"]);
+    assert!(
+        backup.command[2].contains("message_type"),
+        "the script is inlined"
+    );
+    assert_eq!(
+        &backup.command[3..],
+        ["demo-backup", "{path}", "{seconds}", "{warnings}"]
+    );
+    assert_eq!(backup.warning_exit_codes, [3]);
+    assert_eq!(
+        c.template("install-runtime").unwrap().exclusive,
+        Exclusive::Global
+    );
+}
+
+#[test]
+fn the_shipped_example_file_is_the_built_in_demo() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/opsdeck.toml");
+    let from_file = Config::load(&path).expect("examples/opsdeck.toml loads");
+    let demo = Config::demo().unwrap();
+    assert_eq!(from_file.templates.len(), demo.templates.len());
+    for (a, b) in from_file.templates.iter().zip(&demo.templates) {
+        assert_eq!(a.command, b.command, "template {}", a.id);
+    }
+}
+
+#[test]
+fn an_empty_file_gives_the_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.server.workers, 4);
+    assert_eq!(c.jobs.max_line_bytes, 64 << 10);
+    assert_eq!(c.jobs.max_log_bytes, 64 << 20);
+    assert_eq!(c.jobs.tail_lines, 10_000);
+    assert_eq!(c.jobs.kill_grace, Duration::from_secs(10));
+    assert_eq!(c.auth.session_idle, Duration::from_secs(7 * 86_400));
+    assert_eq!(c.retention.days, None);
+    assert_eq!(c.terminal.shell, ["/bin/bash", "-l"]);
+}
+
+#[test]
+fn a_syntax_error_names_its_line() {
+    let (line, _, message) = invalid("[server]\nworkers = 4\naddr = \n");
+    assert_eq!(line, 3);
+    assert!(!message.is_empty());
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let (line, key, message) = invalid("[server]\nworkers = 2\nwokers = 3\n");
+    assert_eq!(line, 3);
+    assert_eq!(key, "server.wokers");
+    assert!(message.contains("unknown field"), "{message}");
+}
+
+#[test]
+fn a_bad_value_names_its_key_path_and_line() {
+    let text = "[[targets]]\nid = \"a\"\nkind = \"local\"\n\n[[templates]]\nid = \"t\"\ncommand = [\"true\"]\ntimeout = \"soon\"\n";
+    let (line, key, message) = invalid(text);
+    assert_eq!(line, 8);
+    assert_eq!(key, "templates[0].timeout");
+    assert!(message.contains("not a duration"), "{message}");
+
+    let (line, key, _) = invalid("[server]\n\nworkers = 0\n");
+    assert_eq!((line, key.as_str()), (3, "server.workers"));
+
+    let (line, key, _) = invalid("[server]\naddr = \"localhost\"\n");
+    assert_eq!((line, key.as_str()), (2, "server.addr"));
+}
+
+#[test]
+fn ids_must_be_lowercase_slugs() {
+    let (line, key, message) = invalid("[[targets]]\nid = \"Web 1\"\nkind = \"local\"\n");
+    assert_eq!((line, key.as_str()), (2, "targets[0].id"));
+    assert!(message.contains("not a valid id"));
+}
+
+#[test]
+fn placeholders_must_name_a_parameter_and_never_choose_the_program() {
+    let text = "[[templates]]\nid = \"t\"\ncommand = [\"echo\", \"{nope}\"]\n";
+    let (line, key, message) = invalid(text);
+    assert_eq!((line, key.as_str()), (3, "templates[0].command"));
+    assert!(message.contains("{nope}"), "{message}");
+
+    let text = "[[templates]]\nid = \"t\"\ncommand = [\"{prog}\"]\nparams = [{ name = \"prog\", type = \"string\" }]\n";
+    let (_, key, message) = invalid(text);
+    assert_eq!(key, "templates[0].command");
+    assert!(message.contains("must be literal"), "{message}");
+}
+
+#[test]
+fn parameter_schemas_are_checked() {
+    let (line, key, _) = invalid(
+        "[[templates]]\nid = \"t\"\ncommand = [\"x\"]\nparams = [\n  { name = \"e\", type = \"enum\" },\n]\n",
+    );
+    assert_eq!((line, key.as_str()), (5, "templates[0].params[0].choices"));
+
+    let (_, key, _) = invalid(
+        "[[templates]]\nid = \"t\"\ncommand = [\"x\"]\nparams = [{ name = \"n\", type = \"int\", min = 5, max = 1 }]\n",
+    );
+    assert_eq!(key, "templates[0].params[0].min");
+
+    let (_, key, message) = invalid(
+        "[[templates]]\nid = \"t\"\ncommand = [\"x\"]\nparams = [{ name = \"s\", type = \"string\", pattern = \"(\" }]\n",
+    );
+    assert_eq!(key, "templates[0].params[0].pattern");
+    assert!(message.contains("regex"));
+
+    let (_, key, _) = invalid(
+        "[[templates]]\nid = \"t\"\ncommand = [\"x\"]\nparams = [{ name = \"p\", type = \"path\", default = \"relative\" }]\n",
+    );
+    assert_eq!(key, "templates[0].params[0].default");
+
+    let (_, key, _) = invalid(
+        "[[templates]]\nid = \"t\"\ncommand = [\"x\"]\nparams = [{ name = \"p\", type = \"path\", choices = [\"a\"] }]\n",
+    );
+    assert_eq!(key, "templates[0].params[0].choices");
+
+    let (_, key, _) = invalid(
+        "[[templates]]\nid = \"t\"\ncommand = [\"x\"]\nparams = [{ name = \"p\", type = \"colour\" }]\n",
+    );
+    assert_eq!(key, "templates[0].params[0].type");
+}
+
+#[test]
+fn cross_references_are_checked() {
+    let (line, key, message) = invalid(
+        "[[targets]]\nid = \"a\"\nkind = \"local\"\n[[templates]]\nid = \"t\"\ncommand = [\"x\"]\ntargets = [\"a\", \"b\"]\n",
+    );
+    assert_eq!((line, key.as_str()), (7, "templates[0].targets"));
+    assert!(message.contains("`b`"));
+
+    let (_, key, _) = invalid(
+        "[[targets]]\nid = \"a\"\nkind = \"local\"\n[[targets]]\nid = \"a\"\nkind = \"local\"\n",
+    );
+    assert_eq!(key, "targets[1].id");
+}
+
+#[test]
+fn target_kinds_need_their_settings() {
+    let (_, key, _) = invalid("[[targets]]\nid = \"c\"\nkind = \"docker\"\n");
+    assert_eq!(key, "targets[0].container");
+    let (_, key, _) =
+        invalid("[[targets]]\nid = \"c\"\nkind = \"docker\"\ncontainer = \"web; rm -rf /\"\n");
+    assert_eq!(key, "targets[0].container");
+    let (_, key, _) =
+        invalid("[[targets]]\nid = \"s\"\nkind = \"ssh\"\nhost = \"-oProxyCommand=x\"\n");
+    assert_eq!(key, "targets[0].host");
+    let (_, key, message) = invalid("[[targets]]\nid = \"g\"\nkind = \"agent\"\n");
+    assert_eq!(key, "targets[0].kind");
+    assert!(message.contains("not available"));
+
+    let c =
+        parse("[[targets]]\nid = \"c\"\nkind = \"docker\"\ncontainer = \"web_1.blue\"\n").unwrap();
+    assert_eq!(
+        c.targets[0].access,
+        TargetAccess::Docker {
+            container: "web_1.blue".into()
+        }
+    );
+}
+
+#[test]
+fn a_script_is_literal_text_and_its_arguments_come_as_positional_parameters() {
+    let c = parse(
+        "[[templates]]\nid = \"t\"\nscript = \"echo ${1} {not-a-placeholder}\"\nargs = [\"{who}\"]\nparams = [{ name = \"who\", type = \"string\" }]\n",
+    )
+    .unwrap();
+    let t = &c.templates[0];
+    assert_eq!(
+        t.command,
+        [
+            "/bin/sh",
+            "-c",
+            "echo ${{1}} {{not-a-placeholder}}",
+            "t",
+            "{who}"
+        ]
+    );
+}
+
+#[test]
+fn placeholders_are_found_and_braces_escaped() {
+    assert_eq!(
+        placeholders("--repo={repo}:{tag}").unwrap(),
+        ["repo", "tag"]
+    );
+    assert!(placeholders("{{literal}}").unwrap().is_empty());
+    assert!(placeholders("{open").is_err());
+    assert!(placeholders("close}").is_err());
+}
+
+#[test]
+fn a_missing_file_says_which_and_what_to_do() {
+    let err = Config::load(Path::new("/nonexistent/opsdeck.toml")).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("/nonexistent/opsdeck.toml"), "{text}");
+    assert!(text.contains("--config"), "{text}");
+}

@@ -1,0 +1,172 @@
+//! The database: connecting (SQLite by default, PostgreSQL for several
+//! replicas), running migrations at start, and one module of thin data-access
+//! functions per table group. These functions take a `&DatabaseConnection`,
+//! return `Result<_, DbErr>` and know nothing of HTTP or Leptos.
+
+pub mod journal;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    SqlxSqliteConnector, Statement,
+};
+
+/// Why the database could not be opened. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("cannot create the database directory {dir}: {source}; choose a writable location with [server].database_url or DATABASE_URL")]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {url}: {source}; check [server].database_url or DATABASE_URL, and that the location is writable")]
+    Open { url: String, source: DbErr },
+    #[error(
+        "`{0}` is not a database URL: use sqlite://path/to/file.db or postgres://user@host/db"
+    )]
+    BadUrl(String),
+    #[error("cannot migrate the database {url}: {source}")]
+    Migrate { url: String, source: DbErr },
+}
+
+/// Opens the database named by `url`, creating a SQLite file (and its
+/// directory) if needed, and brings its schema up to date.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbSetupError> {
+    let db = if url.starts_with("sqlite:") {
+        connect_sqlite(url).await?
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut opts = ConnectOptions::new(url);
+        opts.max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false);
+        Database::connect(opts)
+            .await
+            .map_err(|source| DbSetupError::Open {
+                url: redact(url),
+                source,
+            })?
+    } else {
+        return Err(DbSetupError::BadUrl(redact(url)));
+    };
+    Migrator::up(&db, None)
+        .await
+        .map_err(|source| DbSetupError::Migrate {
+            url: redact(url),
+            source,
+        })?;
+    Ok(db)
+}
+
+async fn connect_sqlite(url: &str) -> Result<DatabaseConnection, DbSetupError> {
+    let path = sqlite_path(url);
+    if let Some(dir) = path
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| DbSetupError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let open_err = |e: sea_orm::sqlx::Error| DbSetupError::Open {
+        url: url.to_string(),
+        source: DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)),
+    };
+    // N.B.: WAL lets readers (pages, streams) run beside the one writer;
+    // synchronous=NORMAL keeps every commit across a process crash (not across
+    // power loss), which is what a log pipeline committing in batches needs.
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(open_err)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true)
+        .pragma("temp_store", "memory");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(opts)
+        .await
+        .map_err(open_err)?;
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// The file behind a `sqlite:` URL, if it names one.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = rest.split('?').next().unwrap_or_default();
+    (!rest.is_empty() && rest != ":memory:").then(|| PathBuf::from(rest))
+}
+
+/// A URL fit for messages: the password is hidden.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A real query against the schema, for health checks.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    db.query_one(Statement::from_string(
+        backend,
+        "SELECT COUNT(*) FROM seaql_migrations",
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// Whether the database is PostgreSQL (else SQLite).
+pub fn is_postgres(db: &DatabaseConnection) -> bool {
+    db.get_database_backend() == DbBackend::Postgres
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_path("sqlite://data/opsdeck.db"),
+            Some("data/opsdeck.db".into())
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/o.db?mode=rwc"),
+            Some("/var/lib/o.db".into())
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

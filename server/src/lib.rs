@@ -1,0 +1,11 @@
+//! The opsdeck server: configuration, database, HTTP surface and the
+//! command line. `main.rs` only calls [`cli::main`]; tests use the modules.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,5 @@
+//! The `opsdeck` binary.
+
+fn main() -> std::process::ExitCode {
+    server::cli::main()
+}

@@ -1,0 +1,123 @@
+//! Starting and stopping a server: open the database (migrating it), bind
+//! the port, build the state, serve until SIGINT/SIGTERM, then let in-flight
+//! requests finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use leptos::config::LeptosOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::db::{self, DbSetupError};
+use crate::state::{AppState, Inner};
+
+/// Why the server could not start. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] DbSetupError),
+    #[error("cannot listen on {addr}: the address is already in use; stop the other process or choose another address with [server].addr or --addr")]
+    AddrInUse { addr: SocketAddr },
+    #[error(
+        "cannot listen on {addr}: {source}; choose another address with [server].addr or --addr"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A server that is ready to serve: database open, port bound.
+pub struct Server {
+    pub state: AppState,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the database and binds the listen address.
+    pub async fn build(config: Config) -> Result<Server, StartError> {
+        let config = Arc::new(config);
+        let db = db::connect(&config.server.database_url).await?;
+        let addr = config.server.addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+                _ => StartError::Bind { addr, source },
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let leptos = LeptosOptions::builder()
+            .output_name("opsdeck")
+            .site_root(config.server.site_root.to_string_lossy().to_string())
+            .site_pkg_dir("pkg")
+            .site_addr(local)
+            .build();
+        let state = AppState::new(Inner {
+            config,
+            db,
+            leptos,
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Server { state, listener })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.leptos.site_addr
+    }
+
+    /// Serves until `state.shutdown` is cancelled, then waits for in-flight
+    /// requests (up to `[server].shutdown_timeout`).
+    pub async fn run(self) -> std::io::Result<()> {
+        let Server { state, listener } = self;
+        let app = crate::http::router(state.clone());
+        let token = state.shutdown.clone();
+        let grace = state.config.server.shutdown_timeout;
+        tracing::info!(
+            addr = %state.leptos.site_addr,
+            config = %state.config.source,
+            "opsdeck is listening on http://{}",
+            state.leptos.site_addr
+        );
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.clone().cancelled_owned());
+        let serving = tokio::spawn(async move { serve.await });
+        token.cancelled().await;
+        tracing::info!("shutting down: letting in-flight requests finish");
+        match tokio::time::timeout(grace, serving).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(std::io::Error::other(e)))?,
+            Err(_) => tracing::warn!(
+                "in-flight requests did not finish within {grace:?}; stopping anyway"
+            ),
+        }
+        state.db.clone().close().await.ok();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        token.cancel();
+    });
+}

@@ -1,0 +1,49 @@
+//! The one shared state of a running server, handed to axum handlers by
+//! `State`, to server functions through the `Backend` context, and to the
+//! background tasks. Cheap to clone.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// A handle to the running server's state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// The validated configuration, read once at start.
+    pub config: Arc<Config>,
+    /// The database pool.
+    pub db: DatabaseConnection,
+    /// Where the built front-end lives and how it is named.
+    pub leptos: LeptosOptions,
+    /// Cancelled when the server shuts down: long-lived streams and
+    /// background tasks watch it and end.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}

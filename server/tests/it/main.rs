@@ -1,0 +1,7 @@
+//! opsdeck's integration tests: one test binary (one link step), one module
+//! per capability. Every test starts a real server on 127.0.0.1:0 with a
+//! fresh SQLite file (or a fresh PostgreSQL database), or runs the real
+//! `opsdeck` binary.
+
+mod foundation;
+mod support;

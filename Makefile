@@ -79,9 +79,9 @@ clippy:
 	cargo clippy -p app -p server -p migration --all-targets --features app/ssr -- -D warnings
 	cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 
+# One invocation: app's tests get `ssr` through server, and nothing is built twice.
 cargo-test:
-	cargo test --release -p app --features ssr
-	cargo test --release -p migration -p server
+	cargo test --release -p app -p migration -p server
 
 clean-e2e:
 	rm -rf $(E2E_DB_DIR)

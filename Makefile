@@ -87,7 +87,8 @@ clean-e2e:
 	rm -rf $(E2E_DB_DIR)
 
 e2e: clean-e2e
-	OPSDECK_CONFIG=end2end/opsdeck.e2e.toml RUST_LOG=warn cargo leptos end-to-end --release
+	OPSDECK_CONFIG=end2end/opsdeck.e2e.toml OPSDECK_ADMIN_PASSWORD=e2e-admin-password RUST_LOG=warn \
+	  cargo leptos end-to-end --release
 
 bench: setup
 	./bench/run.sh

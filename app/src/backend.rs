@@ -5,7 +5,8 @@
 //! `server` crate, which depends on this one. So the server implements
 //! [`Backend`] and provides it as context to every server function and SSR
 //! render (`leptos_routes_with_context`); server functions stay thin: take the
-//! backend and the caller, call one method.
+//! backend and the [`Caller`], call one method. Every method decides its own
+//! permissions through the server's one policy module.
 
 use std::sync::Arc;
 
@@ -13,14 +14,108 @@ use leptos::prelude::*;
 
 use crate::error::AppError;
 use crate::model::journal::JournalEntry;
+use crate::model::user::{AuditPage, AuditQuery, CurrentUser, NewToken, Role, TokenInfo, UserInfo};
 
-/// What the app asks of the server. Every method enforces its own permissions.
+/// Who is asking and from where: the server's guard puts one in every
+/// request's extensions (anonymous when no credentials came).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The signed-in user, if any.
+    pub user: Option<CurrentUser>,
+    /// The client's address.
+    pub ip: Option<String>,
+    /// The session's id hash, when authenticated by the session cookie.
+    pub session: Option<String>,
+    /// Whether the request came over https (cookies get `Secure`).
+    pub secure: bool,
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    /// The signed-in user, or 401.
+    pub fn user(&self) -> Result<&CurrentUser, AppError> {
+        self.user.as_ref().ok_or_else(AppError::sign_in)
+    }
+}
+
+/// A successful sign-in: the `Set-Cookie` value for the new session.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: CurrentUser,
+    pub set_cookie: String,
+}
+
+/// What the app asks of the server.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The newest journal notes, newest first.
-    async fn journal(&self, limit: u64) -> Result<Vec<JournalEntry>, AppError>;
+    async fn journal(&self, caller: &Caller, limit: u64) -> Result<Vec<JournalEntry>, AppError>;
     /// Stores a note (validated with `validate_note`).
-    async fn post_journal(&self, text: String) -> Result<JournalEntry, AppError>;
+    async fn post_journal(&self, caller: &Caller, text: String) -> Result<JournalEntry, AppError>;
+
+    /// Checks a username and password; starts a session.
+    async fn login(
+        &self,
+        caller: &Caller,
+        username: String,
+        password: String,
+    ) -> Result<SignedIn, AppError>;
+    /// Ends the caller's session; the `Set-Cookie` value that clears it.
+    async fn logout(&self, caller: &Caller) -> Result<String, AppError>;
+    /// Changes the caller's own password (the current one is checked).
+    async fn change_own_password(
+        &self,
+        caller: &Caller,
+        current: String,
+        new: String,
+    ) -> Result<(), AppError>;
+
+    /// Every user (admins).
+    async fn users(&self, caller: &Caller) -> Result<Vec<UserInfo>, AppError>;
+    /// Creates a user (admins).
+    async fn create_user(
+        &self,
+        caller: &Caller,
+        username: String,
+        role: Role,
+        password: String,
+    ) -> Result<UserInfo, AppError>;
+    /// Changes a user's role (admins; never demotes the last admin).
+    async fn set_role(
+        &self,
+        caller: &Caller,
+        username: String,
+        role: Role,
+    ) -> Result<UserInfo, AppError>;
+    /// Disables or re-enables a user (admins); disabling ends their sessions.
+    async fn set_disabled(
+        &self,
+        caller: &Caller,
+        username: String,
+        disabled: bool,
+    ) -> Result<UserInfo, AppError>;
+    /// Sets a new password for a user (admins); ends their sessions.
+    async fn reset_password(
+        &self,
+        caller: &Caller,
+        username: String,
+        password: String,
+    ) -> Result<(), AppError>;
+
+    /// API tokens: the caller's own, or (admins) everyone's.
+    async fn tokens(&self, caller: &Caller, all: bool) -> Result<Vec<TokenInfo>, AppError>;
+    /// Creates a token for the caller, or (admins) for `username`.
+    async fn create_token(
+        &self,
+        caller: &Caller,
+        username: Option<String>,
+        label: String,
+    ) -> Result<NewToken, AppError>;
+    /// Revokes one of the caller's tokens (admins: anyone's).
+    async fn revoke_token(&self, caller: &Caller, id: i64) -> Result<TokenInfo, AppError>;
+
+    /// A page of the audit log (admins).
+    async fn audit(&self, caller: &Caller, query: AuditQuery) -> Result<AuditPage, AppError>;
 }
 
 /// The backend as it travels through Leptos context.
@@ -34,29 +129,52 @@ pub fn backend() -> Result<SharedBackend, AppError> {
     })
 }
 
+/// The caller of the current request (anonymous if the guard found none).
+pub fn caller() -> Caller {
+    use_context::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Caller>().cloned())
+        .unwrap_or_default()
+}
+
+/// Whether this request is a plain HTML form post (JavaScript off).
+fn is_plain_form_post() -> bool {
+    use_context::<http::request::Parts>().is_some_and(|p| {
+        p.method == http::Method::POST
+            && p.headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"))
+    })
+}
+
 /// Passes a server function's result through, giving an error the HTTP status
-/// it deserves (400, 403, 404, …) when the call came from the app's own
-/// client. A plain form post (JavaScript off) keeps leptos' redirect back to
-/// the form, which carries the error in the URL; a page render keeps the
-/// page's status.
+/// it deserves (400, 403, 404, …). A plain form post (JavaScript off) keeps
+/// leptos' redirect back to the form, which carries the error in the URL.
 pub fn respond<T>(result: Result<T, AppError>) -> Result<T, AppError> {
     if let Err(e) = &result {
-        let browser_navigation = use_context::<http::request::Parts>()
-            .and_then(|p| {
-                p.headers
-                    .get(http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.contains("text/html"))
-            })
-            .unwrap_or(false);
-        if !browser_navigation {
-            if let (Some(res), Ok(status)) = (
-                use_context::<leptos_axum::ResponseOptions>(),
-                http::StatusCode::from_u16(e.status()),
-            ) {
-                res.set_status(status);
-            }
+        if !is_plain_form_post() {
+            set_status(e.status());
         }
     }
     result
+}
+
+/// Sets the response status (during SSR or a server function call).
+pub fn set_status(status: u16) {
+    if let (Some(res), Ok(status)) = (
+        use_context::<leptos_axum::ResponseOptions>(),
+        http::StatusCode::from_u16(status),
+    ) {
+        res.set_status(status);
+    }
+}
+
+/// Adds a `Set-Cookie` header to the response.
+pub fn set_cookie(value: &str) {
+    if let (Some(res), Ok(v)) = (
+        use_context::<leptos_axum::ResponseOptions>(),
+        http::HeaderValue::from_str(value),
+    ) {
+        res.append_header(http::header::SET_COOKIE, v);
+    }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// What went wrong, as the user may be told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum AppError {
     /// Bad input (400): the message names the problem, `field` the input it came from.
     #[error("{message}")]
@@ -19,9 +19,9 @@ pub enum AppError {
         message: String,
         field: Option<String>,
     },
-    /// No or invalid credentials (401).
-    #[error("sign in to continue")]
-    Unauthorized,
+    /// No or invalid credentials (401); the message says which and what to do.
+    #[error("{0}")]
+    Unauthorized(String),
     /// Authenticated but not allowed (403).
     #[error("{0}")]
     Forbidden(String),
@@ -54,6 +54,16 @@ impl AppError {
         }
     }
 
+    /// The 401 for a request without credentials.
+    pub fn sign_in() -> Self {
+        AppError::Unauthorized("sign in to continue".into())
+    }
+
+    /// A 403 for a non-admin.
+    pub fn admin_only() -> Self {
+        AppError::Forbidden("this needs the admin role: ask an admin".into())
+    }
+
     /// A 400 not tied to one field.
     pub fn bad_request(message: impl Into<String>) -> Self {
         AppError::BadRequest {
@@ -66,7 +76,7 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::BadRequest { .. } => 400,
-            AppError::Unauthorized => 401,
+            AppError::Unauthorized(_) => 401,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
@@ -99,6 +109,32 @@ impl FromServerFnError for AppError {
                 AppError::bad_request(format!("the form was incomplete: {msg}"))
             }
             other => AppError::Transport(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_survives_the_wire() {
+        let all = [
+            AppError::field("path", "must be absolute"),
+            AppError::sign_in(),
+            AppError::admin_only(),
+            AppError::NotFound("no job 4".into()),
+            AppError::Conflict("finished".into()),
+            AppError::TooManyRequests {
+                retry_after_secs: 5,
+            },
+            AppError::Unavailable("db".into()),
+            AppError::Internal,
+            AppError::Transport("offline".into()),
+        ];
+        for e in all {
+            let bytes = e.ser();
+            assert_eq!(AppError::de(bytes), e);
         }
     }
 }

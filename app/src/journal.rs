@@ -15,15 +15,15 @@ use crate::model::time::format_utc;
 /// The newest journal notes.
 #[server]
 pub async fn list_journal() -> Result<Vec<JournalEntry>, AppError> {
-    use crate::backend::{backend, respond};
-    respond(async { backend()?.journal(20).await }.await)
+    use crate::backend::{backend, caller, respond};
+    respond(async { backend()?.journal(&caller(), 20).await }.await)
 }
 
 /// Adds a note to the journal.
 #[server]
 pub async fn post_journal_note(text: String) -> Result<JournalEntry, AppError> {
-    use crate::backend::{backend, respond};
-    respond(async { backend()?.post_journal(text).await }.await)
+    use crate::backend::{backend, caller, respond};
+    respond(async { backend()?.post_journal(&caller(), text).await }.await)
 }
 
 /// The journal panel: a form with a live character counter, and the notes.

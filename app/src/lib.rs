@@ -5,10 +5,14 @@
 //! bodies) and with `hydrate` into the wasm (components, server functions'
 //! client stubs). Server-only code sits behind `ssr`.
 
+pub mod account;
+pub mod admin;
+pub mod auth;
 pub mod components;
 pub mod error;
 pub mod journal;
 pub mod model;
+pub mod tokens;
 
 #[cfg(feature = "ssr")]
 pub mod backend;
@@ -55,6 +59,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    auth::provide_auth();
 
     view! {
         <Stylesheet id="leptos" href="/pkg/opsdeck.css" />
@@ -69,10 +74,18 @@ pub fn App() -> impl IntoView {
                 <a class="brand" href="/">
                     "opsdeck"
                 </a>
+                <nav class="mainnav" aria-label="Main">
+                    <a href="/">"Dashboard"</a>
+                </nav>
+                <auth::UserMenu />
             </header>
             <main id="main">
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=HomePage ssr=SsrMode::Async />
+                    <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async />
+                    <Route path=path!("/account") view=account::AccountPage ssr=SsrMode::Async />
+                    <Route path=path!("/admin/users") view=admin::users::UsersPage ssr=SsrMode::Async />
+                    <Route path=path!("/admin/audit") view=admin::audit::AuditPageView ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

@@ -2,6 +2,11 @@
 // function writing through sea-orm, progressive enhancement, health.
 import { test, expect } from './fixtures/test';
 import { Dashboard } from './fixtures/dashboard';
+import { signIn } from './fixtures/users';
+
+test.beforeEach(async ({ page }) => {
+  await signIn(page, 'admin');
+});
 
 test('the dashboard is rendered on the server and then hydrated', async ({ page }) => {
   // The server's HTML already holds the page, before any wasm runs.

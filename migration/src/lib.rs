@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_journal;
+mod m20261123_000002_create_accounts;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_journal::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_journal::Migration),
+            Box::new(m20261123_000002_create_accounts::Migration),
+        ]
     }
 }

@@ -1,26 +1,164 @@
-//! The server's side of `app::backend::Backend`: what server functions call.
-//! Each method validates, decides permissions and calls the data layer.
+//! The server's side of `app::backend::Backend`: what server functions and
+//! REST handlers call. Each method asks `auth::policy` first, then does the
+//! work through the service modules.
 
-use app::backend::Backend;
+use app::backend::{Backend, Caller, SignedIn};
 use app::error::AppError;
 use app::model::journal::{validate_note, JournalEntry};
+use app::model::user::{AuditPage, AuditQuery, NewToken, Role, TokenInfo, UserInfo};
 
+use crate::auth::accounts::{self, Actor};
+use crate::auth::{login, policy};
 use crate::db;
 use crate::http::error::db_error;
 use crate::state::AppState;
 
+fn actor(caller: &Caller) -> Result<Actor<'_>, AppError> {
+    Ok(Actor {
+        name: &caller.user()?.username,
+        ip: caller.ip.as_deref(),
+    })
+}
+
 #[async_trait::async_trait]
 impl Backend for AppState {
-    async fn journal(&self, limit: u64) -> Result<Vec<JournalEntry>, AppError> {
+    async fn journal(&self, caller: &Caller, limit: u64) -> Result<Vec<JournalEntry>, AppError> {
+        policy::require_user(caller)?;
         db::journal::newest(&self.db, limit.min(100))
             .await
             .map_err(|e| db_error(e, "listing journal notes"))
     }
 
-    async fn post_journal(&self, text: String) -> Result<JournalEntry, AppError> {
+    async fn post_journal(&self, caller: &Caller, text: String) -> Result<JournalEntry, AppError> {
+        let user = policy::require_user(caller)?;
         let text = validate_note(&text)?;
-        db::journal::insert(&self.db, "anonymous", &text)
+        db::journal::insert(&self.db, &user.username, &text)
             .await
             .map_err(|e| db_error(e, "storing a journal note"))
+    }
+
+    async fn login(
+        &self,
+        caller: &Caller,
+        username: String,
+        password: String,
+    ) -> Result<SignedIn, AppError> {
+        login::login(self, caller, &username, password).await
+    }
+
+    async fn logout(&self, caller: &Caller) -> Result<String, AppError> {
+        login::logout(self, caller).await
+    }
+
+    async fn change_own_password(
+        &self,
+        caller: &Caller,
+        current: String,
+        new: String,
+    ) -> Result<(), AppError> {
+        let user = policy::require_user(caller)?;
+        accounts::change_own_password(
+            &self.db,
+            actor(caller)?,
+            &user.username,
+            current,
+            new,
+            caller.session.as_deref(),
+        )
+        .await
+    }
+
+    async fn users(&self, caller: &Caller) -> Result<Vec<UserInfo>, AppError> {
+        policy::require_admin(caller)?;
+        accounts::list_users(&self.db).await
+    }
+
+    async fn create_user(
+        &self,
+        caller: &Caller,
+        username: String,
+        role: Role,
+        password: String,
+    ) -> Result<UserInfo, AppError> {
+        policy::require_admin(caller)?;
+        accounts::create_user(&self.db, actor(caller)?, &username, role, password).await
+    }
+
+    async fn set_role(
+        &self,
+        caller: &Caller,
+        username: String,
+        role: Role,
+    ) -> Result<UserInfo, AppError> {
+        policy::require_admin(caller)?;
+        accounts::set_role(&self.db, actor(caller)?, &username, role).await
+    }
+
+    async fn set_disabled(
+        &self,
+        caller: &Caller,
+        username: String,
+        disabled: bool,
+    ) -> Result<UserInfo, AppError> {
+        policy::require_admin(caller)?;
+        accounts::set_disabled(&self.db, actor(caller)?, &username, disabled).await
+    }
+
+    async fn reset_password(
+        &self,
+        caller: &Caller,
+        username: String,
+        password: String,
+    ) -> Result<(), AppError> {
+        policy::require_admin(caller)?;
+        accounts::set_password(&self.db, actor(caller)?, &username, password, None).await
+    }
+
+    async fn tokens(&self, caller: &Caller, all: bool) -> Result<Vec<TokenInfo>, AppError> {
+        let user = policy::require_user(caller)?;
+        if all {
+            policy::require_admin(caller)?;
+            accounts::list_tokens(&self.db, None).await
+        } else {
+            accounts::list_tokens(&self.db, Some(user.id)).await
+        }
+    }
+
+    async fn create_token(
+        &self,
+        caller: &Caller,
+        username: Option<String>,
+        label: String,
+    ) -> Result<NewToken, AppError> {
+        let user = policy::require_user(caller)?;
+        let owner = match username {
+            Some(name) if name != user.username => {
+                policy::require_admin(caller)?;
+                name
+            }
+            _ => user.username.clone(),
+        };
+        accounts::create_token(&self.db, actor(caller)?, &owner, &label).await
+    }
+
+    async fn revoke_token(&self, caller: &Caller, id: i64) -> Result<TokenInfo, AppError> {
+        let user = policy::require_user(caller)?;
+        let (_, owner) = accounts::find_token(&self.db, id).await?;
+        if !policy::may_manage_tokens_of(user, owner.id) {
+            // N.B.: someone else's token is reported as missing, not forbidden.
+            return Err(AppError::NotFound(format!("no token {id}")));
+        }
+        accounts::revoke_token(&self.db, actor(caller)?, id).await
+    }
+
+    async fn audit(&self, caller: &Caller, query: AuditQuery) -> Result<AuditPage, AppError> {
+        policy::require_admin(caller)?;
+        let (entries, next_before) = db::audit::page(&self.db, &query)
+            .await
+            .map_err(|e| db_error(e, "reading the audit log"))?;
+        Ok(AuditPage {
+            entries,
+            next_before,
+        })
     }
 }

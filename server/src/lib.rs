@@ -1,11 +1,13 @@
 //! The opsdeck server: configuration, database, HTTP surface and the
 //! command line. `main.rs` only calls [`cli::main`]; tests use the modules.
 
+pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod maintenance;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -50,6 +50,24 @@ impl Server {
         let local = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        let url = config
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        crate::auth::bootstrap::ensure_first_admin(
+            &db,
+            config.auth.bootstrap_password.as_deref(),
+            &url,
+        )
+        .await
+        .map_err(|source| {
+            StartError::Database(DbSetupError::Migrate {
+                url: db::redact(&config.server.database_url),
+                source,
+            })
+        })?;
+        crate::auth::password::warm_up();
         let leptos = LeptosOptions::builder()
             .output_name("opsdeck")
             .site_root(config.server.site_root.to_string_lossy().to_string())
@@ -89,6 +107,7 @@ impl Server {
         )
         .with_graceful_shutdown(token.clone().cancelled_owned());
         let serving = tokio::spawn(async move { serve.await });
+        let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
         token.cancelled().await;
         tracing::info!("shutting down: letting in-flight requests finish");
         match tokio::time::timeout(grace, serving).await {
@@ -97,6 +116,7 @@ impl Server {
                 "in-flight requests did not finish within {grace:?}; stopping anyway"
             ),
         }
+        let _ = maintenance.await;
         state.db.clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())

@@ -4,3 +4,4 @@
 pub mod journal;
 pub mod template;
 pub mod time;
+pub mod user;

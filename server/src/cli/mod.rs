@@ -1,6 +1,8 @@
 //! The `opsdeck` command line: `serve` (the default) and the subcommands.
 //! Options are read here, once, and turned into a [`Config`].
 
+mod accounts;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +28,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
 
+    /// The first admin's password, used only when no user exists yet.
+    #[arg(
+        long,
+        global = true,
+        env = "OPSDECK_ADMIN_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
+    admin_password: Option<String>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,6 +48,12 @@ enum Command {
     Serve(ServeArgs),
     /// Check the configuration and exit: 0 if it is valid, 2 if not.
     CheckConfig,
+    /// Manage users (on the server host, against its database).
+    #[command(subcommand)]
+    User(accounts::UserCommand),
+    /// Manage API tokens (on the server host, against its database).
+    #[command(subcommand)]
+    Token(accounts::TokenCommand),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -71,7 +89,43 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => serve(config, args),
+        Command::User(cmd) => with_database(&config, |db| Box::pin(accounts::user(db, cmd))),
+        Command::Token(cmd) => with_database(&config, |db| Box::pin(accounts::token(db, cmd))),
     }
+}
+
+type DbTask<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
+
+/// Opens the configured database and runs one account command on it.
+fn with_database(
+    config: &Config,
+    task: impl for<'a> FnOnce(&'a sea_orm::DatabaseConnection) -> DbTask<'a>,
+) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("opsdeck: cannot start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async {
+        let db = match crate::db::connect(&config.server.database_url).await {
+            Ok(db) => db,
+            Err(e) => {
+                eprintln!("opsdeck: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let result = task(&db).await;
+        db.close().await.ok();
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("opsdeck: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
@@ -79,6 +133,7 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     if let Some(url) = &cli.database_url {
         config.server.database_url = url.clone();
     }
+    config.auth.bootstrap_password = cli.admin_password.clone();
     Ok(config)
 }
 

@@ -105,6 +105,9 @@ pub struct ServerConfig {
     pub node: String,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy
+    /// that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 /// `[auth]`
@@ -115,6 +118,8 @@ pub struct AuthConfig {
     /// Failed logins per username or address within `login_window` before 429.
     pub login_max_failures: u32,
     pub login_window: Duration,
+    /// The first admin's password (`OPSDECK_ADMIN_PASSWORD`; never from the file).
+    pub bootstrap_password: Option<String>,
 }
 
 /// `[jobs]`: defaults for every template.
@@ -378,6 +383,7 @@ struct RawServer {
     site_root: Option<PathBuf>,
     node: Option<Spanned<String>>,
     shutdown_timeout: Option<ConfigDuration>,
+    trust_forwarded_for: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -522,6 +528,7 @@ impl RawConfig {
             site_root: s.site_root.unwrap_or_else(|| PathBuf::from("target/site")),
             node,
             shutdown_timeout: dur(s.shutdown_timeout, 30),
+            trust_forwarded_for: s.trust_forwarded_for.unwrap_or(false),
         };
 
         let a = self.auth;
@@ -529,6 +536,7 @@ impl RawConfig {
             session_idle: dur(a.session_idle, 7 * 86_400),
             login_max_failures: a.login_max_failures.unwrap_or(10),
             login_window: dur(a.login_window, 15 * 60),
+            bootstrap_password: None,
         };
 
         let j = self.jobs;

@@ -3,7 +3,11 @@
 //! functions per table group. These functions take a `&DatabaseConnection`,
 //! return `Result<_, DbErr>` and know nothing of HTTP or Leptos.
 
+pub mod audit;
 pub mod journal;
+pub mod sessions;
+pub mod tokens;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

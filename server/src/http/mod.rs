@@ -1,9 +1,13 @@
 //! The HTTP surface: one router holding the Leptos pages and server functions,
-//! the REST API, health and metrics, and the static site. Built by [`router`]
-//! apart from `main`, so tests serve it on `127.0.0.1:0`.
+//! the REST API, health and the static site, with the guard in front of every
+//! route. Built by [`router`] apart from `main`, so tests serve it on
+//! `127.0.0.1:0`.
 
+pub mod api;
 pub mod error;
+pub mod extract;
 pub mod health;
+pub mod routes;
 
 use std::sync::Arc;
 
@@ -16,22 +20,41 @@ use tower_http::compression::CompressionLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::auth::guard::{guard, GuardState};
 use crate::state::AppState;
+use routes::RouteTable;
+
+/// Every rule of the route table: pages, server functions, API, infra.
+pub fn route_table() -> RouteTable {
+    let mut rules = routes::pages();
+    rules.extend(routes::server_fns());
+    rules.extend(routes::infra());
+    rules.extend(api::routes().into_iter().map(|(rule, _)| rule));
+    RouteTable::new(rules)
+}
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(app::App);
+    let leptos_routes = generate_route_list(app::App);
     let backend: SharedBackend = Arc::new(state.clone());
     let options = state.leptos.clone();
+    let guard_state = GuardState {
+        app: state.clone(),
+        table: Arc::new(route_table()),
+    };
 
-    Router::new()
-        .route("/healthz", get(health::healthz))
+    let mut router = Router::new().route("/healthz", get(health::healthz));
+    for (rule, handler) in api::routes() {
+        router = router.route(&rule.path, handler);
+    }
+    router
         .leptos_routes_with_context(
             &state,
-            routes,
+            leptos_routes,
             move || provide_context(backend.clone()),
             move || app::shell(options.clone()),
         )
+        .route_layer(axum::middleware::from_fn_with_state(guard_state, guard))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .layer(CompressionLayer::new())
         .layer(

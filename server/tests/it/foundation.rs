@@ -45,7 +45,7 @@ async fn health_answers_503_with_a_reason_when_the_database_is_unreachable() {
 async fn the_dashboard_is_rendered_on_the_server_with_the_import_map_before_the_hydration_scripts()
 {
     let app = TestApp::start().await;
-    let res = app.client.get(app.url("/")).send().await.unwrap();
+    let res = app.admin().await.get("/").send().await.unwrap();
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(html.contains("<h1>Dashboard</h1>"));
@@ -63,11 +63,11 @@ async fn the_dashboard_is_rendered_on_the_server_with_the_import_map_before_the_
 #[tokio::test]
 async fn a_note_posted_to_the_server_function_is_stored_and_rendered() {
     let app = TestApp::start().await;
+    let admin = app.admin().await;
     let text = "restarted web-1 after the kernel update";
     // A plain form post, as a browser without JavaScript sends it.
-    let res = app
-        .client
-        .post(app.url(PostJournalNote::PATH))
+    let res = admin
+        .post(PostJournalNote::PATH)
         .header("accept", "text/html")
         .header("referer", app.url("/"))
         .form(&[("text", text)])
@@ -75,21 +75,16 @@ async fn a_note_posted_to_the_server_function_is_stored_and_rendered() {
         .await
         .unwrap();
     assert!(res.status().is_redirection(), "status {}", res.status());
-    let html = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = admin.get("/").send().await.unwrap().text().await.unwrap();
     assert!(html.contains(text), "the note is on the page");
+    assert!(
+        html.contains("admin<!> ·") || html.contains("admin ·"),
+        "signed by its author"
+    );
 
     // A blank note is refused, and the error travels back in the redirect.
-    let res = app
-        .client
-        .post(app.url(PostJournalNote::PATH))
+    let res = admin
+        .post(PostJournalNote::PATH)
         .header("accept", "text/html")
         .header("referer", app.url("/"))
         .form(&[("text", "   ")])
@@ -226,14 +221,17 @@ fn a_port_in_use_exits_2_saying_what_to_do() {
 fn in_flight_request_survives(sig: Signal) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = BinServer::start(dir.path(), "");
+    let cookie = server.admin_cookie();
     let body = "text=written%20during%20shutdown";
     let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
     write!(
         conn,
-        "POST {} HTTP/1.1\r\nHost: {}\r\nAccept: text/html\r\nReferer: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nAccept: text/html\r\nReferer: {}\r\nOrigin: {}\r\nCookie: opsdeck_session={}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         PostJournalNote::PATH,
         server.addr,
         server.url("/"),
+        server.url(""),
+        cookie,
         body.len(),
         &body[..10]
     )

@@ -3,5 +3,7 @@
 //! fresh SQLite file (or a fresh PostgreSQL database), or runs the real
 //! `opsdeck` binary.
 
+mod accounts;
+mod authz;
 mod foundation;
 mod support;

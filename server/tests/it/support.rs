@@ -81,6 +81,7 @@ impl TestAppBuilder {
         )
         .unwrap_or_else(|e| panic!("test config: {e}"));
         config.server.addr = "127.0.0.1:0".parse().unwrap();
+        config.auth.bootstrap_password = Some(ADMIN_PASSWORD.to_string());
         config.server.database_url = self
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("opsdeck.db").display()));
@@ -130,6 +131,11 @@ impl BinServer {
     /// Writes `config` (which must set addr/database from `{addr}` and
     /// `{dir}`) and starts the binary; waits for /healthz.
     pub fn start(dir: &Path, extra_toml: &str) -> BinServer {
+        BinServer::start_with(dir, extra_toml, Some(ADMIN_PASSWORD))
+    }
+
+    /// Like [`BinServer::start`]; `admin_password` goes to OPSDECK_ADMIN_PASSWORD.
+    pub fn start_with(dir: &Path, extra_toml: &str, admin_password: Option<&str>) -> BinServer {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = format!(
@@ -139,7 +145,12 @@ impl BinServer {
         let path = dir.join("opsdeck.toml");
         std::fs::write(&path, config).unwrap();
         let stderr_path = dir.join("server.log");
-        let child = Command::new(opsdeck_bin())
+        let mut cmd = Command::new(opsdeck_bin());
+        match admin_password {
+            Some(p) => cmd.env("OPSDECK_ADMIN_PASSWORD", p),
+            None => cmd.env_remove("OPSDECK_ADMIN_PASSWORD"),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
@@ -176,6 +187,24 @@ impl BinServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("opsdeck did not become healthy; its log:\n{}", self.log());
+    }
+
+    /// Signs in as admin; the session cookie's value.
+    pub fn admin_cookie(&self) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let res = reqwest::Client::new()
+                .post(self.url("/api/auth/login"))
+                .json(&serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "admin login");
+            session_cookie(&res).unwrap()
+        })
     }
 
     pub fn log(&self) -> String {
@@ -304,5 +333,155 @@ impl CuttableProxy {
     /// Drops every connection and refuses new ones.
     pub fn cut(&self) {
         self.cut.cancel();
+    }
+}
+
+/// The first admin's password in every [`TestApp`].
+pub const ADMIN_PASSWORD: &str = "admin-password-123";
+/// The password the helpers give every other user.
+pub const USER_PASSWORD: &str = "user-password-123";
+
+/// An HTTP client acting as one caller: a session cookie, a bearer token, or
+/// nothing; it sends our own `Origin` on unsafe requests, as a browser would.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub cookie: Option<String>,
+    pub bearer: Option<String>,
+}
+
+impl Client {
+    pub fn anonymous(app: &TestApp) -> Client {
+        Client {
+            http: app.client.clone(),
+            base: app.url(""),
+            cookie: None,
+            bearer: None,
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut rb = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base, path));
+        if let Some(c) = &self.cookie {
+            rb = rb.header("cookie", format!("opsdeck_session={c}"));
+        }
+        if let Some(t) = &self.bearer {
+            rb = rb.bearer_auth(t);
+        }
+        if method != reqwest::Method::GET && method != reqwest::Method::HEAD {
+            rb = rb.header("origin", self.base.clone());
+        }
+        rb
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
+    }
+
+    /// Posts JSON and returns (status, body as JSON or Null).
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let res = self.post(path).json(&body).send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let res = self.get(path).send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Calls a server function the way the app's own client does.
+    pub async fn call_fn(&self, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let res = self
+            .post(path)
+            .header("accept", "application/json")
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// The value of the session cookie a response sets.
+pub fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("opsdeck_session="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl TestApp {
+    /// Signs in through the API; a client carrying the session cookie.
+    pub async fn login(&self, username: &str, password: &str) -> Client {
+        let res = self
+            .client
+            .post(self.url("/api/auth/login"))
+            .json(&serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "login as {username}");
+        let cookie = session_cookie(&res).expect("a session cookie");
+        Client {
+            cookie: Some(cookie),
+            ..Client::anonymous(self)
+        }
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates a user (as admin) with [`USER_PASSWORD`].
+    pub async fn create_user(&self, username: &str, role: &str) {
+        let admin = self.admin_bearer().await;
+        let (status, body) = admin
+            .post_json(
+                "/api/users",
+                serde_json::json!({"username": username, "role": role, "password": USER_PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, 201, "create {username}: {body}");
+    }
+
+    /// A client using a fresh API token of `username` (created by the admin).
+    pub async fn bearer_for(&self, username: &str) -> Client {
+        let admin = self.admin().await;
+        let (status, body) = admin
+            .post_json(
+                "/api/tokens",
+                serde_json::json!({"label": "test", "username": username}),
+            )
+            .await;
+        assert_eq!(status, 201, "token for {username}: {body}");
+        Client {
+            bearer: Some(body["token"].as_str().unwrap().to_string()),
+            ..Client::anonymous(self)
+        }
+    }
+
+    pub async fn admin_bearer(&self) -> Client {
+        let admin = self.admin().await;
+        let (status, body) = admin
+            .post_json("/api/tokens", serde_json::json!({"label": "test"}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        Client {
+            bearer: Some(body["token"].as_str().unwrap().to_string()),
+            ..Client::anonymous(self)
+        }
     }
 }

@@ -1,0 +1,4 @@
+//! Admin pages: users and tokens, the audit log.
+
+pub mod audit;
+pub mod users;

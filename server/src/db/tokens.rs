@@ -1,0 +1,89 @@
+//! `api_tokens`: bearer tokens for scripts and the CLI, stored as SHA-256.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{entity::prelude::*, ActiveValue::Set, QueryOrder};
+
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub user_id: i64,
+        pub label: String,
+        #[sea_orm(unique)]
+        pub token_hash: String,
+        pub created_at: DateTimeUtc,
+        pub last_used_at: Option<DateTimeUtc>,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub use entity::Model as Token;
+use entity::{ActiveModel, Column, Entity};
+
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+    label: &str,
+    token_hash: &str,
+) -> Result<Token, DbErr> {
+    ActiveModel {
+        user_id: Set(user_id),
+        label: Set(label.to_string()),
+        token_hash: Set(token_hash.to_string()),
+        created_at: Set(Utc::now()),
+        last_used_at: Set(None),
+        revoked_at: Set(None),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+}
+
+pub async fn by_hash(db: &DatabaseConnection, token_hash: &str) -> Result<Option<Token>, DbErr> {
+    Entity::find()
+        .filter(Column::TokenHash.eq(token_hash))
+        .one(db)
+        .await
+}
+
+pub async fn by_id(db: &DatabaseConnection, id: i64) -> Result<Option<Token>, DbErr> {
+    Entity::find_by_id(id).one(db).await
+}
+
+/// Tokens of one user, or of everyone; newest first.
+pub async fn list(db: &DatabaseConnection, user_id: Option<i64>) -> Result<Vec<Token>, DbErr> {
+    let mut q = Entity::find().order_by_desc(Column::Id);
+    if let Some(u) = user_id {
+        q = q.filter(Column::UserId.eq(u));
+    }
+    q.all(db).await
+}
+
+pub async fn mark_used(db: &DatabaseConnection, id: i64, at: DateTime<Utc>) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::LastUsedAt, Expr::value(at))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await
+        .map(|_| ())
+}
+
+/// Revokes a token; false if it was already revoked or does not exist.
+pub async fn revoke(db: &DatabaseConnection, id: i64) -> Result<bool, DbErr> {
+    let r = Entity::update_many()
+        .col_expr(Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(Column::Id.eq(id))
+        .filter(Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected == 1)
+}

@@ -1,0 +1,15 @@
+//! The REST API under `/api`: JSON in and out, errors as
+//! `{"error": "...", "field": "..."}`. Each handler calls the same backend
+//! methods the pages' server functions call, so both enforce one policy.
+
+mod accounts;
+
+use axum::routing::MethodRouter;
+
+use crate::http::routes::Rule;
+use crate::state::AppState;
+
+/// Every API route with its rule; the router registers exactly these.
+pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
+    accounts::routes()
+}

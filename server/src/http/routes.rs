@@ -1,0 +1,142 @@
+//! The route table: every route with its access level, in one place. The
+//! router registers the REST API from it, the guard looks up every request's
+//! rule in it (a route without a rule is refused), and the authorization
+//! matrix test walks it.
+
+use std::collections::HashMap;
+
+use axum::http::Method;
+use leptos::server_fn::ServerFn;
+
+/// Who may use a route at all (finer decisions are in `auth::policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Any signed-in user.
+    Authenticated,
+    /// Admins only. A page answers operators with the 403 page.
+    Admin,
+}
+
+/// What kind of route, which decides how a refusal looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An HTML page: anonymous visitors are redirected to `/login?next=…`.
+    Page,
+    /// The REST API: refusals are JSON 401/403.
+    Api,
+    /// A Leptos server function: refusals are JSON 401/403.
+    ServerFn,
+    /// Health and metrics.
+    Infra,
+}
+
+/// One route and its access level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub method: Method,
+    /// The path as axum matches it (`/api/jobs/{id}`).
+    pub path: String,
+    pub kind: Kind,
+    pub access: Access,
+}
+
+impl Rule {
+    pub fn new(method: Method, path: impl Into<String>, kind: Kind, access: Access) -> Rule {
+        Rule {
+            method,
+            path: path.into(),
+            kind,
+            access,
+        }
+    }
+}
+
+/// The pages of the app (paths as leptos' route list gives them to axum).
+pub fn pages() -> Vec<Rule> {
+    use Access::*;
+    [
+        ("/login", Public),
+        ("/", Authenticated),
+        ("/account", Authenticated),
+        ("/admin/users", Admin),
+        ("/admin/audit", Admin),
+    ]
+    .into_iter()
+    .map(|(path, access)| Rule::new(Method::GET, path, Kind::Page, access))
+    .collect()
+}
+
+fn server_fn<F: ServerFn>(access: Access) -> Rule {
+    Rule::new(Method::POST, F::PATH, Kind::ServerFn, access)
+}
+
+/// The server functions. Their bodies apply the finer policy themselves.
+pub fn server_fns() -> Vec<Rule> {
+    use app::{account, admin, auth, journal, tokens};
+    use Access::*;
+    vec![
+        server_fn::<auth::WhoAmI>(Public),
+        server_fn::<auth::Login>(Public),
+        server_fn::<auth::Logout>(Authenticated),
+        server_fn::<account::ChangePassword>(Authenticated),
+        server_fn::<tokens::ListTokens>(Authenticated),
+        server_fn::<tokens::CreateToken>(Authenticated),
+        server_fn::<tokens::RevokeToken>(Authenticated),
+        server_fn::<admin::users::ListUsers>(Admin),
+        server_fn::<admin::users::CreateUser>(Admin),
+        server_fn::<admin::users::SetUserRole>(Admin),
+        server_fn::<admin::users::SetUserDisabled>(Admin),
+        server_fn::<admin::users::ResetUserPassword>(Admin),
+        server_fn::<admin::audit::AuditLog>(Admin),
+        server_fn::<journal::ListJournal>(Authenticated),
+        server_fn::<journal::PostJournalNote>(Authenticated),
+    ]
+}
+
+/// Health and metrics.
+pub fn infra() -> Vec<Rule> {
+    vec![Rule::new(
+        Method::GET,
+        "/healthz",
+        Kind::Infra,
+        Access::Public,
+    )]
+}
+
+/// Every rule, indexed for the guard.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    rules: HashMap<(Method, String), Rule>,
+}
+
+impl RouteTable {
+    pub fn new(rules: impl IntoIterator<Item = Rule>) -> RouteTable {
+        let mut table = RouteTable::default();
+        for rule in rules {
+            let key = (rule.method.clone(), rule.path.clone());
+            if table.rules.insert(key, rule.clone()).is_some() {
+                panic!(
+                    "route {} {} is in the route table twice",
+                    rule.method, rule.path
+                );
+            }
+        }
+        table
+    }
+
+    /// The rule for a matched route. HEAD uses GET's rule.
+    pub fn lookup(&self, method: &Method, path: &str) -> Option<&Rule> {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.rules.get(&(method.clone(), path.to_string()))
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.values()
+    }
+}

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use leptos::prelude::*;
 
 use crate::error::AppError;
+use crate::model::job::{Job, JobFilter, JobPage, LogPage, NewJob};
 use crate::model::journal::JournalEntry;
+use crate::model::template::{TargetInfo, TemplateInfo};
 use crate::model::user::{AuditPage, AuditQuery, CurrentUser, NewToken, Role, TokenInfo, UserInfo};
 
 /// Who is asking and from where: the server's guard puts one in every
@@ -116,6 +118,29 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A page of the audit log (admins).
     async fn audit(&self, caller: &Caller, query: AuditQuery) -> Result<AuditPage, AppError>;
+
+    /// Templates the caller may run.
+    async fn templates(&self, caller: &Caller) -> Result<Vec<TemplateInfo>, AppError>;
+    /// Targets the caller may launch on.
+    async fn targets(&self, caller: &Caller) -> Result<Vec<TargetInfo>, AppError>;
+    /// Validates and enqueues a job.
+    async fn launch(&self, caller: &Caller, new: NewJob) -> Result<Job, AppError>;
+    /// One job the caller may see.
+    async fn job(&self, caller: &Caller, id: i64) -> Result<Job, AppError>;
+    /// Jobs the caller may see, newest first.
+    async fn jobs(&self, caller: &Caller, filter: JobFilter) -> Result<JobPage, AppError>;
+    /// Cancels a queued or running job.
+    async fn cancel_job(&self, caller: &Caller, id: i64) -> Result<Job, AppError>;
+    /// Enqueues a copy of a job.
+    async fn rerun_job(&self, caller: &Caller, id: i64) -> Result<Job, AppError>;
+    /// Stored lines of a job's log with `seq > after`.
+    async fn job_log(
+        &self,
+        caller: &Caller,
+        id: i64,
+        after: i64,
+        limit: u64,
+    ) -> Result<LogPage, AppError>;
 }
 
 /// The backend as it travels through Leptos context.

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_journal;
 mod m20261123_000002_create_accounts;
+mod m20261123_000003_create_jobs;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_journal::Migration),
             Box::new(m20261123_000002_create_accounts::Migration),
+            Box::new(m20261123_000003_create_jobs::Migration),
         ]
     }
 }

@@ -4,12 +4,15 @@
 
 use app::backend::{Backend, Caller, SignedIn};
 use app::error::AppError;
+use app::model::job::{Job, JobFilter, JobPage, LogPage, NewJob};
 use app::model::journal::{validate_note, JournalEntry};
+use app::model::template::{TargetInfo, TemplateInfo};
 use app::model::user::{AuditPage, AuditQuery, NewToken, Role, TokenInfo, UserInfo};
 
 use crate::auth::accounts::{self, Actor};
 use crate::auth::{login, policy};
 use crate::db;
+use crate::engine::service;
 use crate::http::error::db_error;
 use crate::state::AppState;
 
@@ -160,5 +163,43 @@ impl Backend for AppState {
             entries,
             next_before,
         })
+    }
+
+    async fn templates(&self, caller: &Caller) -> Result<Vec<TemplateInfo>, AppError> {
+        service::templates(self, caller)
+    }
+
+    async fn targets(&self, caller: &Caller) -> Result<Vec<TargetInfo>, AppError> {
+        service::targets(self, caller)
+    }
+
+    async fn launch(&self, caller: &Caller, new: NewJob) -> Result<Job, AppError> {
+        service::launch(self, caller, new, None).await
+    }
+
+    async fn job(&self, caller: &Caller, id: i64) -> Result<Job, AppError> {
+        service::get(self, caller, id).await
+    }
+
+    async fn jobs(&self, caller: &Caller, filter: JobFilter) -> Result<JobPage, AppError> {
+        service::list(self, caller, filter).await
+    }
+
+    async fn cancel_job(&self, caller: &Caller, id: i64) -> Result<Job, AppError> {
+        service::cancel(self, caller, id).await
+    }
+
+    async fn rerun_job(&self, caller: &Caller, id: i64) -> Result<Job, AppError> {
+        service::rerun(self, caller, id).await
+    }
+
+    async fn job_log(
+        &self,
+        caller: &Caller,
+        id: i64,
+        after: i64,
+        limit: u64,
+    ) -> Result<LogPage, AppError> {
+        service::log(self, caller, id, after, limit).await
     }
 }

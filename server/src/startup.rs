@@ -79,6 +79,9 @@ impl Server {
             db,
             leptos,
             shutdown: CancellationToken::new(),
+            engine: Default::default(),
+            hub: Default::default(),
+            metrics: Default::default(),
         });
         Ok(Server { state, listener })
     }
@@ -108,6 +111,7 @@ impl Server {
         .with_graceful_shutdown(token.clone().cancelled_owned());
         let serving = tokio::spawn(async move { serve.await });
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
+        let engine = tokio::spawn(crate::engine::run(state.clone()));
         token.cancelled().await;
         tracing::info!("shutting down: letting in-flight requests finish");
         match tokio::time::timeout(grace, serving).await {
@@ -117,6 +121,7 @@ impl Server {
             ),
         }
         let _ = maintenance.await;
+        let _ = engine.await;
         state.db.clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())

@@ -11,6 +11,9 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::engine::Engine;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
 
 /// A handle to the running server's state.
 #[derive(Clone)]
@@ -27,6 +30,12 @@ pub struct Inner {
     /// Cancelled when the server shuts down: long-lived streams and
     /// background tasks watch it and end.
     pub shutdown: CancellationToken,
+    /// The job engine's handle: wake it, stop a running job.
+    pub engine: Engine,
+    /// Live fan-out of committed log lines and job changes.
+    pub hub: Hub,
+    /// This process's counters for `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl AppState {

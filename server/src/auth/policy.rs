@@ -25,3 +25,58 @@ pub fn require_admin(caller: &Caller) -> Result<&CurrentUser, AppError> {
 pub fn may_manage_tokens_of(user: &CurrentUser, owner_id: i64) -> bool {
     user.is_admin() || user.id == owner_id
 }
+
+use crate::config::{Config, Target};
+use crate::db::jobs::{JobRow, Visible};
+
+/// Whether `user` may launch jobs on `target` (admins: any; operators: the
+/// targets that list them as owners).
+pub fn may_launch(user: &CurrentUser, target: &Target) -> bool {
+    user.is_admin() || target.owners.iter().any(|o| o == &user.username)
+}
+
+/// The targets `user` may launch on.
+pub fn launchable_targets<'a>(user: &CurrentUser, config: &'a Config) -> Vec<&'a Target> {
+    config
+        .targets
+        .iter()
+        .filter(|t| may_launch(user, t))
+        .collect()
+}
+
+/// Whether `user` may see (and so cancel, rerun, stream) a job: admins all;
+/// operators their own and those on their targets. Others' jobs answer 404.
+pub fn may_see_job(user: &CurrentUser, job: &JobRow, config: &Config) -> bool {
+    user.is_admin()
+        || job.owner_id == user.id
+        || config
+            .target(&job.target)
+            .is_some_and(|t| may_launch(user, t))
+}
+
+/// The filter a job list applies for `user`.
+pub fn visible_jobs<'a>(user: &CurrentUser, owned: &'a [String]) -> Visible<'a> {
+    if user.is_admin() {
+        Visible::All
+    } else {
+        Visible::OwnOrTargets {
+            user_id: user.id,
+            targets: owned,
+        }
+    }
+}
+
+/// Whether `user` may open a terminal on `target`: the target allows
+/// terminals, and the user's role is among its `terminal_roles`.
+pub fn may_open_terminal(user: &CurrentUser, target: &Target) -> bool {
+    use crate::config::RoleName;
+    if !target.terminal {
+        return false;
+    }
+    let role = if user.is_admin() {
+        RoleName::Admin
+    } else {
+        RoleName::Operator
+    };
+    target.terminal_roles.contains(&role) && (user.is_admin() || may_launch(user, target))
+}

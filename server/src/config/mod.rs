@@ -133,7 +133,15 @@ pub struct JobsConfig {
     pub poll_interval: Duration,
     /// How often a replica proves it is alive (several replicas only).
     pub heartbeat_interval: Duration,
+    /// The environment every job starts with (besides its template's `env`):
+    /// these variables of the server's own environment, read once at start.
+    /// Nothing else of the server's environment (which may hold secrets)
+    /// reaches a job.
+    pub base_env: Vec<(String, String)>,
 }
+
+/// The server's environment variables a job inherits.
+const PASSED_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
 
 /// `[retention]`
 #[derive(Debug, Clone)]
@@ -549,6 +557,10 @@ impl RawConfig {
             kill_grace: dur(j.kill_grace, 10),
             poll_interval: j.poll_interval.map_or(Duration::from_secs(2), |d| d.0),
             heartbeat_interval: dur(j.heartbeat_interval, 10),
+            base_env: PASSED_ENV
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                .collect(),
         };
 
         let retention = RetentionConfig {

@@ -4,7 +4,10 @@
 //! return `Result<_, DbErr>` and know nothing of HTTP or Leptos.
 
 pub mod audit;
+pub mod jobs;
 pub mod journal;
+pub mod logs;
+pub mod nodes;
 pub mod sessions;
 pub mod tokens;
 pub mod users;

@@ -1,4 +1,4 @@
-//! `GET /healthz`: liveness with a real database query.
+//! `GET /healthz` (liveness with a real database query) and `GET /metrics`.
 
 use std::time::Duration;
 
@@ -30,6 +30,25 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(json!({ "status": "unavailable", "reason": reason })),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let counts = match crate::db::jobs::count_by_state(&state.db).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot count jobs");
+            return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
+        }
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(&counts, state.hub.channels()),
     )
         .into_response()
 }

@@ -43,7 +43,9 @@ pub fn router(state: AppState) -> Router {
         table: Arc::new(route_table()),
     };
 
-    let mut router = Router::new().route("/healthz", get(health::healthz));
+    let mut router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics));
     for (rule, handler) in api::routes() {
         router = router.route(&rule.path, handler);
     }

@@ -97,12 +97,10 @@ pub fn server_fns() -> Vec<Rule> {
 
 /// Health and metrics.
 pub fn infra() -> Vec<Rule> {
-    vec![Rule::new(
-        Method::GET,
-        "/healthz",
-        Kind::Infra,
-        Access::Public,
-    )]
+    vec![
+        Rule::new(Method::GET, "/healthz", Kind::Infra, Access::Public),
+        Rule::new(Method::GET, "/metrics", Kind::Infra, Access::Public),
+    ]
 }
 
 /// Every rule, indexed for the guard.

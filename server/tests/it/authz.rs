@@ -36,6 +36,7 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("GET", "/admin/audit", [303, 403, 403, 200]),
     // infra
     ("GET", "/healthz", [200, 200, 200, 200]),
+    ("GET", "/metrics", [200, 200, 200, 200]),
     // REST API
     ("POST", "/api/auth/login", [401, 401, 401, 401]),
     ("POST", "/api/auth/logout", [401, 204, 204, 204]),
@@ -46,6 +47,15 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("POST", "/api/tokens", [401, 201, 201, 201]),
     ("POST", "/api/tokens/{id}/revoke", [401, 200, 404, 200]),
     ("GET", "/api/audit", [401, 403, 403, 200]),
+    ("GET", "/api/templates", [401, 200, 200, 200]),
+    ("GET", "/api/targets", [401, 200, 200, 200]),
+    // alice (the operator) owns t1; bob (the other operator) does not.
+    ("POST", "/api/jobs", [401, 201, 400, 201]),
+    ("GET", "/api/jobs", [401, 200, 200, 200]),
+    ("GET", "/api/jobs/{id}", [401, 200, 404, 200]),
+    ("POST", "/api/jobs/{id}/cancel", [401, 200, 404, 200]),
+    ("POST", "/api/jobs/{id}/rerun", [401, 201, 404, 201]),
+    ("GET", "/api/jobs/{id}/log", [401, 200, 404, 200]),
     // server functions
     ("POST", auth::WhoAmI::PATH, [200, 200, 200, 200]),
     ("POST", auth::Login::PATH, [401, 401, 401, 401]),
@@ -80,6 +90,8 @@ struct Fixture {
     app: TestApp,
     clients: Vec<Client>,
     operator: Client,
+    /// A finished job of the operator's, on her target.
+    operator_job: i64,
 }
 
 /// Sends the matrix row's request as `who`; returns the status.
@@ -96,8 +108,34 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
         assert_eq!(s, 201);
         body["info"]["id"].as_i64().unwrap().to_string()
     };
+    let job = fx.operator_job;
     match (method, path) {
         ("GET", p) if !p.contains('{') => status(c.get(p).send().await.unwrap()),
+        ("GET", "/api/jobs/{id}") => {
+            status(c.get(&format!("/api/jobs/{job}")).send().await.unwrap())
+        }
+        ("GET", "/api/jobs/{id}/log") => {
+            status(c.get(&format!("/api/jobs/{job}/log")).send().await.unwrap())
+        }
+        ("POST", "/api/jobs") => c.launch("seq", "t1", json!({"n": 1})).await.0,
+        ("POST", "/api/jobs/{id}/rerun") => status(
+            c.post(&format!("/api/jobs/{job}/rerun"))
+                .send()
+                .await
+                .unwrap(),
+        ),
+        ("POST", "/api/jobs/{id}/cancel") => {
+            let victim = fx
+                .operator
+                .launch_ok("sleep", "t2", json!({"s": "30"}))
+                .await;
+            status(
+                c.post(&format!("/api/jobs/{victim}/cancel"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+        }
         ("POST", "/api/auth/login") => {
             c.post_json(
                 path,
@@ -193,11 +231,13 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
 
 #[tokio::test]
 async fn every_route_answers_each_kind_of_caller_as_the_matrix_says() {
-    let app = TestApp::start().await;
+    let app = TestApp::builder().config(ENGINE_CONFIG).start().await;
     app.create_user("alice", "operator").await;
     app.create_user("bob", "operator").await;
     app.create_user("carol", "operator").await;
     let operator = app.bearer_for("alice").await;
+    let operator_job = operator.launch_ok("seq", "t1", json!({"n": 3})).await;
+    operator.wait_finished(operator_job, 20).await;
     let clients = vec![
         Client::anonymous(&app),
         operator.clone(),
@@ -208,6 +248,7 @@ async fn every_route_answers_each_kind_of_caller_as_the_matrix_says() {
         app,
         clients,
         operator,
+        operator_job,
     };
 
     // The matrix covers exactly the route table.

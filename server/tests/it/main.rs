@@ -5,5 +5,6 @@
 
 mod accounts;
 mod authz;
+mod engine;
 mod foundation;
 mod support;

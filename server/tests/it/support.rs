@@ -485,3 +485,255 @@ impl TestApp {
         }
     }
 }
+
+/// Targets and templates for engine tests. alice owns t1 and t2, bob t3.
+pub const ENGINE_CONFIG: &str = r#"
+[jobs]
+poll_interval = "200ms"
+
+[[targets]]
+id = "t1"
+kind = "local"
+owners = ["alice"]
+
+[[targets]]
+id = "t2"
+kind = "local"
+owners = ["alice"]
+
+[[targets]]
+id = "t3"
+kind = "local"
+owners = ["bob"]
+
+[[templates]]
+id = "seq"
+command = ["seq", "1", "{n}"]
+params = [{ name = "n", type = "int", default = 10, min = 1, max = 10000000 }]
+exclusive = "none"
+
+[[templates]]
+id = "interleave"
+script = 'i=1; while [ $i -le "$1" ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); done'
+args = ["{n}"]
+params = [{ name = "n", type = "int", default = 10 }]
+exclusive = "none"
+
+[[templates]]
+id = "sleep"
+command = ["sleep", "{s}"]
+params = [{ name = "s", type = "string", default = "0.4", pattern = "[0-9.]+" }]
+
+[[templates]]
+id = "sleep-global"
+command = ["sleep", "{s}"]
+params = [{ name = "s", type = "string", default = "0.4", pattern = "[0-9.]+" }]
+exclusive = "global"
+
+[[templates]]
+id = "exit"
+script = 'echo "exiting with $1"; echo "something went wrong" >&2; exit "$1"'
+args = ["{code}"]
+params = [{ name = "code", type = "int", default = 0 }]
+warning_exit_codes = [3]
+exclusive = "none"
+
+[[templates]]
+id = "stubborn"
+script = 'trap "" TERM; sleep 600 & sleep 600 & echo started; wait'
+kill_grace = "1s"
+exclusive = "none"
+
+[[templates]]
+id = "timeout"
+command = ["sleep", "30"]
+timeout = "1s"
+kill_grace = "1s"
+exclusive = "none"
+
+[[templates]]
+id = "leftover"
+script = 'sleep 600 & echo "main exits"'
+kill_grace = "1s"
+exclusive = "none"
+
+[[templates]]
+id = "bytes"
+script = 'printf "ok \377\376 end\n"; printf "10%%\r20%%\rdone\n"; printf "no newline at the end"'
+exclusive = "none"
+
+[[templates]]
+id = "longline"
+script = 'head -c 10000000 /dev/zero | tr "\0" x'
+exclusive = "none"
+
+[[templates]]
+id = "progress"
+script = 'echo "::progress 25 quarter"; sleep 1.3; echo "::progress 100 all done"'
+progress = "marker"
+exclusive = "none"
+
+[[templates]]
+id = "capped"
+command = ["seq", "1", "{n}"]
+params = [{ name = "n", type = "int", default = 100000 }]
+max_log_bytes = "64KiB"
+tail_lines = 100
+exclusive = "none"
+
+[[templates]]
+id = "missing"
+command = ["/nonexistent/program", "--flag"]
+exclusive = "none"
+
+[[templates]]
+id = "types"
+command = ["echo", "{name}", "{colour}", "{count}", "{loud}", "{dir}"]
+params = [
+  { name = "name", type = "string", pattern = "[a-z]+", required = true },
+  { name = "colour", type = "enum", choices = ["red", "green"], required = true },
+  { name = "count", type = "int", min = 1, max = 5, required = true },
+  { name = "loud", type = "bool" },
+  { name = "dir", type = "path", required = true },
+]
+exclusive = "none"
+"#;
+
+impl Client {
+    /// Launches a job; (status, body).
+    pub async fn launch(
+        &self,
+        template: &str,
+        target: &str,
+        params: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.post_json(
+            "/api/jobs",
+            serde_json::json!({"template": template, "target": target, "params": params}),
+        )
+        .await
+    }
+
+    /// Launches a job that must be accepted; its id.
+    pub async fn launch_ok(&self, template: &str, target: &str, params: serde_json::Value) -> i64 {
+        let (status, body) = self.launch(template, target, params).await;
+        assert_eq!(status, 201, "launch {template} on {target}: {body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    pub async fn job(&self, id: i64) -> serde_json::Value {
+        let (status, body) = self.get_json(&format!("/api/jobs/{id}")).await;
+        assert_eq!(status, 200, "job {id}: {body}");
+        body
+    }
+
+    /// Polls a job until `pred` holds (or panics after `secs`).
+    pub async fn wait_job(
+        &self,
+        id: i64,
+        secs: u64,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let job = self.job(id).await;
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not get there in {secs} s: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the job has finished; the job.
+    pub async fn wait_finished(&self, id: i64, secs: u64) -> serde_json::Value {
+        self.wait_job(id, secs, |j| {
+            matches!(
+                j["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+        })
+        .await
+    }
+
+    /// Every stored line of a job, paging through `/log`.
+    pub async fn all_lines(&self, id: i64) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, page) = self
+                .get_json(&format!("/api/jobs/{id}/log?after={after}&limit=10000"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let lines = page["lines"].as_array().unwrap().clone();
+            if lines.is_empty() {
+                return out;
+            }
+            after = lines.last().unwrap()["seq"].as_i64().unwrap();
+            out.extend(lines);
+        }
+    }
+}
+
+/// The text of every line of one stream.
+pub fn texts(lines: &[serde_json::Value], stream: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["stream"] == stream)
+        .map(|l| l["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The engine test app: [`ENGINE_CONFIG`], with alice and bob, and clients.
+pub struct EngineApp {
+    pub app: TestApp,
+    pub admin: Client,
+    pub alice: Client,
+    pub bob: Client,
+}
+
+impl EngineApp {
+    pub async fn start() -> EngineApp {
+        EngineApp::start_with("").await
+    }
+
+    pub async fn start_with(extra: &str) -> EngineApp {
+        let app = TestApp::builder()
+            .config(&format!("{ENGINE_CONFIG}\n{extra}"))
+            .start()
+            .await;
+        app.create_user("alice", "operator").await;
+        app.create_user("bob", "operator").await;
+        let admin = app.admin_bearer().await;
+        let alice = app.bearer_for("alice").await;
+        let bob = app.bearer_for("bob").await;
+        EngineApp {
+            app,
+            admin,
+            alice,
+            bob,
+        }
+    }
+}
+
+/// Whether any process is in process group `pgid`.
+pub fn group_has_members(pgid: i32) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 1..]
+                        .split_whitespace()
+                        .nth(2)?
+                        .parse::<i32>()
+                        .ok()
+                })
+                == Some(pgid)
+        })
+}

@@ -3,6 +3,7 @@
 //! methods the pages' server functions call, so both enforce one policy.
 
 mod accounts;
+pub mod jobs;
 
 use axum::routing::MethodRouter;
 
@@ -11,5 +12,7 @@ use crate::state::AppState;
 
 /// Every API route with its rule; the router registers exactly these.
 pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
-    accounts::routes()
+    let mut all = accounts::routes();
+    all.extend(jobs::routes());
+    all
 }

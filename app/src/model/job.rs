@@ -1,0 +1,304 @@
+//! Jobs, their log lines and progress: the models the REST API, the SSE
+//! encoder, the server functions and the browser share.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Where a job is in its life.
+///
+/// ```text
+/// queued ──claim──▶ running ──exit──▶ succeeded | failed
+///    │                 │
+///  cancel           cancel ──▶ cancelling ──process group gone──▶ cancelled
+///    ▼
+/// cancelled
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Cancelling,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Cancelling,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Cancelling => "cancelling",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Succeeded, failed or cancelled: nothing more will happen.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// Running or cancelling: a process group exists.
+    pub fn is_active(self) -> bool {
+        matches!(self, JobState::Running | JobState::Cancelling)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job's progress as its template reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Progress {
+    /// 0–100, when known.
+    pub percent: Option<f64>,
+    /// "1.2 GiB of 3.2 GiB · 2m 10s left".
+    pub message: Option<String>,
+}
+
+/// Lines dropped from the middle of a log longer than its byte cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The first omitted seq.
+    pub from: i64,
+    /// The last omitted seq.
+    pub to: i64,
+    /// Their total size in bytes.
+    pub bytes: i64,
+}
+
+/// A job, as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: i64,
+    pub template: String,
+    pub target: String,
+    pub params: Map<String, Value>,
+    pub state: JobState,
+    pub owner: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// Succeeded with a warning exit code (restic's 3).
+    pub warnings: bool,
+    pub progress: Option<Progress>,
+    /// The seq of the last stored line (0: none yet).
+    pub last_seq: i64,
+    /// Who asked to cancel it.
+    pub cancel_requested_by: Option<String>,
+    /// The replica that ran it.
+    pub node: Option<String>,
+    /// The job this one re-runs.
+    pub rerun_of: Option<i64>,
+    /// Lines omitted from the middle of an over-long log.
+    pub omitted: Option<Gap>,
+}
+
+impl Job {
+    /// "succeeded with warnings" is its own pill.
+    pub fn state_label(&self) -> &'static str {
+        match self.state {
+            JobState::Succeeded if self.warnings => "succeeded with warnings",
+            s => s.as_str(),
+        }
+    }
+
+    /// Seconds it ran (or has run so far, given `now`).
+    pub fn duration_secs(&self, now: DateTime<Utc>) -> Option<i64> {
+        let start = self.started_at?;
+        Some(
+            (self.finished_at.unwrap_or(now) - start)
+                .num_seconds()
+                .max(0),
+        )
+    }
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Written by opsdeck itself (cancel requested, killed, interrupted, …).
+    System,
+}
+
+impl LogStream {
+    pub fn code(self) -> i16 {
+        match self {
+            LogStream::Stdout => 0,
+            LogStream::Stderr => 1,
+            LogStream::System => 2,
+        }
+    }
+
+    pub fn from_code(code: i16) -> LogStream {
+        match code {
+            0 => LogStream::Stdout,
+            1 => LogStream::Stderr,
+            _ => LogStream::System,
+        }
+    }
+}
+
+/// One stored output line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: i64,
+    pub stream: LogStream,
+    pub ts: DateTime<Utc>,
+    pub text: String,
+}
+
+/// A slice of a job's log (`GET /api/jobs/{id}/log`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    /// The job's last stored seq when this page was read.
+    pub last_seq: i64,
+    /// Lines omitted from the middle of the log, if any.
+    pub omitted: Option<Gap>,
+}
+
+/// What a launch asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub template: String,
+    pub target: String,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
+
+/// Filters for job lists (`GET /api/jobs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFilter {
+    pub state: Option<String>,
+    pub template: Option<String>,
+    pub target: Option<String>,
+    /// Only jobs with a smaller id (the next page).
+    pub before: Option<i64>,
+    pub limit: Option<u64>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `before` for the next (older) page.
+    pub next_before: Option<i64>,
+}
+
+/// Size for people: `1.2 GiB`, `512 KiB`, `80 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_classify() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+        assert!(JobState::Cancelled.is_finished());
+        assert!(!JobState::Cancelling.is_finished());
+        assert!(JobState::Cancelling.is_active());
+    }
+
+    #[test]
+    fn the_job_json_has_the_fields_of_the_contract() {
+        let job = Job {
+            id: 42,
+            template: "backup".into(),
+            target: "web-1".into(),
+            params: serde_json::json!({"path": "/srv"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            state: JobState::Running,
+            owner: "alice".into(),
+            created_at: Utc::now(),
+            started_at: Some(Utc::now()),
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            warnings: false,
+            progress: Some(Progress {
+                percent: Some(37.5),
+                message: Some("1.2 GiB of 3.2 GiB".into()),
+            }),
+            last_seq: 118,
+            cancel_requested_by: None,
+            node: Some("n1".into()),
+            rerun_of: None,
+            omitted: None,
+        };
+        let v = serde_json::to_value(&job).unwrap();
+        for key in [
+            "id",
+            "template",
+            "target",
+            "params",
+            "state",
+            "owner",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "exit_code",
+            "error",
+            "warnings",
+            "progress",
+            "last_seq",
+        ] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+        assert_eq!(v["state"], "running");
+        assert_eq!(v["progress"]["percent"], 37.5);
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_bytes(80), "80 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3_435_973_836), "3.2 GiB");
+    }
+}

@@ -1,0 +1,212 @@
+//! `job_logs`: one row per output line, keyed `(job_id, seq)`. Written in
+//! batches by the engine's log writer (the one place that assigns `seq`
+//! while a job runs) and read in pages by the API and the streams.
+
+use app::model::job::{LogLine, LogStream};
+use chrono::{DateTime, TimeZone, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
+    TransactionTrait, Value,
+};
+
+#[derive(FromQueryResult)]
+struct Row {
+    seq: i64,
+    stream: i16,
+    ts: i64,
+    text: String,
+}
+
+impl From<Row> for LogLine {
+    fn from(r: Row) -> LogLine {
+        LogLine {
+            seq: r.seq,
+            stream: LogStream::from_code(r.stream),
+            ts: Utc.timestamp_millis_opt(r.ts).single().unwrap_or_default(),
+            text: r.text,
+        }
+    }
+}
+
+/// Inserts lines in one statement. Only the text is a bound parameter; the
+/// numbers are ours and written inline, which keeps a 1,000-row statement
+/// cheap to bind.
+pub async fn insert_batch(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    lines: &[LogLine],
+) -> Result<(), DbErr> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let backend = db.get_database_backend();
+    let mut sql = String::with_capacity(64 + lines.len() * 40);
+    sql.push_str("INSERT INTO job_logs (job_id, seq, stream, ts, text) VALUES ");
+    let mut values: Vec<Value> = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        use std::fmt::Write;
+        let _ = match backend {
+            DbBackend::Postgres => write!(
+                sql,
+                "({job_id},{},{},{},${})",
+                l.seq,
+                l.stream.code(),
+                l.ts.timestamp_millis(),
+                i + 1
+            ),
+            _ => write!(
+                sql,
+                "({job_id},{},{},{},?)",
+                l.seq,
+                l.stream.code(),
+                l.ts.timestamp_millis()
+            ),
+        };
+        values.push(l.text.as_str().into());
+    }
+    db.execute(Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .map(|_| ())
+}
+
+/// Lines with `seq > after`, in order, at most `limit`.
+pub async fn page(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<LogLine>, DbErr> {
+    let backend = db.get_database_backend();
+    let sql = "SELECT seq, stream, ts, text FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+    Ok(Row::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [job_id.into(), after.into(), (limit as i64).into()],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .map(Into::into)
+    .collect())
+}
+
+/// Lines with `seq < before`, in order, the last `limit` of them.
+pub async fn page_before(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    before: i64,
+    limit: u64,
+) -> Result<Vec<LogLine>, DbErr> {
+    let backend = db.get_database_backend();
+    let sql = "SELECT seq, stream, ts, text FROM job_logs WHERE job_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+    let mut lines: Vec<LogLine> = Row::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [job_id.into(), before.into(), (limit as i64).into()],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    lines.reverse();
+    Ok(lines)
+}
+
+/// The last `n` lines of one stream (the failure panel's stderr).
+pub async fn tail_of_stream(
+    db: &DatabaseConnection,
+    job_id: i64,
+    stream: LogStream,
+    n: u64,
+) -> Result<Vec<LogLine>, DbErr> {
+    let backend = db.get_database_backend();
+    let sql = "SELECT seq, stream, ts, text FROM job_logs WHERE job_id = $1 AND stream = $2 ORDER BY seq DESC LIMIT $3";
+    let mut lines: Vec<LogLine> = Row::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [job_id.into(), stream.code().into(), (n as i64).into()],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    lines.reverse();
+    Ok(lines)
+}
+
+/// Deletes lines with `from <= seq < to`.
+pub async fn delete_range(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    from: i64,
+    to: i64,
+) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    db.execute(Statement::from_sql_and_values(
+        backend,
+        "DELETE FROM job_logs WHERE job_id = $1 AND seq >= $2 AND seq < $3",
+        [job_id.into(), from.into(), to.into()],
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// Rewrites one line's text (the omitted-middle marker gets its final size).
+pub async fn set_text(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    seq: i64,
+    text: &str,
+) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    db.execute(Statement::from_sql_and_values(
+        backend,
+        "UPDATE job_logs SET text = $1 WHERE job_id = $2 AND seq = $3",
+        [text.into(), job_id.into(), seq.into()],
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// Appends a `system` line to a job that no writer is running for (a queued
+/// job being cancelled, a job being recovered): the next seq after the job's
+/// `last_seq`, in one transaction.
+pub async fn append_system(
+    db: &DatabaseConnection,
+    job_id: i64,
+    text: &str,
+) -> Result<LogLine, DbErr> {
+    let txn = db.begin().await?;
+    let last = super::jobs::by_id(&txn, job_id)
+        .await?
+        .map_or(0, |j| j.last_seq);
+    let line = LogLine {
+        seq: last + 1,
+        stream: LogStream::System,
+        ts: now_millis(),
+        text: text.to_string(),
+    };
+    insert_batch(&txn, job_id, std::slice::from_ref(&line)).await?;
+    let backend = txn.get_database_backend();
+    txn.execute(Statement::from_sql_and_values(
+        backend,
+        "UPDATE jobs SET last_seq = $1, log_bytes = log_bytes + $2 WHERE id = $3",
+        [line.seq.into(), (text.len() as i64).into(), job_id.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(line)
+}
+
+/// Now, at the precision lines are stored with (milliseconds), so a line
+/// read back equals the line published.
+pub fn now_millis() -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(Utc::now().timestamp_millis())
+        .single()
+        .unwrap_or_default()
+}

@@ -1,0 +1,387 @@
+//! The log pipeline of one running job. Readers (stdout, stderr) and the
+//! runner (system lines) send to one writer task, which
+//! - assigns every line the next `seq` (N.B.: the one place that does, while
+//!   a job runs), in arrival order, so seqs are 1, 2, 3, … with no gap;
+//! - commits lines to `job_logs` in batches (1,000 lines, or 5 ms after the
+//!   first line of a batch, whichever comes first) in one transaction with
+//!   the job's `last_seq`;
+//! - then, and only then, publishes the batch to the hub;
+//! - keeps the log within `max_log_bytes`: past the cap the head stays, a
+//!   system line marks the cut, and only the last `tail_lines` lines after it
+//!   are kept (older ones are deleted as new ones arrive); the job row records
+//!   the omitted range, and subscribers are told of the gap;
+//! - parses progress, stored on the job at most once a second and published
+//!   at most four times a second.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::model::job::{human_bytes, Gap, LogLine, LogStream, Progress};
+use app::model::template::ProgressKind;
+use chrono::{DateTime, Utc};
+use sea_orm::TransactionTrait;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::db::{jobs, logs};
+use crate::engine::progress;
+use crate::hub::{JobEvent, LogBatch};
+use crate::state::AppState;
+
+/// Lines per committed batch, at most.
+const BATCH_LINES: usize = 1000;
+/// How long a batch waits for more lines after its first.
+const BATCH_WAIT: Duration = Duration::from_millis(5);
+/// Chunks the channel holds before readers wait (bounded memory).
+const CHANNEL: usize = 256;
+const PROGRESS_STORE_EVERY: Duration = Duration::from_secs(1);
+const PROGRESS_PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// What the writer receives.
+pub enum Msg {
+    /// Lines read from one stream at `ts`.
+    Lines(LogStream, Vec<String>, DateTime<Utc>),
+    /// A line from opsdeck itself; committed at once.
+    System(String),
+}
+
+/// Limits of one job's log.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_log_bytes: u64,
+    pub tail_lines: usize,
+    pub progress: ProgressKind,
+}
+
+/// What the writer leaves behind.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub last_seq: i64,
+    pub progress: Option<Progress>,
+}
+
+/// Handle to a running writer.
+pub struct LogWriter {
+    tx: mpsc::Sender<Msg>,
+    task: JoinHandle<Summary>,
+}
+
+impl LogWriter {
+    /// Starts the writer of `job_id`, whose last stored seq is `last_seq`.
+    pub fn start(state: AppState, job_id: i64, last_seq: i64, limits: Limits) -> LogWriter {
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let writer = Writer {
+            state,
+            job_id,
+            limits,
+            next_seq: last_seq + 1,
+            bytes: 0,
+            pending: Vec::new(),
+            cut: None,
+            progress: None,
+            progress_unstored: false,
+            progress_unpublished: false,
+            progress_stored: Instant::now() - PROGRESS_STORE_EVERY,
+            progress_published: Instant::now() - PROGRESS_PUBLISH_EVERY,
+        };
+        let task = tokio::spawn(writer.run(rx));
+        LogWriter { tx, task }
+    }
+
+    /// A sender for a reader.
+    pub fn sender(&self) -> mpsc::Sender<Msg> {
+        self.tx.clone()
+    }
+
+    /// Writes a system line.
+    pub async fn system(&self, text: impl Into<String>) {
+        let _ = self.tx.send(Msg::System(text.into())).await;
+    }
+
+    /// Commits everything still pending and stops.
+    pub async fn close(self) -> Summary {
+        drop(self.tx);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// The cut made when the log outgrew its cap.
+struct Cut {
+    /// The marker line's seq.
+    marker: i64,
+    /// Seqs below this (and above the marker) are omitted.
+    tail_start: i64,
+    /// Deleted from the database up to here (exclusive).
+    deleted_to: i64,
+    /// (seq, bytes) of the lines kept after the marker, oldest first.
+    tail: VecDeque<(i64, u64)>,
+    tail_bytes: u64,
+    omitted_bytes: u64,
+    omitted_lines: u64,
+}
+
+struct Writer {
+    state: AppState,
+    job_id: i64,
+    limits: Limits,
+    next_seq: i64,
+    /// Bytes stored (head, marker and tail).
+    bytes: u64,
+    pending: Vec<LogLine>,
+    cut: Option<Cut>,
+    progress: Option<Progress>,
+    progress_unstored: bool,
+    progress_unpublished: bool,
+    progress_stored: Instant,
+    progress_published: Instant,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> Summary {
+        let mut closed = false;
+        while !closed {
+            let received = if self.progress_unstored || self.progress_unpublished {
+                // Progress not yet out: come back for it even if no line arrives.
+                match tokio::time::timeout(PROGRESS_PUBLISH_EVERY, rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.commit(false).await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = received else { break };
+            let mut urgent = self.accept(first);
+            let deadline = Instant::now() + BATCH_WAIT;
+            while self.pending.len() < BATCH_LINES && !urgent {
+                match rx.try_recv() {
+                    Ok(m) => urgent |= self.accept(m),
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(m)) => urgent |= self.accept(m),
+                            Ok(None) => {
+                                closed = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            self.commit(false).await;
+        }
+        self.commit(true).await;
+        Summary {
+            last_seq: self.next_seq - 1,
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// Takes a message; true if it should be committed at once.
+    fn accept(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Lines(stream, texts, ts) => {
+                for text in texts {
+                    if self.limits.progress != ProgressKind::None {
+                        if let Some(p) = progress::parse(self.limits.progress, &text) {
+                            self.progress = Some(p);
+                            self.progress_unstored = true;
+                            self.progress_unpublished = true;
+                        }
+                    }
+                    self.push(stream, text, ts);
+                }
+                false
+            }
+            Msg::System(text) => {
+                self.push(LogStream::System, text, logs::now_millis());
+                true
+            }
+        }
+    }
+
+    fn push(&mut self, stream: LogStream, text: String, ts: DateTime<Utc>) {
+        let len = text.len() as u64;
+        if self.cut.is_none() && self.bytes + len > self.limits.max_log_bytes {
+            let marker = self.next_seq;
+            self.next_seq += 1;
+            let note = self.marker_text(0, 0);
+            self.bytes += note.len() as u64;
+            self.pending.push(LogLine {
+                seq: marker,
+                stream: LogStream::System,
+                ts,
+                text: note,
+            });
+            self.cut = Some(Cut {
+                marker,
+                tail_start: marker + 1,
+                deleted_to: marker + 1,
+                tail: VecDeque::new(),
+                tail_bytes: 0,
+                omitted_bytes: 0,
+                omitted_lines: 0,
+            });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(cut) = &mut self.cut {
+            cut.tail.push_back((seq, len));
+            cut.tail_bytes += len;
+            // Keep the last `tail_lines`, and never more than the cap again.
+            while cut.tail.len() > self.limits.tail_lines.max(1)
+                || cut.tail_bytes > self.limits.max_log_bytes
+            {
+                let Some((old_seq, old_len)) = cut.tail.pop_front() else {
+                    break;
+                };
+                cut.tail_bytes -= old_len;
+                cut.omitted_bytes += old_len;
+                cut.omitted_lines += 1;
+                cut.tail_start = old_seq + 1;
+            }
+        } else {
+            self.bytes += len;
+        }
+        self.pending.push(LogLine {
+            seq,
+            stream,
+            ts,
+            text,
+        });
+    }
+
+    fn marker_text(&self, lines: u64, bytes: u64) -> String {
+        let cap = human_bytes(self.limits.max_log_bytes);
+        if lines == 0 {
+            format!(
+                "output reached the log limit of {cap} (max_log_bytes): from here only the last {} lines are kept",
+                self.limits.tail_lines
+            )
+        } else {
+            format!(
+                "output reached the log limit of {cap} (max_log_bytes): {lines} lines ({}) omitted here; the last {} lines follow",
+                human_bytes(bytes),
+                self.limits.tail_lines
+            )
+        }
+    }
+
+    /// Commits pending lines (and the cut's deletions), then publishes them.
+    /// A failed commit is retried: a line is never dropped.
+    async fn commit(&mut self, last: bool) {
+        let progress_due = self.progress_unstored
+            && (last || self.progress_stored.elapsed() >= PROGRESS_STORE_EVERY);
+        let publish_progress = self.progress_unpublished
+            && (last || self.progress_published.elapsed() >= PROGRESS_PUBLISH_EVERY);
+        let nothing_to_do = self.pending.is_empty() && !progress_due && !publish_progress;
+        // The final commit of a cut log also rewrites its marker.
+        if nothing_to_do && !(last && self.cut.is_some()) {
+            return;
+        }
+        // Lines already pushed out of the tail need not be written at all.
+        if let Some(cut) = &self.cut {
+            let (marker, tail_start) = (cut.marker, cut.tail_start);
+            self.pending
+                .retain(|l| l.seq <= marker || l.seq >= tail_start);
+        }
+        let gap = self
+            .cut
+            .as_ref()
+            .filter(|c| c.omitted_lines > 0)
+            .map(|c| Gap {
+                from: c.marker + 1,
+                to: c.tail_start - 1,
+                bytes: c.omitted_bytes as i64,
+            });
+        let stored = self.bytes + self.cut.as_ref().map_or(0, |c| c.tail_bytes);
+        let last_seq = self.next_seq - 1;
+        let final_marker = match (&self.cut, last) {
+            (Some(c), true) if c.omitted_lines > 0 => {
+                Some((c.marker, self.marker_text(c.omitted_lines, c.omitted_bytes)))
+            }
+            _ => None,
+        };
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self
+                .try_commit(last_seq, stored, gap, progress_due, final_marker.as_ref())
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(job = self.job_id, error = %e, "cannot store log lines; retrying");
+                    if self.state.shutdown.is_cancelled() && delay > Duration::from_secs(2) {
+                        tracing::error!(
+                            job = self.job_id,
+                            lines = self.pending.len(),
+                            "giving up storing log lines at shutdown"
+                        );
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let Some(cut) = &mut self.cut {
+            cut.deleted_to = cut.tail_start;
+        }
+        let lines = std::mem::take(&mut self.pending);
+        let count = lines.len() as u64;
+        self.state.metrics.lines_written(count);
+        let hub = &self.state.hub;
+        if !lines.is_empty() {
+            hub.publish(self.job_id, JobEvent::Lines(Arc::new(LogBatch::new(lines))));
+        }
+        if let Some(g) = gap {
+            hub.publish(self.job_id, JobEvent::Gap(g));
+        }
+        if progress_due {
+            self.progress_stored = Instant::now();
+            self.progress_unstored = false;
+        }
+        if publish_progress {
+            if let Some(p) = &self.progress {
+                hub.publish(self.job_id, JobEvent::Progress(Arc::new(p.clone())));
+            }
+            self.progress_published = Instant::now();
+            self.progress_unpublished = false;
+        }
+    }
+
+    async fn try_commit(
+        &self,
+        last_seq: i64,
+        stored: u64,
+        gap: Option<Gap>,
+        store_progress: bool,
+        final_marker: Option<&(i64, String)>,
+    ) -> Result<(), sea_orm::DbErr> {
+        let txn = self.state.db.begin().await?;
+        logs::insert_batch(&txn, self.job_id, &self.pending).await?;
+        if let Some(cut) = &self.cut {
+            if cut.tail_start > cut.deleted_to {
+                logs::delete_range(&txn, self.job_id, cut.deleted_to, cut.tail_start).await?;
+            }
+        }
+        if let Some((seq, text)) = final_marker {
+            logs::set_text(&txn, self.job_id, *seq, text).await?;
+        }
+        jobs::set_log_position(&txn, self.job_id, last_seq, stored as i64, gap).await?;
+        if store_progress {
+            if let Some(p) = &self.progress {
+                jobs::set_progress(&txn, self.job_id, p).await?;
+            }
+        }
+        txn.commit().await
+    }
+}

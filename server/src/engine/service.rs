@@ -1,0 +1,329 @@
+//! Job operations as the API and the pages offer them: list templates and
+//! targets, launch (validate, enqueue, wake), read, cancel, rerun, read the
+//! log. Every one asks `auth::policy` first.
+
+use app::backend::Caller;
+use app::error::AppError;
+use app::model::job::{Job, JobFilter, JobPage, JobState, LogPage, NewJob};
+use app::model::template::{validate_params, Exclusive, TargetInfo, TemplateInfo};
+use app::model::user::CurrentUser;
+use serde_json::json;
+
+use crate::auth::policy;
+use crate::config::Template;
+use crate::db::audit::{self, Record};
+use crate::db::jobs::{self, Enqueue, JobRow};
+use crate::db::logs;
+use crate::engine::runner::StopReason;
+use crate::http::error::db_error;
+use crate::state::AppState;
+
+/// The most lines one log page holds.
+pub const MAX_LOG_PAGE: u64 = 10_000;
+
+fn exclusive_str(e: Exclusive) -> &'static str {
+    match e {
+        Exclusive::Target => "target",
+        Exclusive::Global => "global",
+        Exclusive::None => "none",
+    }
+}
+
+/// Templates the caller may run, with the targets they may run them on.
+pub fn templates(state: &AppState, caller: &Caller) -> Result<Vec<TemplateInfo>, AppError> {
+    let user = policy::require_user(caller)?;
+    let targets = policy::launchable_targets(user, &state.config);
+    Ok(state
+        .config
+        .templates
+        .iter()
+        .filter_map(|t| {
+            let on: Vec<String> = targets
+                .iter()
+                .filter(|x| t.allows_target(&x.id))
+                .map(|x| x.id.clone())
+                .collect();
+            (!on.is_empty()).then(|| TemplateInfo {
+                id: t.id.clone(),
+                title: t.title.clone(),
+                description: t.description.clone(),
+                params: t.params.clone(),
+                targets: on,
+                exclusive: t.exclusive,
+                progress: t.progress,
+                command: t.command.clone(),
+            })
+        })
+        .collect())
+}
+
+/// Targets the caller may launch on, with the templates for each.
+pub fn targets(state: &AppState, caller: &Caller) -> Result<Vec<TargetInfo>, AppError> {
+    let user = policy::require_user(caller)?;
+    Ok(policy::launchable_targets(user, &state.config)
+        .into_iter()
+        .map(|t| TargetInfo {
+            id: t.id.clone(),
+            title: t.title.clone(),
+            description: t.description.clone(),
+            kind: t.kind(),
+            owners: t.owners.clone(),
+            terminal: crate::auth::policy::may_open_terminal(user, t),
+            templates: state
+                .config
+                .templates
+                .iter()
+                .filter(|tpl| tpl.allows_target(&t.id))
+                .map(|tpl| tpl.id.clone())
+                .collect(),
+        })
+        .collect())
+}
+
+/// Validates and enqueues a job; wakes the engine.
+pub async fn launch(
+    state: &AppState,
+    caller: &Caller,
+    new: NewJob,
+    rerun_of: Option<i64>,
+) -> Result<Job, AppError> {
+    let user = policy::require_user(caller)?;
+    let config = &state.config;
+    let template = config.template(&new.template).ok_or_else(|| {
+        AppError::field(
+            "template",
+            format!("there is no template `{}`", new.template),
+        )
+    })?;
+    let target = config
+        .target(&new.target)
+        .filter(|t| policy::may_launch(user, t))
+        .ok_or_else(|| {
+            AppError::field(
+                "target",
+                format!("there is no target `{}` you can launch on", new.target),
+            )
+        })?;
+    if !template.allows_target(&target.id) {
+        let on = template
+            .targets
+            .as_ref()
+            .map(|t| t.join(", "))
+            .unwrap_or_default();
+        return Err(AppError::field(
+            "target",
+            format!(
+                "template `{}` does not run on `{}`; it runs on: {on}",
+                template.id, target.id
+            ),
+        ));
+    }
+    let params = validate_params(&template.params, &new.params, &|p, v| {
+        regex_match(template, p, v)
+    })?;
+    let row = jobs::insert(
+        &state.db,
+        Enqueue {
+            template: &template.id,
+            target: &target.id,
+            params: &params,
+            exclusive: exclusive_str(template.exclusive),
+            owner_id: user.id,
+            owner: &user.username,
+            rerun_of,
+        },
+    )
+    .await
+    .map_err(|e| db_error(e, "enqueueing a job"))?;
+    audit_job(state, caller, user, "job.launch", &row).await?;
+    tracing::info!(job = row.id, template = %row.template, target = %row.target, owner = %row.owner, "job queued");
+    let job = row.to_job();
+    state.hub.job_changed(job.clone());
+    state.engine.wake();
+    Ok(job)
+}
+
+/// The string-pattern check: the pattern is the template's compiled regex.
+fn regex_match(template: &Template, pattern_of: &str, value: &str) -> bool {
+    template
+        .params
+        .iter()
+        .find(|p| p.pattern.as_deref() == Some(pattern_of))
+        .is_none_or(|p| template.pattern_matches(&p.name, value))
+}
+
+async fn audit_job(
+    state: &AppState,
+    caller: &Caller,
+    user: &CurrentUser,
+    action: &str,
+    row: &JobRow,
+) -> Result<(), AppError> {
+    audit::insert(
+        &state.db,
+        Record {
+            actor: &user.username,
+            action,
+            subject: &format!("job {}", row.id),
+            detail: Some(json!({
+                "template": row.template,
+                "target": row.target,
+                "params": serde_json::from_str::<serde_json::Value>(&row.params).unwrap_or_default(),
+            })),
+            ip: caller.ip.as_deref(),
+        },
+    )
+    .await
+    .map_err(|e| db_error(e, "writing the audit log"))
+}
+
+/// A job the caller may see, or 404.
+pub async fn visible_row(state: &AppState, caller: &Caller, id: i64) -> Result<JobRow, AppError> {
+    let user = policy::require_user(caller)?;
+    jobs::by_id(&state.db, id)
+        .await
+        .map_err(|e| db_error(e, "reading a job"))?
+        .filter(|row| policy::may_see_job(user, row, &state.config))
+        .ok_or_else(|| AppError::NotFound(format!("no job {id}")))
+}
+
+pub async fn get(state: &AppState, caller: &Caller, id: i64) -> Result<Job, AppError> {
+    Ok(visible_row(state, caller, id).await?.to_job())
+}
+
+/// Jobs the caller may see, newest first.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    filter: JobFilter,
+) -> Result<JobPage, AppError> {
+    let user = policy::require_user(caller)?;
+    if let Some(s) = filter.state.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(bad) = s
+            .split(',')
+            .map(str::trim)
+            .find(|x| JobState::parse(x).is_none())
+        {
+            return Err(AppError::field(
+                "state",
+                format!("`{bad}` is not a job state: use queued, running, cancelling, succeeded, failed or cancelled"),
+            ));
+        }
+    }
+    let owned: Vec<String> = policy::launchable_targets(user, &state.config)
+        .into_iter()
+        .map(|t| t.id.clone())
+        .collect();
+    let (rows, next_before) = jobs::list(&state.db, &filter, policy::visible_jobs(user, &owned))
+        .await
+        .map_err(|e| db_error(e, "listing jobs"))?;
+    Ok(JobPage {
+        jobs: rows.iter().map(JobRow::to_job).collect(),
+        next_before,
+    })
+}
+
+/// Cancels a job: queued → cancelled at once; running → cancelling, and
+/// the runner stops its process group. 409 once it has finished.
+pub async fn cancel(state: &AppState, caller: &Caller, id: i64) -> Result<Job, AppError> {
+    let user = policy::require_user(caller)?.clone();
+    let row = visible_row(state, caller, id).await?;
+    let db = &state.db;
+    let by = user.username.as_str();
+    match row.state() {
+        s if s.is_finished() => {
+            return Err(AppError::Conflict(format!(
+                "job {id} has already finished ({s}); there is nothing to cancel"
+            )))
+        }
+        JobState::Cancelling => return Ok(row.to_job()),
+        JobState::Queued => {
+            if jobs::cancel_queued(db, id, by)
+                .await
+                .map_err(|e| db_error(e, "cancelling a job"))?
+            {
+                logs::append_system(db, id, &format!("cancelled by {by} before it started"))
+                    .await
+                    .map_err(|e| db_error(e, "writing a system line"))?;
+                state.hub.close(id);
+            } else {
+                // It was claimed meanwhile: cancel it as a running job.
+                cancel_running(state, id, by).await?;
+            }
+        }
+        _ => cancel_running(state, id, by).await?,
+    }
+    audit_job(state, caller, &user, "job.cancel", &row).await?;
+    let job = jobs::by_id(db, id)
+        .await
+        .map_err(|e| db_error(e, "reading a job"))?
+        .map(|r| r.to_job())
+        .ok_or_else(|| AppError::NotFound(format!("no job {id}")))?;
+    state.hub.job_changed(job.clone());
+    Ok(job)
+}
+
+async fn cancel_running(state: &AppState, id: i64, by: &str) -> Result<(), AppError> {
+    if jobs::mark_cancelling(&state.db, id, by)
+        .await
+        .map_err(|e| db_error(e, "cancelling a job"))?
+    {
+        // Here, the runner hears it now; elsewhere, its replica polls.
+        state
+            .engine
+            .stop_job(id, StopReason::Cancel { by: by.to_string() });
+        Ok(())
+    } else {
+        let now = jobs::by_id(&state.db, id)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.state());
+        match now {
+            Some(s) if s.is_finished() => Err(AppError::Conflict(format!(
+                "job {id} has already finished ({s})"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Enqueues a copy of a finished job (re-validated against today's config).
+pub async fn rerun(state: &AppState, caller: &Caller, id: i64) -> Result<Job, AppError> {
+    let row = visible_row(state, caller, id).await?;
+    let job = row.to_job();
+    launch(
+        state,
+        caller,
+        NewJob {
+            template: job.template,
+            target: job.target,
+            params: job.params,
+        },
+        Some(id),
+    )
+    .await
+}
+
+/// Stored lines with `seq > after`, at most `limit` (≤ 10,000).
+pub async fn log(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    after: i64,
+    limit: u64,
+) -> Result<LogPage, AppError> {
+    let row = visible_row(state, caller, id).await?;
+    if after < 0 {
+        return Err(AppError::field("after", "`after` is a seq: 0 or more"));
+    }
+    let lines = logs::page(&state.db, id, after, limit.clamp(1, MAX_LOG_PAGE))
+        .await
+        .map_err(|e| db_error(e, "reading a log"))?;
+    let job = row.to_job();
+    Ok(LogPage {
+        lines,
+        last_seq: job.last_seq,
+        omitted: job.omitted,
+    })
+}

@@ -1,0 +1,178 @@
+//! `/api/templates`, `/api/targets`, `/api/jobs…`: launching, listing,
+//! reading, cancelling and re-running jobs, and reading their logs.
+
+use app::backend::{Backend, Caller};
+use app::error::AppError;
+use app::model::job::{Job, JobFilter, JobPage, LogPage, NewJob};
+use app::model::template::{TargetInfo, TemplateInfo};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Extension, Json};
+use serde::Deserialize;
+
+use crate::db::logs;
+use crate::engine::service;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::routes::{Access, Kind, Rule};
+use crate::state::AppState;
+
+pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
+    let r = |m: Method, p: &str| Rule::new(m, p, Kind::Api, Access::Authenticated);
+    vec![
+        (r(Method::GET, "/api/templates"), get(templates)),
+        (r(Method::GET, "/api/targets"), get(targets)),
+        (r(Method::POST, "/api/jobs"), post(create)),
+        (r(Method::GET, "/api/jobs"), get(list)),
+        (r(Method::GET, "/api/jobs/{id}"), get(one)),
+        (r(Method::POST, "/api/jobs/{id}/cancel"), post(cancel)),
+        (r(Method::POST, "/api/jobs/{id}/rerun"), post(rerun)),
+        (r(Method::GET, "/api/jobs/{id}/log"), get(log)),
+    ]
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A job id from the path.
+pub fn job_id(raw: &str) -> Result<i64, AppError> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        AppError::field("id", format!("`{raw}` is not a job id (a positive number)"))
+    })
+}
+
+async fn templates(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<TemplateInfo>>> {
+    Ok(Json(s.templates(&c).await?))
+}
+
+async fn targets(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<TargetInfo>>> {
+    Ok(Json(s.targets(&c).await?))
+}
+
+/// `POST /api/jobs`: 201 with the queued job.
+async fn create(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiJson(new): ApiJson<NewJob>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    Ok((StatusCode::CREATED, Json(s.launch(&c, new).await?)))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiQuery(f): ApiQuery<JobFilter>,
+) -> ApiResult<Json<JobPage>> {
+    Ok(Json(s.jobs(&c, f).await?))
+}
+
+async fn one(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(s.job(&c, job_id(&id)?).await?))
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(s.cancel_job(&c, job_id(&id)?).await?))
+}
+
+/// `POST /api/jobs/{id}/rerun`: 201 with the new job.
+async fn rerun(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.rerun_job(&c, job_id(&id)?).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    after: Option<i64>,
+    limit: Option<u64>,
+    format: Option<String>,
+}
+
+/// `GET /api/jobs/{id}/log?after=N&limit=M`, or `?format=text` to download
+/// the whole log as plain text (streamed from the database in pages).
+async fn log(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> ApiResult<Response> {
+    let id = job_id(&id)?;
+    let after = q.after.unwrap_or(0);
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json::<LogPage>(
+            s.job_log(&c, id, after, q.limit.unwrap_or(1000)).await?,
+        )
+        .into_response()),
+        Some("text") => {
+            let row = service::visible_row(&s, &c, id).await?;
+            if after < 0 {
+                return Err(AppError::field("after", "`after` is a seq: 0 or more").into());
+            }
+            let filename = format!("job-{}-{}.log", row.id, row.template);
+            let db = s.db.clone();
+            let body = futures::stream::unfold(Some(after), move |cursor| {
+                let db = db.clone();
+                async move {
+                    let after = cursor?;
+                    match logs::page(&db, id, after, 10_000).await {
+                        Ok(lines) if lines.is_empty() => None,
+                        Ok(lines) => {
+                            let next = lines.last().map(|l| l.seq);
+                            let mut text = String::with_capacity(lines.len() * 64);
+                            for l in &lines {
+                                text.push_str(&l.text);
+                                text.push('\n');
+                            }
+                            Some((Ok::<_, std::io::Error>(bytes::Bytes::from(text)), next))
+                        }
+                        Err(e) => {
+                            tracing::error!(job = id, error = %e, "log download failed midway");
+                            Some((Err(std::io::Error::other("database error")), None))
+                        }
+                    }
+                }
+            });
+            Ok((
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8".to_string(),
+                    ),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{filename}\""),
+                    ),
+                ],
+                Body::from_stream(body),
+            )
+                .into_response())
+        }
+        Some(other) => Err(AppError::field(
+            "format",
+            format!("`{other}` is not a log format: use json or text"),
+        )
+        .into()),
+    }
+}

@@ -1,0 +1,124 @@
+//! In-process counters for `/metrics` (Prometheus text format). Gauges that
+//! the database knows (jobs by state, queue depth) are read from it at scrape
+//! time; counters of this process live here.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use app::model::job::JobState;
+
+/// Upper bounds (seconds) of the claim-to-start latency histogram.
+const BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    lines: AtomicU64,
+    finished: [AtomicU64; 6],
+    claim_buckets: [AtomicU64; BUCKETS.len()],
+    claim_count: AtomicU64,
+    claim_sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    pub fn lines_written(&self, n: u64) {
+        self.lines.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn job_finished(&self, state: JobState) {
+        if let Some(i) = JobState::ALL.iter().position(|s| *s == state) {
+            self.finished[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Time from a job's claim to its process running.
+    pub fn claim_to_start(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.claim_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.claim_count.fetch_add(1, Ordering::Relaxed);
+        self.claim_sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn lines_total(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text, with the database's job counts by state.
+    pub fn render(&self, by_state: &[(String, i64)], stream_subscribers: usize) -> String {
+        let mut out = String::new();
+        let count = |s: JobState| {
+            by_state
+                .iter()
+                .find(|(k, _)| k == s.as_str())
+                .map_or(0, |(_, n)| *n)
+        };
+        let _ = writeln!(out, "# HELP opsdeck_jobs Jobs in the database by state.");
+        let _ = writeln!(out, "# TYPE opsdeck_jobs gauge");
+        for s in JobState::ALL {
+            let _ = writeln!(out, "opsdeck_jobs{{state=\"{s}\"}} {}", count(s));
+        }
+        let _ = writeln!(out, "# HELP opsdeck_queue_depth Jobs waiting to run.");
+        let _ = writeln!(out, "# TYPE opsdeck_queue_depth gauge");
+        let _ = writeln!(out, "opsdeck_queue_depth {}", count(JobState::Queued));
+        let _ = writeln!(
+            out,
+            "# HELP opsdeck_log_lines_written_total Log lines committed by this process."
+        );
+        let _ = writeln!(out, "# TYPE opsdeck_log_lines_written_total counter");
+        let _ = writeln!(
+            out,
+            "opsdeck_log_lines_written_total {}",
+            self.lines_total()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP opsdeck_jobs_finished_total Jobs this process finished, by final state."
+        );
+        let _ = writeln!(out, "# TYPE opsdeck_jobs_finished_total counter");
+        for (i, s) in JobState::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_finished())
+        {
+            let _ = writeln!(
+                out,
+                "opsdeck_jobs_finished_total{{state=\"{s}\"}} {}",
+                self.finished[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP opsdeck_claim_to_start_seconds Time from claiming a job to its process running.");
+        let _ = writeln!(out, "# TYPE opsdeck_claim_to_start_seconds histogram");
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "opsdeck_claim_to_start_seconds_bucket{{le=\"{bound}\"}} {}",
+                self.claim_buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let total = self.claim_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "opsdeck_claim_to_start_seconds_bucket{{le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "opsdeck_claim_to_start_seconds_sum {}",
+            self.claim_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "opsdeck_claim_to_start_seconds_count {total}");
+        let _ = writeln!(
+            out,
+            "# HELP opsdeck_stream_subscribers Open job event streams."
+        );
+        let _ = writeln!(out, "# TYPE opsdeck_stream_subscribers gauge");
+        let _ = writeln!(out, "opsdeck_stream_subscribers {stream_subscribers}");
+        out
+    }
+}

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 /// Batches a job channel holds for subscribers that are behind.
-const JOB_CHANNEL: usize = 256;
+const JOB_CHANNEL: usize = 32;
 /// Events the job feed holds.
 const FEED_CHANNEL: usize = 1024;
 

@@ -20,6 +20,7 @@ pub struct Metrics {
     claim_buckets: [AtomicU64; BUCKETS.len()],
     claim_count: AtomicU64,
     claim_sum_micros: AtomicU64,
+    streams: AtomicU64,
 }
 
 impl Metrics {
@@ -46,12 +47,27 @@ impl Metrics {
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// An event stream opened (`true`) or closed (`false`).
+    pub fn stream(&self, open: bool) {
+        if open {
+            self.streams.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.streams.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Event streams open now.
+    pub fn streams_open(&self) -> u64 {
+        self.streams.load(Ordering::Relaxed)
+    }
+
     pub fn lines_total(&self) -> u64 {
         self.lines.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text, with the database's job counts by state.
-    pub fn render(&self, by_state: &[(String, i64)], stream_subscribers: usize) -> String {
+    pub fn render(&self, by_state: &[(String, i64)]) -> String {
+        let stream_subscribers = self.streams_open();
         let mut out = String::new();
         let count = |s: JobState| {
             by_state
@@ -115,7 +131,7 @@ impl Metrics {
         let _ = writeln!(out, "opsdeck_claim_to_start_seconds_count {total}");
         let _ = writeln!(
             out,
-            "# HELP opsdeck_stream_subscribers Open job event streams."
+            "# HELP opsdeck_stream_subscribers Open event streams (job streams and feeds)."
         );
         let _ = writeln!(out, "# TYPE opsdeck_stream_subscribers gauge");
         let _ = writeln!(out, "opsdeck_stream_subscribers {stream_subscribers}");

@@ -47,11 +47,7 @@ pub fn launchable_targets<'a>(user: &CurrentUser, config: &'a Config) -> Vec<&'a
 /// Whether `user` may see (and so cancel, rerun, stream) a job: admins all;
 /// operators their own and those on their targets. Others' jobs answer 404.
 pub fn may_see_job(user: &CurrentUser, job: &JobRow, config: &Config) -> bool {
-    user.is_admin()
-        || job.owner_id == user.id
-        || config
-            .target(&job.target)
-            .is_some_and(|t| may_launch(user, t))
+    job.owner_id == user.id || may_see(user, &job.owner, &job.target, config)
 }
 
 /// The filter a job list applies for `user`.
@@ -79,4 +75,12 @@ pub fn may_open_terminal(user: &CurrentUser, target: &Target) -> bool {
         RoleName::Operator
     };
     target.terminal_roles.contains(&role) && (user.is_admin() || may_launch(user, target))
+}
+
+/// Whether `user` may see a job owned by `owner` on `target` (for the feed,
+/// which carries jobs, not rows): the same rule as [`may_see_job`].
+pub fn may_see(user: &CurrentUser, owner: &str, target: &str, config: &Config) -> bool {
+    user.is_admin()
+        || owner == user.username
+        || config.target(target).is_some_and(|t| may_launch(user, t))
 }

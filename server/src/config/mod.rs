@@ -108,6 +108,9 @@ pub struct ServerConfig {
     /// Take the client address from `X-Forwarded-For` (only behind a proxy
     /// that sets it).
     pub trust_forwarded_for: bool,
+    /// How often an idle event stream sends a keepalive comment (a closed
+    /// client is noticed within one interval).
+    pub stream_keepalive: Duration,
 }
 
 /// `[auth]`
@@ -218,6 +221,9 @@ pub struct Template {
     pub description: Option<String>,
     /// The argv, with `{param}` placeholders; element 0 is always literal.
     pub command: Vec<String>,
+    /// The argv as logs and the API show it: for a script, its name
+    /// (`<scripts/demo-backup.sh>`) instead of its whole text.
+    pub shown: Vec<String>,
     pub params: Vec<ParamSpec>,
     /// Compiled `pattern`s of string parameters, by parameter name.
     pub patterns: BTreeMap<String, Regex>,
@@ -392,6 +398,7 @@ struct RawServer {
     node: Option<Spanned<String>>,
     shutdown_timeout: Option<ConfigDuration>,
     trust_forwarded_for: Option<bool>,
+    stream_keepalive: Option<ConfigDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -537,6 +544,9 @@ impl RawConfig {
             node,
             shutdown_timeout: dur(s.shutdown_timeout, 30),
             trust_forwarded_for: s.trust_forwarded_for.unwrap_or(false),
+            stream_keepalive: s.stream_keepalive.map_or(Duration::from_secs(15), |d| {
+                d.0.max(Duration::from_millis(100))
+            }),
         };
 
         let a = self.auth;
@@ -898,6 +908,8 @@ impl RawTemplate {
         }
 
         // The argv: either `command`, or an inline/file script run by `interpreter`.
+        let mut shown = None;
+        let args_len = self.args.len();
         let (command, command_span, command_key) =
             match (self.command, self.script, self.script_file) {
                 (Some(c), None, None) => {
@@ -909,12 +921,14 @@ impl RawTemplate {
                     let (text, span, k) = match (script, file) {
                         (Some(s), _) => {
                             let span = s.span();
+                            shown = Some("<script>".to_string());
                             (s.into_inner(), span, key("script"))
                         }
                         (_, Some(f)) => {
                             let text = files
                                 .read(f.get_ref())
                                 .map_err(|m| ctx.error(f.span(), &key("script_file"), m))?;
+                            shown = Some(format!("<{}>", f.get_ref()));
                             (text, f.span(), key("script_file"))
                         }
                         _ => unreachable!("one of script and script_file is set"),
@@ -975,10 +989,22 @@ impl RawTemplate {
             return Err(ctx.error(self.id.span(), &key("timeout"), "must be longer than 0s"));
         }
 
+        // A script's text is replaced by its name; its interpreter is kept.
+        let shown = match shown {
+            Some(name) => {
+                let at = command.len() - 2 - args_len;
+                let mut s = command[..at].to_vec();
+                s.push(name);
+                s.extend(command[at + 2..].iter().cloned());
+                s
+            }
+            None => command.clone(),
+        };
         Ok(Template {
             title: self.title.unwrap_or_else(|| id.clone()),
             id,
             description: self.description,
+            shown,
             command,
             params,
             patterns,

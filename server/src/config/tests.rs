@@ -241,3 +241,22 @@ fn a_missing_file_says_which_and_what_to_do() {
     assert!(text.contains("/nonexistent/opsdeck.toml"), "{text}");
     assert!(text.contains("--config"), "{text}");
 }
+
+#[test]
+fn a_script_is_shown_by_its_name_not_its_text() {
+    let c = Config::demo().unwrap();
+    let t = c.template("demo-backup").unwrap();
+    assert_eq!(
+        t.shown,
+        [
+            "/bin/sh",
+            "-c",
+            "<scripts/demo-backup.sh>",
+            "{path}",
+            "{seconds}",
+            "{warnings}"
+        ]
+    );
+    let sleep = c.template("sleep").unwrap();
+    assert_eq!(sleep.shown, sleep.command);
+}

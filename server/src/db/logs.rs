@@ -28,43 +28,66 @@ impl From<Row> for LogLine {
     }
 }
 
-/// Inserts lines in one statement. Only the text is a bound parameter; the
-/// numbers are ours and written inline, which keeps a 1,000-row statement
-/// cheap to bind.
+/// Rows per insert statement, at most.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Inserts lines. N.B.: only a few statement shapes are ever used — 1,000
+/// rows, then powers of two for the rest — so the prepared-statement cache
+/// reuses them: a statement per distinct row count (or with values written
+/// inline) would be parsed anew every batch and fill the cache with large
+/// compiled statements.
 pub async fn insert_batch(
     db: &impl ConnectionTrait,
     job_id: i64,
     lines: &[LogLine],
 ) -> Result<(), DbErr> {
-    if lines.is_empty() {
-        return Ok(());
+    let mut rest = lines;
+    while !rest.is_empty() {
+        let n = if rest.len() >= ROWS_PER_INSERT {
+            ROWS_PER_INSERT
+        } else {
+            1 << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
+        let (now, later) = rest.split_at(n);
+        insert_rows(db, job_id, now).await?;
+        rest = later;
     }
+    Ok(())
+}
+
+async fn insert_rows(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    lines: &[LogLine],
+) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
-    let mut sql = String::with_capacity(64 + lines.len() * 40);
+    let mut sql = String::with_capacity(64 + lines.len() * 24);
     sql.push_str("INSERT INTO job_logs (job_id, seq, stream, ts, text) VALUES ");
-    let mut values: Vec<Value> = Vec::with_capacity(lines.len());
+    let mut values: Vec<Value> = Vec::with_capacity(lines.len() * 5);
     for (i, l) in lines.iter().enumerate() {
         if i > 0 {
             sql.push(',');
         }
-        use std::fmt::Write;
-        let _ = match backend {
-            DbBackend::Postgres => write!(
-                sql,
-                "({job_id},{},{},{},${})",
-                l.seq,
-                l.stream.code(),
-                l.ts.timestamp_millis(),
-                i + 1
-            ),
-            _ => write!(
-                sql,
-                "({job_id},{},{},{},?)",
-                l.seq,
-                l.stream.code(),
-                l.ts.timestamp_millis()
-            ),
-        };
+        match backend {
+            DbBackend::Postgres => {
+                let b = i * 5;
+                use std::fmt::Write;
+                let _ = write!(
+                    sql,
+                    "(${},${},${},${},${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                );
+            }
+            _ => sql.push_str("(?,?,?,?,?)"),
+        }
+        values.push(job_id.into());
+        values.push(l.seq.into());
+        values.push(l.stream.code().into());
+        values.push(l.ts.timestamp_millis().into());
         values.push(l.text.as_str().into());
     }
     db.execute(Statement::from_sql_and_values(backend, sql, values))

@@ -37,8 +37,8 @@ impl LineSplitter {
         self.buf.extend_from_slice(chunk);
         if self.buf.len() > self.max_line {
             // A very long line, or a `\r` progress bar that never ends its line.
-            let collapsed = collapse_cr(&self.buf).to_vec();
-            self.buf = collapsed;
+            let kept = last_segment(&self.buf).len();
+            self.buf.drain(..self.buf.len() - kept);
             while self.buf.len() > self.max_line {
                 let cut = char_boundary(&self.buf, self.max_line);
                 let head: Vec<u8> = self.buf.drain(..cut).collect();
@@ -66,18 +66,26 @@ impl LineSplitter {
     }
 }
 
-/// The text after the last `\r` that something follows.
-fn collapse_cr(line: &[u8]) -> &[u8] {
+/// The part of an unfinished line that can still show: from after the last
+/// `\r` that text follows, keeping trailing `\r`s (what comes next
+/// overwrites from the start).
+fn last_segment(line: &[u8]) -> &[u8] {
     let mut end = line.len();
-    // A trailing `\r` (or several) overwrites nothing yet.
     while end > 0 && line[end - 1] == b'\r' {
         end -= 1;
     }
-    let line = &line[..end];
-    match line.iter().rposition(|&b| b == b'\r') {
+    match line[..end].iter().rposition(|&b| b == b'\r') {
         Some(i) => &line[i + 1..],
         None => line,
     }
+}
+
+/// The text after the last `\r` that something follows, without trailing
+/// `\r`s: what a terminal shows once the line ends.
+fn collapse_cr(line: &[u8]) -> &[u8] {
+    let seg = last_segment(line);
+    let end = seg.iter().rposition(|&b| b != b'\r').map_or(0, |i| i + 1);
+    &seg[..end]
 }
 
 /// The largest cut at or below `max` that does not split a UTF-8 sequence.

@@ -27,13 +27,18 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
     Some(after.split_whitespace().map(str::to_string).collect())
 }
 
-/// The pids whose process group is `pgid`.
+/// The live (not zombie) pids whose process group is `pgid`.
 pub fn members(pgid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pgrp(pid) == Some(pgid))
+        .filter(|&pid| {
+            stat_fields(pid).is_some_and(|f| {
+                f.first().map(String::as_str) != Some("Z")
+                    && f.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
+            })
+        })
         .collect()
 }
 
@@ -49,9 +54,13 @@ pub fn signal_group(pgid: i32, sig: Signal) -> bool {
     }
 }
 
-/// Whether any process (a zombie counts) is still in the group.
+/// Whether any live process is still in the group. Zombies do not count:
+/// they are dead, waiting for a parent (often init) to reap them.
 pub fn group_alive(pgid: i32) -> bool {
-    !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
+    if matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    !members(pgid).is_empty()
 }
 
 /// Kills what is left of a recorded group after a crash, if it is still
@@ -105,12 +114,12 @@ mod tests {
         assert_eq!(kill_orphaned_group(pgid, Some(start + 1)), 0);
         assert_eq!(kill_orphaned_group(pgid, Some(start)), 3);
         child.wait().unwrap();
-        for _ in 0..50 {
-            if members(pgid).is_empty() {
+        for _ in 0..250 {
+            if !group_alive(pgid) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert!(members(pgid).is_empty());
+        assert!(!group_alive(pgid));
     }
 }

@@ -154,11 +154,16 @@ async fn execute(
 ) -> Outcome {
     let params = serde_json::from_str(&job.params).unwrap_or_default();
     let inv = command::build(template, target, &params, job.id);
+    let shown: Vec<String> = template
+        .shown
+        .iter()
+        .filter_map(|e| command::fill(e, &params))
+        .collect();
     writer
         .system(format!(
             "running on {}: {}",
             target.id,
-            command::display(&inv.argv)
+            command::display(&shown)
         ))
         .await;
 

@@ -51,7 +51,7 @@ pub fn templates(state: &AppState, caller: &Caller) -> Result<Vec<TemplateInfo>,
                 targets: on,
                 exclusive: t.exclusive,
                 progress: t.progress,
-                command: t.command.clone(),
+                command: t.shown.clone(),
             })
         })
         .collect())
@@ -135,11 +135,13 @@ pub async fn launch(
     )
     .await
     .map_err(|e| db_error(e, "enqueueing a job"))?;
-    audit_job(state, caller, user, "job.launch", &row).await?;
-    tracing::info!(job = row.id, template = %row.template, target = %row.target, owner = %row.owner, "job queued");
+    // N.B.: published before anything else can await, so the feed says
+    // `queued` before any replica's runner says `running`.
     let job = row.to_job();
     state.hub.job_changed(job.clone());
     state.engine.wake();
+    audit_job(state, caller, user, "job.launch", &row).await?;
+    tracing::info!(job = row.id, template = %row.template, target = %row.target, owner = %row.owner, "job queued");
     Ok(job)
 }
 

@@ -48,7 +48,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.metrics.render(&counts, state.hub.channels()),
+        state.metrics.render(&counts),
     )
         .into_response()
 }

@@ -56,6 +56,8 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("POST", "/api/jobs/{id}/cancel", [401, 200, 404, 200]),
     ("POST", "/api/jobs/{id}/rerun", [401, 201, 404, 201]),
     ("GET", "/api/jobs/{id}/log", [401, 200, 404, 200]),
+    ("GET", "/api/jobs/{id}/events", [401, 200, 404, 200]),
+    ("GET", "/api/events", [401, 200, 200, 200]),
     // server functions
     ("POST", auth::WhoAmI::PATH, [200, 200, 200, 200]),
     ("POST", auth::Login::PATH, [401, 401, 401, 401]),
@@ -117,6 +119,12 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
         ("GET", "/api/jobs/{id}/log") => {
             status(c.get(&format!("/api/jobs/{job}/log")).send().await.unwrap())
         }
+        ("GET", "/api/jobs/{id}/events") => status(
+            c.get(&format!("/api/jobs/{job}/events"))
+                .send()
+                .await
+                .unwrap(),
+        ),
         ("POST", "/api/jobs") => c.launch("seq", "t1", json!({"n": 1})).await.0,
         ("POST", "/api/jobs/{id}/rerun") => status(
             c.post(&format!("/api/jobs/{job}/rerun"))

@@ -7,4 +7,5 @@ mod accounts;
 mod authz;
 mod engine;
 mod foundation;
+mod streams;
 mod support;

@@ -719,21 +719,142 @@ impl EngineApp {
     }
 }
 
-/// Whether any process is in process group `pgid`.
+/// Whether any live process (not a zombie waiting for init) is in process
+/// group `pgid`.
 pub fn group_has_members(pgid: i32) -> bool {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .any(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s[s.rfind(')')? + 1..]
-                        .split_whitespace()
-                        .nth(2)?
-                        .parse::<i32>()
-                        .ok()
-                })
-                == Some(pgid)
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            fields.first() != Some(&"Z")
+                && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
         })
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A minimal SSE client over a reqwest response body.
+pub struct Sse {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: Vec<u8>,
+    pub keepalives: usize,
+}
+
+impl Sse {
+    /// Opens `path`; (status, the stream if 200).
+    pub async fn open(
+        client: &Client,
+        path: &str,
+        last_event_id: Option<i64>,
+    ) -> (u16, Option<Sse>) {
+        let mut rb = client.get(path).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            rb = rb.header("last-event-id", id.to_string());
+        }
+        let res = rb.send().await.unwrap();
+        let status = res.status().as_u16();
+        if status != 200 {
+            return (status, None);
+        }
+        (
+            status,
+            Some(Sse {
+                body: Box::pin(res.bytes_stream()),
+                buf: Vec::new(),
+                keepalives: 0,
+            }),
+        )
+    }
+
+    /// The next event; `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        use futures::StreamExt;
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&block[..end]).to_string();
+                let mut ev = SseEvent {
+                    event: "message".into(),
+                    id: None,
+                    data: String::new(),
+                };
+                let mut any = false;
+                for line in text.lines() {
+                    if line.starts_with(':') {
+                        self.keepalives += 1;
+                        continue;
+                    }
+                    let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+                    match field {
+                        "event" => ev.event = value.to_string(),
+                        "id" => ev.id = Some(value.to_string()),
+                        "data" => {
+                            ev.data.push_str(value);
+                            any = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if any {
+                    return Some(ev);
+                }
+                continue;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Reads events until `end`; checks every log seq follows the previous
+    /// one starting after `after`; returns (last seq, texts, end job).
+    pub async fn follow_to_end(&mut self, after: i64) -> (i64, Vec<String>, serde_json::Value) {
+        let mut last = after;
+        let mut texts = Vec::new();
+        while let Some(ev) = self.next().await {
+            match ev.event.as_str() {
+                "log" => {
+                    let line = ev.json();
+                    let seq = line["seq"].as_i64().unwrap();
+                    assert_eq!(seq, last + 1, "lines must come once each, in order");
+                    assert_eq!(ev.id.as_deref(), Some(seq.to_string().as_str()));
+                    last = seq;
+                    texts.push(line["text"].as_str().unwrap().to_string());
+                }
+                "end" => return (last, texts, ev.json()),
+                _ => {}
+            }
+        }
+        panic!("the stream closed without `end` (last seq {last})");
+    }
+}
+
+/// The server process's resident memory in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

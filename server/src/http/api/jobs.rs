@@ -31,6 +31,8 @@ pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
         (r(Method::POST, "/api/jobs/{id}/cancel"), post(cancel)),
         (r(Method::POST, "/api/jobs/{id}/rerun"), post(rerun)),
         (r(Method::GET, "/api/jobs/{id}/log"), get(log)),
+        (r(Method::GET, "/api/jobs/{id}/events"), get(events)),
+        (r(Method::GET, "/api/events"), get(feed)),
     ]
 }
 
@@ -175,4 +177,48 @@ async fn log(
         )
         .into()),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    after: Option<i64>,
+}
+
+/// `GET /api/jobs/{id}/events?after=N` (or `Last-Event-ID`, which wins).
+async fn events(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Response> {
+    let id = job_id(&id)?;
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .ok_or_else(|| {
+                AppError::field("Last-Event-ID", "`Last-Event-ID` is a seq: a whole number")
+            })?,
+        None => q.after.unwrap_or(0),
+    };
+    if after < 0 {
+        return Err(AppError::field("after", "`after` is a seq: 0 or more").into());
+    }
+    let job = service::get(&s, &c, id).await?;
+    let stream = crate::streams::job::JobStream::new(s, job, after);
+    Ok(crate::streams::response(stream, |mut st| async move {
+        st.next_chunk().await.map(|b| (b, st))
+    }))
+}
+
+/// `GET /api/events`: the feed of job changes the caller may see.
+async fn feed(State(s): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Response> {
+    let user = c.user()?.clone();
+    let stream = crate::streams::feed::FeedStream::new(s, user);
+    Ok(crate::streams::response(stream, |mut st| async move {
+        st.next_chunk().await.map(|b| (b, st))
+    }))
 }

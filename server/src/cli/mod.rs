@@ -2,6 +2,7 @@
 //! Options are read here, once, and turned into a [`Config`].
 
 mod accounts;
+mod client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,12 +39,15 @@ pub struct Cli {
     )]
     admin_password: Option<String>,
 
+    #[command(flatten)]
+    remote: client::Remote,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub enum Command {
     /// Start the server (the default).
     Serve(ServeArgs),
     /// Check the configuration and exit: 0 if it is valid, 2 if not.
@@ -54,10 +58,18 @@ enum Command {
     /// Manage API tokens (on the server host, against its database).
     #[command(subcommand)]
     Token(accounts::TokenCommand),
+    /// Launch a job on a running server (OPSDECK_URL, OPSDECK_TOKEN).
+    Run(client::RunArgs),
+    /// List jobs on a running server, newest first.
+    Jobs(client::JobsArgs),
+    /// Cancel a job on a running server.
+    Cancel { id: i64 },
+    /// Print a job's log; --follow keeps printing until it ends.
+    Logs(client::LogsArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// Listen address, instead of [server].addr.
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<SocketAddr>,
@@ -69,17 +81,18 @@ struct ServeArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    crate::telemetry::init();
-    let config = match load_config(&cli) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("opsdeck: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::CheckConfig => {
+    let mut cli = Cli::parse();
+    let command = cli
+        .command
+        .take()
+        .unwrap_or(Command::Serve(ServeArgs::default()));
+    match command {
+        // Client commands talk to a server: no config, no database, no logs.
+        Command::Run(a) => client::main(cli.remote, client::Action::Run(a)),
+        Command::Jobs(a) => client::main(cli.remote, client::Action::Jobs(a)),
+        Command::Cancel { id } => client::main(cli.remote, client::Action::Cancel(id)),
+        Command::Logs(a) => client::main(cli.remote, client::Action::Logs(a)),
+        Command::CheckConfig => with_config(&cli, |config| {
             println!(
                 "{}: valid ({} targets, {} templates)",
                 config.source,
@@ -87,11 +100,37 @@ pub fn main() -> ExitCode {
                 config.templates.len()
             );
             ExitCode::SUCCESS
-        }
-        Command::Serve(args) => serve(config, args),
-        Command::User(cmd) => with_database(&config, |db| Box::pin(accounts::user(db, cmd))),
-        Command::Token(cmd) => with_database(&config, |db| Box::pin(accounts::token(db, cmd))),
+        }),
+        Command::Serve(args) => with_config(&cli, |config| serve(config, args)),
+        Command::User(cmd) => with_config(&cli, |config| {
+            with_database(&config, |db| Box::pin(accounts::user(db, cmd)))
+        }),
+        Command::Token(cmd) => with_config(&cli, |config| {
+            with_database(&config, |db| Box::pin(accounts::token(db, cmd)))
+        }),
     }
+}
+
+/// Starts logging, reads the configuration (exit code 2 if it is bad),
+/// and runs `f` with it.
+fn with_config(cli: &Cli, f: impl FnOnce(Config) -> ExitCode) -> ExitCode {
+    crate::telemetry::init();
+    match load_config(cli) {
+        Ok(config) => f(config),
+        Err(e) => {
+            eprintln!("opsdeck: configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config = Config::load_or_demo(cli.config.as_deref())?;
+    if let Some(url) = &cli.database_url {
+        config.server.database_url = url.clone();
+    }
+    config.auth.bootstrap_password = cli.admin_password.clone();
+    Ok(config)
 }
 
 type DbTask<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
@@ -126,15 +165,6 @@ fn with_database(
             }
         }
     })
-}
-
-fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
-    let mut config = Config::load_or_demo(cli.config.as_deref())?;
-    if let Some(url) = &cli.database_url {
-        config.server.database_url = url.clone();
-    }
-    config.auth.bootstrap_password = cli.admin_password.clone();
-    Ok(config)
 }
 
 fn serve(mut config: Config, args: ServeArgs) -> ExitCode {

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod authz;
+mod cli;
 mod engine;
 mod foundation;
 mod streams;

@@ -82,7 +82,14 @@ pub fn LoginPage() -> impl IntoView {
     let auth = use_auth();
     let query = use_query_map();
     let next = query.with_untracked(|q| q.get("next")).unwrap_or_default();
-    let error = move || auth.login.value().get().and_then(Result::err);
+    // With JavaScript the action holds the error; without, the URL does.
+    let from_url = crate::components::url_error::<Login>();
+    let error = move || {
+        auth.login
+            .value()
+            .get()
+            .map_or_else(|| from_url.clone(), Result::err)
+    };
 
     view! {
         <Title text="Sign in" />
@@ -138,6 +145,7 @@ pub fn UserMenu() -> impl IntoView {
                                 {admin
                                     .then(|| {
                                         view! {
+                                            <a href="/admin/jobs">"All jobs"</a>
                                             <a href="/admin/users">"Users"</a>
                                             <a href="/admin/audit">"Audit log"</a>
                                         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 
 use crate::error::AppError;
-use crate::model::job::{Job, JobFilter, JobPage, LogPage, NewJob};
+use crate::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetSummary};
 use crate::model::journal::JournalEntry;
 use crate::model::template::{TargetInfo, TemplateInfo};
 use crate::model::user::{AuditPage, AuditQuery, CurrentUser, NewToken, Role, TokenInfo, UserInfo};
@@ -141,6 +141,18 @@ pub trait Backend: Send + Sync + 'static {
         after: i64,
         limit: u64,
     ) -> Result<LogPage, AppError>;
+    /// The job page's first load: the job, the tail of its log, its stderr tail.
+    async fn job_view(&self, caller: &Caller, id: i64) -> Result<JobView, AppError>;
+    /// The seqs of the lines containing `q` (case-insensitive), at most `limit`.
+    async fn log_search(
+        &self,
+        caller: &Caller,
+        id: i64,
+        q: String,
+        limit: u64,
+    ) -> Result<Vec<i64>, AppError>;
+    /// The caller's targets with their latest job.
+    async fn target_overview(&self, caller: &Caller) -> Result<Vec<TargetSummary>, AppError>;
 }
 
 /// The backend as it travels through Leptos context.
@@ -201,5 +213,21 @@ pub fn set_cookie(value: &str) {
         http::HeaderValue::from_str(value),
     ) {
         res.append_header(http::header::SET_COOKIE, v);
+    }
+}
+
+/// Sends the browser to `path` after a server function: with JavaScript the
+/// app navigates there itself; a plain form post gets a 303 See Other.
+pub fn see_other(path: &str) {
+    if is_plain_form_post() {
+        if let (Some(res), Ok(v)) = (
+            use_context::<leptos_axum::ResponseOptions>(),
+            http::HeaderValue::from_str(path),
+        ) {
+            res.insert_header(http::header::LOCATION, v);
+            res.set_status(http::StatusCode::SEE_OTHER);
+        }
+    } else {
+        leptos_axum::redirect(path);
     }
 }

@@ -7,11 +7,16 @@
 
 pub mod account;
 pub mod admin;
+pub mod ansi;
 pub mod auth;
 pub mod components;
+pub mod console;
+pub mod dashboard;
 pub mod error;
+pub mod jobs;
 pub mod journal;
 pub mod model;
+pub mod targets;
 pub mod tokens;
 
 #[cfg(feature = "ssr")]
@@ -23,9 +28,11 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
 /// Bare module names that wasm-bindgen emits for the npm front-end packages,
-/// mapped to the copies opsdeck serves itself from `/vendor` (installed from
-/// npm at build time; never a CDN). It must precede the hydration scripts.
-pub const IMPORT_MAP: &str = r#"{"imports":{"xterm":"/vendor/xterm/xterm.mjs","xterm-addon-fit":"/vendor/xterm/addon-fit.mjs"}}"#;
+/// mapped to `/xterm-lazy.mjs`, a shim that loads opsdeck's own copies under
+/// `/vendor/xterm` (installed from npm at build time; never a CDN) only when
+/// the console page asks. It must precede the hydration scripts.
+pub const IMPORT_MAP: &str =
+    r#"{"imports":{"xterm":"/xterm-lazy.mjs","xterm-addon-fit":"/xterm-lazy.mjs"}}"#;
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -60,6 +67,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     auth::provide_auth();
+    jobs::widgets::provide_clock();
+    jobs::live::Feed::provide();
 
     view! {
         <Stylesheet id="leptos" href="/pkg/opsdeck.css" />
@@ -76,29 +85,28 @@ pub fn App() -> impl IntoView {
                 </a>
                 <nav class="mainnav" aria-label="Main">
                     <a href="/">"Dashboard"</a>
+                    <a href="/jobs">"Jobs"</a>
                 </nav>
                 <auth::UserMenu />
             </header>
             <main id="main">
                 <Routes fallback=NotFound>
-                    <Route path=path!("/") view=HomePage ssr=SsrMode::Async />
+                    <Route path=path!("/") view=dashboard::Dashboard ssr=SsrMode::Async />
+                    <Route path=path!("/jobs") view=jobs::lists::JobsPage ssr=SsrMode::Async />
+                    <Route path=path!("/jobs/:id") view=jobs::page::JobPage ssr=SsrMode::Async />
+                    <Route path=path!("/launch/:template") view=jobs::launch::LaunchPage ssr=SsrMode::Async />
+                    <Route path=path!("/targets/:id") view=targets::TargetPage ssr=SsrMode::Async />
+                    <Route path=path!("/targets/:id/jobs") view=targets::TargetJobsPage ssr=SsrMode::Async />
+                    <Route path=path!("/targets/:id/console") view=console::ConsolePage ssr=SsrMode::Async />
+                    <Route path=path!("/admin/jobs") view=jobs::lists::AdminJobsPage ssr=SsrMode::Async />
                     <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async />
                     <Route path=path!("/account") view=account::AccountPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/users") view=admin::users::UsersPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/audit") view=admin::audit::AuditPageView ssr=SsrMode::Async />
+                    <Route path=path!("/admin/recordings/:id") view=admin::recordings::RecordingPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>
-    }
-}
-
-/// The dashboard.
-#[component]
-fn HomePage() -> impl IntoView {
-    view! {
-        <Title text="Dashboard" />
-        <h1>"Dashboard"</h1>
-        <journal::JournalPanel />
     }
 }
 

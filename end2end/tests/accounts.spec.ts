@@ -26,6 +26,18 @@ test.describe('a wrong password', () => {
   });
 });
 
+test.describe('a wrong password without JavaScript', () => {
+  test.use({ javaScriptEnabled: false });
+
+  test('is refused with the same message after the plain form post', async ({ page }) => {
+    await page.goto('/login');
+    const login = new LoginPage(page);
+    await login.signIn('alice', 'not-her-password');
+    await expect(login.error).toHaveText('wrong username or password');
+    await expect(page).toHaveURL(/\/login/);
+  });
+});
+
 test('signing out ends the session', async ({ page }) => {
   await signIn(page, 'alice');
   await page.goto('/');

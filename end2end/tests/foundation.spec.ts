@@ -95,4 +95,7 @@ test('the front-end packages are served by opsdeck itself', async ({ request }) 
   const res = await request.get('/vendor/xterm/xterm.mjs');
   expect(res.status()).toBe(200);
   expect(await res.text()).toContain('Terminal');
+  const shim = await request.get('/xterm-lazy.mjs');
+  expect(shim.status()).toBe(200);
+  expect(await shim.text()).toContain("import('/vendor/xterm/xterm.mjs')");
 });

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_journal;
 mod m20261123_000002_create_accounts;
 mod m20261123_000003_create_jobs;
+mod m20261123_000004_index_jobs_by_target;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_journal::Migration),
             Box::new(m20261123_000002_create_accounts::Migration),
             Box::new(m20261123_000003_create_jobs::Migration),
+            Box::new(m20261123_000004_index_jobs_by_target::Migration),
         ]
     }
 }

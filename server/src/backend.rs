@@ -4,7 +4,7 @@
 
 use app::backend::{Backend, Caller, SignedIn};
 use app::error::AppError;
-use app::model::job::{Job, JobFilter, JobPage, LogPage, NewJob};
+use app::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetSummary};
 use app::model::journal::{validate_note, JournalEntry};
 use app::model::template::{TargetInfo, TemplateInfo};
 use app::model::user::{AuditPage, AuditQuery, NewToken, Role, TokenInfo, UserInfo};
@@ -201,5 +201,23 @@ impl Backend for AppState {
         limit: u64,
     ) -> Result<LogPage, AppError> {
         service::log(self, caller, id, after, limit).await
+    }
+
+    async fn job_view(&self, caller: &Caller, id: i64) -> Result<JobView, AppError> {
+        service::view(self, caller, id).await
+    }
+
+    async fn log_search(
+        &self,
+        caller: &Caller,
+        id: i64,
+        q: String,
+        limit: u64,
+    ) -> Result<Vec<i64>, AppError> {
+        service::search(self, caller, id, &q, limit).await
+    }
+
+    async fn target_overview(&self, caller: &Caller) -> Result<Vec<TargetSummary>, AppError> {
+        service::overview(self, caller).await
     }
 }

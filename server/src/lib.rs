@@ -15,3 +15,4 @@ pub mod startup;
 pub mod state;
 pub mod streams;
 pub mod telemetry;
+pub mod terminal;

@@ -82,6 +82,7 @@ impl Server {
             engine: Default::default(),
             hub: Default::default(),
             metrics: Default::default(),
+            terminals: Default::default(),
         });
         Ok(Server { state, listener })
     }

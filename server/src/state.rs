@@ -36,6 +36,8 @@ pub struct Inner {
     pub hub: Hub,
     /// This process's counters for `/metrics`.
     pub metrics: Metrics,
+    /// Open browser terminal sessions.
+    pub terminals: crate::terminal::Terminals,
 }
 
 impl AppState {

@@ -119,6 +119,7 @@ fn AuditTable(page: AuditPage, filter: AuditQuery) -> impl IntoView {
                                 .entries
                                 .into_iter()
                                 .map(|e| {
+                                    let replay = replay_link(&e.action, e.detail.as_ref());
                                     view! {
                                         <tr>
                                             <td>
@@ -130,7 +131,10 @@ fn AuditTable(page: AuditPage, filter: AuditQuery) -> impl IntoView {
                                             </td>
                                             <td>{e.subject}</td>
                                             <td>{e.ip.unwrap_or_default()}</td>
-                                            <td class="detail">{e.detail.map(|d| d.to_string()).unwrap_or_default()}</td>
+                                            <td class="detail">
+                                                {e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default()}
+                                                {replay}
+                                            </td>
                                         </tr>
                                     }
                                 })
@@ -155,4 +159,15 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A finished terminal session's recording, if it was recorded.
+fn replay_link(action: &str, detail: Option<&serde_json::Value>) -> Option<impl IntoView> {
+    let id = detail?.get("recording")?.as_str()?.to_string();
+    (action == "terminal.end").then(|| {
+        view! {
+            " "
+            <a href=format!("/admin/recordings/{id}") rel="external" class="replay">"Replay"</a>
+        }
+    })
 }

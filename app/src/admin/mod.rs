@@ -1,4 +1,5 @@
 //! Admin pages: users and tokens, the audit log.
 
 pub mod audit;
+pub mod recordings;
 pub mod users;

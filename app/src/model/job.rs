@@ -204,6 +204,27 @@ pub struct JobFilter {
     /// Only jobs with a smaller id (the next page).
     pub before: Option<i64>,
     pub limit: Option<u64>,
+    /// Only the caller's own jobs.
+    pub mine: Option<bool>,
+}
+
+/// Everything the job page shows at first load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job: Job,
+    pub template_title: String,
+    pub target_title: String,
+    /// The last lines of the log (the page shows these first).
+    pub lines: Vec<LogLine>,
+    /// The last stderr lines, for the failure panel.
+    pub stderr_tail: Vec<LogLine>,
+}
+
+/// A target with the state of its most recent job (dashboard cards).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub target: crate::model::template::TargetInfo,
+    pub last_job: Option<Job>,
 }
 
 /// A page of jobs, newest first.

@@ -4,5 +4,6 @@
 pub mod job;
 pub mod journal;
 pub mod template;
+pub mod terminal;
 pub mod time;
 pub mod user;

@@ -2,9 +2,9 @@
 //! 1. authenticates — `Authorization: Bearer <token>`, else the session cookie —
 //!    and puts a [`Caller`] in the request's extensions for handlers and
 //!    server functions;
-//! 2. refuses cross-site state changes: an unsafe method carrying the session
-//!    cookie (or any `Origin`) must come from our own origin; bearer requests
-//!    are exempt;
+//! 2. refuses cross-site state changes: an unsafe method or a WebSocket
+//!    upgrade carrying the session cookie (or any `Origin`) must come from
+//!    our own origin; bearer requests are exempt;
 //! 3. applies the route's [`Access`] from the route table: anonymous page
 //!    visits go to `/login?next=…`, anonymous API calls get 401, non-admins
 //!    get 403 (admin pages render the 403 page themselves, with status 403).
@@ -99,7 +99,14 @@ pub async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) ->
         }
     }
 
-    if !method.is_safe() && bearer.is_none() {
+    // A WebSocket upgrade is a GET that opens a channel for commands: it
+    // gets the same origin check as a state change (cross-site WebSocket
+    // hijacking).
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if (!method.is_safe() || upgrade) && bearer.is_none() {
         let has_origin = headers.contains_key(header::ORIGIN);
         if (caller.session.is_some() || has_origin)
             && !same_origin(headers, config.server.public_url.as_deref())

@@ -134,6 +134,10 @@ pub async fn by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<JobRow>,
 /// Which jobs a caller may see.
 pub enum Visible<'a> {
     All,
+    /// Only the caller's own (admins asking for `mine`).
+    Own {
+        user_id: i64,
+    },
     /// Their own, and those on these targets.
     OwnOrTargets {
         user_id: i64,
@@ -149,12 +153,16 @@ pub async fn list(
 ) -> Result<(Vec<JobRow>, Option<i64>), DbErr> {
     let limit = f.limit.unwrap_or(50).clamp(1, 500);
     let mut q = Entity::find().order_by_desc(Column::Id);
-    if let Visible::OwnOrTargets { user_id, targets } = visible {
-        q = q.filter(
-            Condition::any()
-                .add(Column::OwnerId.eq(user_id))
-                .add(Column::Target.is_in(targets.iter().cloned())),
-        );
+    match visible {
+        Visible::All => {}
+        Visible::Own { user_id } => q = q.filter(Column::OwnerId.eq(user_id)),
+        Visible::OwnOrTargets { user_id, targets } => {
+            q = q.filter(
+                Condition::any()
+                    .add(Column::OwnerId.eq(user_id))
+                    .add(Column::Target.is_in(targets.iter().cloned())),
+            )
+        }
     }
     if let Some(state) = f.state.as_deref().filter(|s| !s.is_empty()) {
         let states: Vec<&str> = state.split(',').map(str::trim).collect();
@@ -501,4 +509,16 @@ pub async fn last_heartbeat(
         .one(db)
         .await?
         .map(|n| n.heartbeat_at))
+}
+
+/// The newest job on `target`.
+pub async fn latest_on_target(
+    db: &DatabaseConnection,
+    target: &str,
+) -> Result<Option<JobRow>, DbErr> {
+    Entity::find()
+        .filter(Column::Target.eq(target))
+        .order_by_desc(Column::Id)
+        .one(db)
+        .await
 }

@@ -233,3 +233,40 @@ pub fn now_millis() -> DateTime<Utc> {
         .single()
         .unwrap_or_default()
 }
+
+/// The seqs of lines containing `needle` (case-insensitive for ASCII), in
+/// order, at most `limit`. `%` and `_` in the needle match themselves.
+pub async fn search(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    needle: &str,
+    limit: u64,
+) -> Result<Vec<i64>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Seq {
+        seq: i64,
+    }
+    let backend = db.get_database_backend();
+    let escaped = needle
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    let pattern = format!("%{escaped}%");
+    let like = match backend {
+        DbBackend::Postgres => "ILIKE",
+        _ => "LIKE",
+    };
+    let sql = format!(
+        "SELECT seq FROM job_logs WHERE job_id = $1 AND text {like} $2 ESCAPE '\\' ORDER BY seq LIMIT $3"
+    );
+    Ok(Seq::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [job_id.into(), pattern.into(), (limit as i64).into()],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .map(|r| r.seq)
+    .collect())
+}

@@ -4,9 +4,12 @@
 
 use app::backend::Caller;
 use app::error::AppError;
-use app::model::job::{Job, JobFilter, JobPage, JobState, LogPage, NewJob};
+use app::model::job::{
+    Job, JobFilter, JobPage, JobState, JobView, LogPage, LogStream, NewJob, TargetSummary,
+};
 use app::model::template::{validate_params, Exclusive, TargetInfo, TemplateInfo};
 use app::model::user::CurrentUser;
+use sea_orm::TransactionTrait;
 use serde_json::json;
 
 use crate::auth::policy;
@@ -121,8 +124,16 @@ pub async fn launch(
     let params = validate_params(&template.params, &new.params, &|p, v| {
         regex_match(template, p, v)
     })?;
+    // N.B.: `queued` is published inside the inserting transaction, so it
+    // reaches the feed before any runner can claim the job (a claim needs
+    // the committed row) and never after its `running` or its end.
+    let txn = state
+        .db
+        .begin()
+        .await
+        .map_err(|e| db_error(e, "enqueueing a job"))?;
     let row = jobs::insert(
-        &state.db,
+        &txn,
         Enqueue {
             template: &template.id,
             target: &target.id,
@@ -135,10 +146,12 @@ pub async fn launch(
     )
     .await
     .map_err(|e| db_error(e, "enqueueing a job"))?;
-    // N.B.: published before anything else can await, so the feed says
-    // `queued` before any replica's runner says `running`.
     let job = row.to_job();
     state.hub.job_changed(job.clone());
+    if let Err(e) = txn.commit().await {
+        state.hub.deleted(row.id);
+        return Err(db_error(e, "enqueueing a job"));
+    }
     state.engine.wake();
     audit_job(state, caller, user, "job.launch", &row).await?;
     tracing::info!(job = row.id, template = %row.template, target = %row.target, owner = %row.owner, "job queued");
@@ -216,7 +229,12 @@ pub async fn list(
         .into_iter()
         .map(|t| t.id.clone())
         .collect();
-    let (rows, next_before) = jobs::list(&state.db, &filter, policy::visible_jobs(user, &owned))
+    let visible = if filter.mine == Some(true) {
+        jobs::Visible::Own { user_id: user.id }
+    } else {
+        policy::visible_jobs(user, &owned)
+    };
+    let (rows, next_before) = jobs::list(&state.db, &filter, visible)
         .await
         .map_err(|e| db_error(e, "listing jobs"))?;
     Ok(JobPage {
@@ -328,4 +346,69 @@ pub async fn log(
         last_seq: job.last_seq,
         omitted: job.omitted,
     })
+}
+
+/// Lines the job page shows at first load, and stderr lines its failure
+/// panel shows.
+const VIEW_LINES: u64 = 200;
+const STDERR_TAIL: u64 = 20;
+
+/// The job page's first load.
+pub async fn view(state: &AppState, caller: &Caller, id: i64) -> Result<JobView, AppError> {
+    let row = visible_row(state, caller, id).await?;
+    let job = row.to_job();
+    let from = (job.last_seq + 1).max(1);
+    let lines = logs::page_before(&state.db, id, from, VIEW_LINES)
+        .await
+        .map_err(|e| db_error(e, "reading a log"))?;
+    let stderr_tail = if job.state == JobState::Failed {
+        logs::tail_of_stream(&state.db, id, LogStream::Stderr, STDERR_TAIL)
+            .await
+            .map_err(|e| db_error(e, "reading a log"))?
+    } else {
+        Vec::new()
+    };
+    let config = &state.config;
+    Ok(JobView {
+        template_title: config
+            .template(&job.template)
+            .map_or_else(|| job.template.clone(), |t| t.title.clone()),
+        target_title: config
+            .target(&job.target)
+            .map_or_else(|| job.target.clone(), |t| t.title.clone()),
+        job,
+        lines,
+        stderr_tail,
+    })
+}
+
+/// The seqs of lines containing `q`.
+pub async fn search(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    q: &str,
+    limit: u64,
+) -> Result<Vec<i64>, AppError> {
+    visible_row(state, caller, id).await?;
+    let q = q.trim();
+    if q.is_empty() || q.len() > 200 {
+        return Err(AppError::field("q", "search for 1 to 200 characters"));
+    }
+    logs::search(&state.db, id, q, limit.clamp(1, 10_000))
+        .await
+        .map_err(|e| db_error(e, "searching a log"))
+}
+
+/// The caller's targets with their newest job.
+pub async fn overview(state: &AppState, caller: &Caller) -> Result<Vec<TargetSummary>, AppError> {
+    let mut out = Vec::new();
+    for target in targets(state, caller)? {
+        let last_job = jobs::latest_on_target(&state.db, &target.id)
+            .await
+            .map_err(|e| db_error(e, "reading a target's jobs"))?
+            .map(|r| r.to_job());
+        out.push(TargetSummary { target, last_job });
+    }
+    Ok(out)
 }

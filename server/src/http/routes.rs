@@ -62,6 +62,14 @@ pub fn pages() -> Vec<Rule> {
         ("/account", Authenticated),
         ("/admin/users", Admin),
         ("/admin/audit", Admin),
+        ("/admin/recordings/{id}", Admin),
+        ("/admin/jobs", Admin),
+        ("/jobs", Authenticated),
+        ("/jobs/{id}", Authenticated),
+        ("/launch/{template}", Authenticated),
+        ("/targets/{id}", Authenticated),
+        ("/targets/{id}/jobs", Authenticated),
+        ("/targets/{id}/console", Authenticated),
     ]
     .into_iter()
     .map(|(path, access)| Rule::new(Method::GET, path, Kind::Page, access))
@@ -74,7 +82,7 @@ fn server_fn<F: ServerFn>(access: Access) -> Rule {
 
 /// The server functions. Their bodies apply the finer policy themselves.
 pub fn server_fns() -> Vec<Rule> {
-    use app::{account, admin, auth, journal, tokens};
+    use app::{account, admin, auth, jobs, journal, tokens};
     use Access::*;
     vec![
         server_fn::<auth::WhoAmI>(Public),
@@ -92,6 +100,16 @@ pub fn server_fns() -> Vec<Rule> {
         server_fn::<admin::audit::AuditLog>(Admin),
         server_fn::<journal::ListJournal>(Authenticated),
         server_fn::<journal::PostJournalNote>(Authenticated),
+        server_fn::<jobs::ListJobs>(Authenticated),
+        server_fn::<jobs::ViewJob>(Authenticated),
+        server_fn::<jobs::FetchLog>(Authenticated),
+        server_fn::<jobs::SearchLog>(Authenticated),
+        server_fn::<jobs::ListTemplates>(Authenticated),
+        server_fn::<jobs::ListTargets>(Authenticated),
+        server_fn::<jobs::TargetOverview>(Authenticated),
+        server_fn::<jobs::LaunchJob>(Authenticated),
+        server_fn::<jobs::CancelJob>(Authenticated),
+        server_fn::<jobs::RerunJob>(Authenticated),
     ]
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use app::{account, admin, auth, journal, tokens};
+use app::{account, admin, auth, jobs, journal, tokens};
 use leptos::server_fn::ServerFn;
 use serde_json::json;
 
@@ -34,6 +34,14 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("GET", "/account", [303, 200, 200, 200]),
     ("GET", "/admin/users", [303, 403, 403, 200]),
     ("GET", "/admin/audit", [303, 403, 403, 200]),
+    ("GET", "/admin/jobs", [303, 403, 403, 200]),
+    ("GET", "/admin/recordings/{id}", [303, 403, 403, 200]),
+    ("GET", "/jobs", [303, 200, 200, 200]),
+    ("GET", "/jobs/{id}", [303, 200, 404, 200]),
+    ("GET", "/launch/{template}", [303, 200, 200, 200]),
+    ("GET", "/targets/{id}", [303, 200, 404, 200]),
+    ("GET", "/targets/{id}/jobs", [303, 200, 404, 200]),
+    ("GET", "/targets/{id}/console", [303, 200, 404, 200]),
     // infra
     ("GET", "/healthz", [200, 200, 200, 200]),
     ("GET", "/metrics", [200, 200, 200, 200]),
@@ -58,6 +66,9 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("GET", "/api/jobs/{id}/log", [401, 200, 404, 200]),
     ("GET", "/api/jobs/{id}/events", [401, 200, 404, 200]),
     ("GET", "/api/events", [401, 200, 200, 200]),
+    // A plain GET (not a WebSocket upgrade) gets as far as 400.
+    ("GET", "/api/targets/{id}/terminal", [401, 400, 404, 400]),
+    ("GET", "/api/recordings/{id}", [401, 403, 403, 404]),
     // server functions
     ("POST", auth::WhoAmI::PATH, [200, 200, 200, 200]),
     ("POST", auth::Login::PATH, [401, 401, 401, 401]),
@@ -86,6 +97,16 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("POST", admin::audit::AuditLog::PATH, [401, 403, 403, 200]),
     ("POST", journal::ListJournal::PATH, [401, 200, 200, 200]),
     ("POST", journal::PostJournalNote::PATH, [401, 200, 200, 200]),
+    ("POST", jobs::ListJobs::PATH, [401, 200, 200, 200]),
+    ("POST", jobs::ViewJob::PATH, [401, 200, 404, 200]),
+    ("POST", jobs::FetchLog::PATH, [401, 200, 404, 200]),
+    ("POST", jobs::SearchLog::PATH, [401, 200, 404, 200]),
+    ("POST", jobs::ListTemplates::PATH, [401, 200, 200, 200]),
+    ("POST", jobs::ListTargets::PATH, [401, 200, 200, 200]),
+    ("POST", jobs::TargetOverview::PATH, [401, 200, 200, 200]),
+    ("POST", jobs::LaunchJob::PATH, [401, 200, 400, 200]),
+    ("POST", jobs::CancelJob::PATH, [401, 200, 404, 200]),
+    ("POST", jobs::RerunJob::PATH, [401, 200, 404, 200]),
 ];
 
 struct Fixture {
@@ -113,6 +134,28 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
     let job = fx.operator_job;
     match (method, path) {
         ("GET", p) if !p.contains('{') => status(c.get(p).send().await.unwrap()),
+        ("GET", "/jobs/{id}") => status(c.get(&format!("/jobs/{job}")).send().await.unwrap()),
+        ("GET", "/launch/{template}") => status(c.get("/launch/seq").send().await.unwrap()),
+        ("GET", "/targets/{id}") => status(c.get("/targets/t1").send().await.unwrap()),
+        ("GET", "/admin/recordings/{id}") => status(
+            c.get("/admin/recordings/0123456789abcdef0123456789abcdef")
+                .send()
+                .await
+                .unwrap(),
+        ),
+        ("GET", "/api/recordings/{id}") => status(
+            c.get("/api/recordings/0123456789abcdef0123456789abcdef")
+                .send()
+                .await
+                .unwrap(),
+        ),
+        ("GET", "/targets/{id}/console") => {
+            status(c.get("/targets/t1/console").send().await.unwrap())
+        }
+        ("GET", "/api/targets/{id}/terminal") => {
+            status(c.get("/api/targets/t1/terminal").send().await.unwrap())
+        }
+        ("GET", "/targets/{id}/jobs") => status(c.get("/targets/t1/jobs").send().await.unwrap()),
         ("GET", "/api/jobs/{id}") => {
             status(c.get(&format!("/api/jobs/{job}")).send().await.unwrap())
         }
@@ -232,6 +275,46 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
         ("POST", p) if p == journal::ListJournal::PATH => c.call_fn(p, &[]).await.0,
         ("POST", p) if p == journal::PostJournalNote::PATH => {
             c.call_fn(p, &[("text", "matrix note")]).await.0
+        }
+        ("POST", p) if p == jobs::ListJobs::PATH => c.call_fn(p, &[("filter[limit]", "5")]).await.0,
+        ("POST", p) if p == jobs::ViewJob::PATH => {
+            c.call_fn(p, &[("id", &job.to_string())]).await.0
+        }
+        ("POST", p) if p == jobs::FetchLog::PATH => {
+            let id = job.to_string();
+            c.call_fn(p, &[("id", &id), ("after", "0"), ("limit", "10")])
+                .await
+                .0
+        }
+        ("POST", p) if p == jobs::SearchLog::PATH => {
+            c.call_fn(p, &[("id", &job.to_string()), ("q", "1")])
+                .await
+                .0
+        }
+        ("POST", p)
+            if p == jobs::ListTemplates::PATH
+                || p == jobs::ListTargets::PATH
+                || p == jobs::TargetOverview::PATH =>
+        {
+            c.call_fn(p, &[]).await.0
+        }
+        ("POST", p) if p == jobs::LaunchJob::PATH => {
+            c.call_fn(
+                p,
+                &[("template", "seq"), ("target", "t1"), ("params[n]", "1")],
+            )
+            .await
+            .0
+        }
+        ("POST", p) if p == jobs::CancelJob::PATH => {
+            let victim = fx
+                .operator
+                .launch_ok("sleep", "t2", json!({"s": "30"}))
+                .await;
+            c.call_fn(p, &[("id", &victim.to_string())]).await.0
+        }
+        ("POST", p) if p == jobs::RerunJob::PATH => {
+            c.call_fn(p, &[("id", &job.to_string())]).await.0
         }
         _ => panic!("the matrix has no request for {method} {path}: add one to `send`"),
     }

@@ -57,7 +57,7 @@ async fn the_dashboard_is_rendered_on_the_server_with_the_import_map_before_the_
         import_map < hydration,
         "the import map must precede the module scripts"
     );
-    assert!(html.contains(r#""xterm":"/vendor/xterm/xterm.mjs""#));
+    assert!(html.contains(r#""xterm":"/xterm-lazy.mjs""#));
 }
 
 #[tokio::test]

@@ -10,3 +10,4 @@ mod engine;
 mod foundation;
 mod streams;
 mod support;
+mod terminal;

@@ -495,6 +495,8 @@ poll_interval = "200ms"
 id = "t1"
 kind = "local"
 owners = ["alice"]
+terminal = true
+terminal_roles = ["admin", "operator"]
 
 [[targets]]
 id = "t2"

@@ -7,12 +7,30 @@ pub mod jobs;
 
 use axum::routing::MethodRouter;
 
-use crate::http::routes::Rule;
+use crate::http::routes::{Access, Kind, Rule};
 use crate::state::AppState;
 
 /// Every API route with its rule; the router registers exactly these.
 pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
     let mut all = accounts::routes();
     all.extend(jobs::routes());
+    all.push((
+        Rule::new(
+            axum::http::Method::GET,
+            "/api/targets/{id}/terminal",
+            Kind::Api,
+            Access::Authenticated,
+        ),
+        axum::routing::get(crate::terminal::open),
+    ));
+    all.push((
+        Rule::new(
+            axum::http::Method::GET,
+            "/api/recordings/{id}",
+            Kind::Api,
+            Access::Admin,
+        ),
+        axum::routing::get(crate::terminal::recording),
+    ));
     all
 }

@@ -1,0 +1,154 @@
+//! The dashboard `/`: a banner for the caller's jobs still running, the
+//! active and recent jobs (live), each target with its last job and its
+//! launch buttons, and the ops journal.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::components::ErrorList;
+use crate::jobs::table::{JobTable, TableSpec};
+use crate::jobs::widgets::StatePill;
+use crate::jobs::{list_jobs, list_templates, target_overview};
+use crate::journal::JournalPanel;
+use crate::model::job::JobFilter;
+use crate::targets::LaunchButtons;
+
+const ACTIVE: &str = "queued,running,cancelling";
+
+#[component]
+pub fn Dashboard() -> impl IntoView {
+    let active = TableSpec {
+        fixed: JobFilter {
+            state: Some(ACTIVE.into()),
+            ..Default::default()
+        },
+        filters: false,
+        path: "/".into(),
+        limit: 20,
+        empty: "Nothing is running.",
+    };
+    let recent = TableSpec {
+        fixed: JobFilter {
+            state: Some("succeeded,failed,cancelled".into()),
+            ..Default::default()
+        },
+        filters: false,
+        path: "/".into(),
+        limit: 10,
+        empty: "No finished jobs yet.",
+    };
+    view! {
+        <Title text="Dashboard" />
+        <h1>"Dashboard"</h1>
+        <MyRunningBanner />
+        <div class="dash-grid">
+            <section class="panel" aria-labelledby="active-heading">
+                <h2 id="active-heading">"Running and queued"</h2>
+                <JobTable spec=active />
+            </section>
+            <section class="panel" aria-labelledby="recent-heading">
+                <h2 id="recent-heading">"Recently finished"</h2>
+                <JobTable spec=recent />
+                <p><a href="/jobs">"All jobs"</a></p>
+            </section>
+        </div>
+        <Targets />
+        <JournalPanel />
+    }
+}
+
+/// "You have 2 jobs still running": links to the caller's own active jobs.
+#[component]
+fn MyRunningBanner() -> impl IntoView {
+    let mine = Resource::new(
+        || (),
+        |_| {
+            list_jobs(JobFilter {
+                state: Some(ACTIVE.into()),
+                mine: Some(true),
+                limit: Some(10),
+                ..Default::default()
+            })
+        },
+    );
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                let jobs = mine.await.map(|p| p.jobs).unwrap_or_default();
+                (!jobs.is_empty()).then(|| {
+                    let n = jobs.len();
+                    view! {
+                        <div class="banner info" role="status">
+                            {format!("You have {n} job{} still running: ", if n == 1 { "" } else { "s" })}
+                            {jobs
+                                .into_iter()
+                                .map(|j| view! {
+                                    <a href=format!("/jobs/{}", j.id)>{format!("#{} {} on {}", j.id, j.template, j.target)}</a>
+                                    " "
+                                })
+                                .collect_view()}
+                        </div>
+                    }
+                })
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn Targets() -> impl IntoView {
+    let data = Resource::new(
+        || (),
+        |_| async move {
+            Ok::<_, crate::error::AppError>((target_overview().await?, list_templates().await?))
+        },
+    );
+    view! {
+        <section aria-labelledby="targets-heading">
+            <h2 id="targets-heading">"Targets"</h2>
+            <Transition fallback=|| view! { <p class="muted">"Loading targets…"</p> }>
+                <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                    {move || Suspend::new(async move {
+                        data.await.map(|(targets, templates)| {
+                            if targets.is_empty() {
+                                return view! { <p class="muted">"You have no targets yet: an admin lists you as an owner in the configuration."</p> }.into_any();
+                            }
+                            view! {
+                                <div class="target-cards">
+                                    {targets.into_iter().map(|s| {
+                                        let t = s.target;
+                                        let mine: Vec<_> = templates.iter().filter(|x| x.targets.contains(&t.id)).cloned().collect();
+                                        let id = t.id.clone();
+                                        view! {
+                                            <article class="panel target-card" aria-label=t.title.clone()>
+                                                <header>
+                                                    <h3><a href=format!("/targets/{id}")>{t.title.clone()}</a></h3>
+                                                    <span class="muted small">{id.clone()}</span>
+                                                </header>
+                                                <p class="last-job">
+                                                    {match s.last_job {
+                                                        Some(j) => view! {
+                                                            "Last job: "
+                                                            <a href=format!("/jobs/{}", j.id)>{format!("#{} {}", j.id, j.template)}</a>
+                                                            " "
+                                                            <StatePill state=j.state warnings=j.warnings />
+                                                        }.into_any(),
+                                                        None => view! { <span class="muted">"No jobs yet"</span> }.into_any(),
+                                                    }}
+                                                </p>
+                                                <LaunchButtons target=id.clone() templates=mine />
+                                                {t.terminal.then(|| view! {
+                                                    <p><a href=format!("/targets/{id}/console") rel="external">"Open console"</a></p>
+                                                })}
+                                            </article>
+                                        }
+                                    }).collect_view()}
+                                </div>
+                            }.into_any()
+                        })
+                    })}
+                </ErrorBoundary>
+            </Transition>
+        </section>
+    }
+}

@@ -1,0 +1,249 @@
+//! Live data from the server over EventSource (browser only), with
+//! reconnects: after any error the stream is closed, a "reconnecting"
+//! state is shown, and it reopens with exponential backoff (0.5 s up to
+//! 10 s) and no retry limit, from a URL built anew each time (so a job
+//! stream resumes after the last line it rendered).
+
+use leptos::prelude::*;
+
+/// The state of a live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conn {
+    Connecting,
+    Live,
+    Reconnecting,
+    /// Ended on purpose (the job finished).
+    Closed,
+}
+
+#[cfg(feature = "hydrate")]
+mod browser {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use leptos::prelude::*;
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen::JsCast;
+    use web_sys::{EventSource, MessageEvent};
+
+    use super::Conn;
+
+    /// What a handler asks after an event.
+    pub type Handler = Rc<dyn Fn(&str, &str) -> bool>;
+
+    struct Inner {
+        es: Option<EventSource>,
+        closures: Vec<Closure<dyn FnMut(web_sys::Event)>>,
+        stopped: bool,
+        backoff_ms: i32,
+    }
+
+    /// A live EventSource that reconnects until stopped.
+    #[derive(Clone)]
+    pub struct Live(Rc<RefCell<Inner>>);
+
+    impl Live {
+        pub fn stop(&self) {
+            let mut inner = self.0.borrow_mut();
+            inner.stopped = true;
+            if let Some(es) = inner.es.take() {
+                es.close();
+            }
+            inner.closures.clear();
+        }
+    }
+
+    /// Opens `url()` and calls `on(event, data)` for each of `events`;
+    /// `on` returning false closes the stream for good.
+    pub fn open(
+        url: Rc<dyn Fn() -> String>,
+        events: &'static [&'static str],
+        on: Handler,
+        conn: RwSignal<Conn>,
+    ) -> Live {
+        let live = Live(Rc::new(RefCell::new(Inner {
+            es: None,
+            closures: Vec::new(),
+            stopped: false,
+            backoff_ms: 500,
+        })));
+        connect(live.clone(), url, events, on, conn);
+        live
+    }
+
+    fn connect(
+        live: Live,
+        url: Rc<dyn Fn() -> String>,
+        events: &'static [&'static str],
+        on: Handler,
+        conn: RwSignal<Conn>,
+    ) {
+        if live.0.borrow().stopped {
+            return;
+        }
+        let Ok(es) = EventSource::new(&url()) else {
+            schedule(live, url, events, on, conn);
+            return;
+        };
+        let mut closures = Vec::new();
+        for name in events {
+            let (on, live2) = (on.clone(), live.clone());
+            let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
+                let Some(msg) = ev.dyn_ref::<MessageEvent>() else {
+                    return;
+                };
+                let data = msg.data().as_string().unwrap_or_default();
+                conn.set(Conn::Live);
+                live2.0.borrow_mut().backoff_ms = 500;
+                if !on(name, &data) {
+                    live2.stop();
+                    conn.set(Conn::Closed);
+                }
+            });
+            let _ = es.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
+            closures.push(cb);
+        }
+        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| conn.set(Conn::Live));
+        es.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        closures.push(on_open);
+        let (live2, url2, on2) = (live.clone(), url.clone(), on.clone());
+        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            let es = live2.0.borrow_mut().es.take();
+            if let Some(es) = es {
+                es.close();
+            }
+            if live2.0.borrow().stopped {
+                return;
+            }
+            conn.set(Conn::Reconnecting);
+            schedule(live2.clone(), url2.clone(), events, on2.clone(), conn);
+        });
+        es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        closures.push(on_error);
+        let mut inner = live.0.borrow_mut();
+        inner.es = Some(es);
+        inner.closures = closures;
+    }
+
+    fn schedule(
+        live: Live,
+        url: Rc<dyn Fn() -> String>,
+        events: &'static [&'static str],
+        on: Handler,
+        conn: RwSignal<Conn>,
+    ) {
+        let delay = {
+            let mut inner = live.0.borrow_mut();
+            let d = inner.backoff_ms;
+            inner.backoff_ms = (d * 2).min(10_000);
+            d
+        };
+        set_timeout(
+            move || connect(live, url, events, on, conn),
+            std::time::Duration::from_millis(delay as u64),
+        );
+    }
+}
+
+#[cfg(feature = "hydrate")]
+pub use browser::{open, Handler, Live};
+
+/// The "reconnecting…" banner.
+#[component]
+pub fn ConnBanner(conn: RwSignal<Conn>) -> impl IntoView {
+    move || {
+        (conn.get() == Conn::Reconnecting).then(|| {
+            view! {
+                <div class="banner warn" role="status">
+                    "Connection lost: reconnecting… (the job keeps running on the server)"
+                </div>
+            }
+        })
+    }
+}
+
+/// One job change from the feed.
+#[derive(Debug, Clone)]
+pub enum FeedMsg {
+    Job(Box<crate::model::job::Job>),
+    Deleted(i64),
+    Resync,
+}
+
+/// Who listens to the feed: (id, callback).
+#[cfg(feature = "hydrate")]
+type Subscribers = std::rc::Rc<std::cell::RefCell<Vec<(u64, std::rc::Rc<dyn Fn(&FeedMsg)>)>>>;
+
+/// The page's one connection to `/api/events`, shared by every job table
+/// on it (browser only; on the server it carries nothing).
+#[derive(Clone, Copy)]
+pub struct Feed {
+    #[cfg(feature = "hydrate")]
+    subscribers: StoredValue<Subscribers, leptos::prelude::LocalStorage>,
+    #[cfg(feature = "hydrate")]
+    started: StoredValue<bool>,
+    pub conn: RwSignal<Conn>,
+}
+
+impl Feed {
+    /// Creates the feed context (once, in `App`).
+    pub fn provide() {
+        provide_context(Feed {
+            #[cfg(feature = "hydrate")]
+            subscribers: StoredValue::new_local(Default::default()),
+            #[cfg(feature = "hydrate")]
+            started: StoredValue::new(false),
+            conn: RwSignal::new(Conn::Connecting),
+        });
+    }
+
+    /// Calls `f` for every job change until the calling component goes away.
+    #[allow(unused_variables)]
+    pub fn subscribe(f: impl Fn(&FeedMsg) + 'static) {
+        #[cfg(feature = "hydrate")]
+        {
+            let Some(feed) = use_context::<Feed>() else {
+                return;
+            };
+            let id = js_sys::Math::random().to_bits();
+            feed.subscribers
+                .with_value(|s| s.borrow_mut().push((id, std::rc::Rc::new(f))));
+            let subs = feed.subscribers;
+            on_cleanup(move || {
+                subs.try_with_value(|s| s.borrow_mut().retain(|(i, _)| *i != id));
+            });
+            if !feed.started.get_value() {
+                feed.started.set_value(true);
+                let subs = feed.subscribers.get_value();
+                let on: Handler = std::rc::Rc::new(move |event: &str, data: &str| {
+                    let msg = match event {
+                        "job" => serde_json::from_str(data)
+                            .ok()
+                            .map(|j| FeedMsg::Job(Box::new(j))),
+                        "job.deleted" => serde_json::from_str::<serde_json::Value>(data)
+                            .ok()
+                            .and_then(|v| v["id"].as_i64())
+                            .map(FeedMsg::Deleted),
+                        "resync" => Some(FeedMsg::Resync),
+                        _ => None,
+                    };
+                    if let Some(msg) = msg {
+                        let list: Vec<_> = subs.borrow().iter().map(|(_, f)| f.clone()).collect();
+                        for f in list {
+                            f(&msg);
+                        }
+                    }
+                    true
+                });
+                // The page's feed lives as long as the page.
+                let live = open(
+                    std::rc::Rc::new(|| "/api/events".to_string()),
+                    &["job", "job.deleted", "resync"],
+                    on,
+                    feed.conn,
+                );
+                std::mem::forget(live);
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! `/jobs/{id}`: one job, live. The header (state pill, template, target,
+//! owner, times, a ticking duration, exit code), the progress bar, the
+//! failure panel, Cancel (with a confirmation) and Rerun, and the log.
+//! Once hydrated, an EventSource brings new lines and state changes; after
+//! any error it reconnects from the last seq it rendered.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+use crate::auth::SignInAgain;
+use crate::error::AppError;
+use crate::jobs::live::{Conn, ConnBanner};
+use crate::jobs::log::{LogModel, LogViewer};
+use crate::jobs::widgets::{JobDuration, ProgressBar, StatePill, Time};
+use crate::jobs::{view_job, CancelJob, RerunJob};
+use crate::model::job::{Job, JobState, JobView, LogLine};
+
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|s| s.parse::<i64>().ok()));
+    let view = Resource::new(id, |id| async move {
+        match id {
+            Some(id) => view_job(id).await,
+            None => Err(AppError::NotFound("that is not a job number".into())),
+        }
+    });
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading the job…"</p> }>
+            {move || Suspend::new(async move {
+                match view.await {
+                    Ok(v) => view! { <JobDetail view=v /> }.into_any(),
+                    Err(AppError::Unauthorized(_)) => view! { <SignInAgain /> }.into_any(),
+                    Err(AppError::NotFound(msg)) => view! { <JobNotFound msg /> }.into_any(),
+                    Err(e) => view! { <p class="field-error" role="alert">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn JobNotFound(msg: String) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    crate::backend::set_status(404);
+    view! {
+        <Title text="Job not found" />
+        <section class="panel">
+            <h1>"Job not found"</h1>
+            <p>{msg} ". It may have been deleted, or it is not one you can see."</p>
+            <p><a href="/jobs">"All jobs"</a></p>
+        </section>
+    }
+}
+
+#[component]
+fn JobDetail(view: JobView) -> impl IntoView {
+    let JobView {
+        job: initial,
+        template_title,
+        target_title,
+        lines,
+        stderr_tail,
+    } = view;
+    let id = initial.id;
+    let job = RwSignal::new(initial.clone());
+    let progress = RwSignal::new(initial.progress.clone());
+    let stderr = RwSignal::new(stderr_tail);
+    let model = LogModel::new(id, lines, initial.last_seq, initial.omitted);
+    let conn = RwSignal::new(Conn::Connecting);
+    let running = Signal::derive(move || !job.with(|j| j.state.is_finished()));
+
+    #[cfg(feature = "hydrate")]
+    start_stream(id, job, progress, stderr, model, conn);
+
+    let cancel = ServerAction::<CancelJob>::new();
+    let rerun = ServerAction::<RerunJob>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(j)) = cancel.value().get() {
+            update_job(job, j);
+        }
+    });
+    let action_error = move || {
+        cancel
+            .value()
+            .get()
+            .and_then(Result::err)
+            .or_else(|| rerun.value().get().and_then(Result::err))
+    };
+
+    let title = format!("Job #{id}");
+    view! {
+        <Title text=title.clone() />
+        <ConnBanner conn />
+        <header class="job-header">
+            <div class="job-title">
+                <h1>{title} " · " {template_title}</h1>
+                <StatePill
+                    state=Signal::derive(move || job.with(|j| j.state))
+                    warnings=Signal::derive(move || job.with(|j| j.warnings))
+                />
+            </div>
+            <dl class="job-facts">
+                <div>
+                    <dt>"Target"</dt>
+                    <dd>
+                        <a href=format!("/targets/{}", initial.target)>{target_title}</a>
+                    </dd>
+                </div>
+                <div>
+                    <dt>"Owner"</dt>
+                    <dd>{initial.owner.clone()}</dd>
+                </div>
+                <div>
+                    <dt>"Created"</dt>
+                    <dd>
+                        <Time at=Signal::derive(move || Some(job.with(|j| j.created_at))) />
+                    </dd>
+                </div>
+                <div>
+                    <dt>"Started"</dt>
+                    <dd>
+                        <Time at=Signal::derive(move || job.with(|j| j.started_at)) />
+                    </dd>
+                </div>
+                <div>
+                    <dt>"Finished"</dt>
+                    <dd>
+                        <Time at=Signal::derive(move || job.with(|j| j.finished_at)) />
+                    </dd>
+                </div>
+                <div>
+                    <dt>"Duration"</dt>
+                    <dd class="duration">
+                        <JobDuration job=Signal::derive(move || job.get()) />
+                    </dd>
+                </div>
+                <div>
+                    <dt>"Exit code"</dt>
+                    <dd class="exit-code">
+                        {move || job.with(|j| j.exit_code.map_or("—".to_string(), |c| c.to_string()))}
+                    </dd>
+                </div>
+            </dl>
+            <Params job=initial.clone() />
+            <div class="job-actions">
+                {move || {
+                    let state = job.with(|j| j.state);
+                    if matches!(state, JobState::Queued | JobState::Running) {
+                        view! {
+                            <ActionForm action=cancel attr:class="inline">
+                                <input type="hidden" name="id" value=id />
+                                <button
+                                    type="submit"
+                                    class="danger"
+                                    on:click=move |ev| {
+                                        if !confirm(&format!("Cancel job #{id}? Its processes get SIGTERM, then SIGKILL.")) {
+                                            ev.prevent_default();
+                                        }
+                                    }
+                                >
+                                    "Cancel job"
+                                </button>
+                            </ActionForm>
+                        }
+                            .into_any()
+                    } else if state.is_finished() {
+                        view! {
+                            <ActionForm action=rerun attr:class="inline">
+                                <input type="hidden" name="id" value=id />
+                                <button type="submit">"Rerun"</button>
+                            </ActionForm>
+                        }
+                            .into_any()
+                    } else {
+                        view! { <span class="muted">"Cancelling…"</span> }.into_any()
+                    }
+                }}
+                {move || action_error().map(|e| view! { <p class="field-error" role="alert">{e.to_string()}</p> })}
+            </div>
+        </header>
+        <ProgressBar progress=Signal::derive(move || {
+            if job.with(|j| j.state.is_active()) || job.with(|j| j.state.is_finished()) { progress.get() } else { None }
+        }) />
+        <FailurePanel job stderr />
+        <LogViewer model running />
+    }
+}
+
+/// Takes a newer view of the job, unless it would step back from a
+/// finished state (a late answer must not undo what the stream said).
+fn update_job(job: RwSignal<Job>, new: Job) {
+    job.update(|cur| {
+        if !cur.state.is_finished() || new.state.is_finished() {
+            *cur = new;
+        }
+    });
+}
+
+/// Asks the browser to confirm (always yes on the server, which never asks).
+fn confirm(message: &str) -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        window().confirm_with_message(message).unwrap_or(false)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = message;
+        true
+    }
+}
+
+#[component]
+fn Params(job: Job) -> impl IntoView {
+    if job.params.is_empty() {
+        return ().into_any();
+    }
+    view! {
+        <dl class="job-params">
+            {job
+                .params
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = crate::model::template::param_text(&v);
+                    view! {
+                        <div>
+                            <dt>{k}</dt>
+                            <dd><code>{v}</code></dd>
+                        </div>
+                    }
+                })
+                .collect_view()}
+        </dl>
+    }
+    .into_any()
+}
+
+/// The error and the last stderr lines of a failed job.
+#[component]
+fn FailurePanel(job: RwSignal<Job>, stderr: RwSignal<Vec<LogLine>>) -> impl IntoView {
+    move || {
+        let j = job.get();
+        (j.state == JobState::Failed).then(|| {
+            let lines = stderr.get();
+            view! {
+                <section class="failure-panel" aria-labelledby="failure-heading">
+                    <h2 id="failure-heading">"Failed: " {j.error.unwrap_or_else(|| "unknown error".into())}</h2>
+                    {(!lines.is_empty()).then(|| view! {
+                        <p class="muted">"The last lines on stderr:"</p>
+                        <pre class="stderr-tail">
+                            {lines.into_iter().map(|l| format!("{}\n", l.text)).collect::<String>()}
+                        </pre>
+                    })}
+                </section>
+            }
+        })
+    }
+}
+
+/// Follows the job's event stream (browser only).
+#[cfg(feature = "hydrate")]
+fn start_stream(
+    id: i64,
+    job: RwSignal<Job>,
+    progress: RwSignal<Option<crate::model::job::Progress>>,
+    stderr: RwSignal<Vec<LogLine>>,
+    model: LogModel,
+    conn: RwSignal<Conn>,
+) {
+    use std::rc::Rc;
+
+    use crate::model::job::{Gap, Progress};
+
+    if job.get_untracked().state.is_finished() {
+        conn.set(Conn::Closed);
+        return;
+    }
+    let url: Rc<dyn Fn() -> String> =
+        Rc::new(move || format!("/api/jobs/{id}/events?after={}", model.received.get_value()));
+    let on: crate::jobs::live::Handler = Rc::new(move |event: &str, data: &str| {
+        match event {
+            "log" => {
+                if let Ok(line) = serde_json::from_str::<LogLine>(data) {
+                    model.push(line);
+                }
+            }
+            "state" => {
+                if let Ok(j) = serde_json::from_str::<Job>(data) {
+                    if j.progress.is_some() {
+                        progress.set(j.progress.clone());
+                    }
+                    if j.omitted.is_some() {
+                        model.gap.set(j.omitted);
+                    }
+                    model.last_seq.update(|l| *l = (*l).max(j.last_seq));
+                    update_job(job, j);
+                }
+            }
+            "progress" => {
+                if let Ok(p) = serde_json::from_str::<Progress>(data) {
+                    progress.set(Some(p));
+                }
+            }
+            "gap" => {
+                if let Ok(g) = serde_json::from_str::<Gap>(data) {
+                    model.gap.update(|cur| {
+                        if cur.is_none() {
+                            *cur = Some(g);
+                        }
+                    });
+                    model.received.set_value(g.to);
+                }
+            }
+            "end" => {
+                if let Ok(j) = serde_json::from_str::<Job>(data) {
+                    model.last_seq.update(|l| *l = (*l).max(j.last_seq));
+                    if j.omitted.is_some() {
+                        model.gap.set(j.omitted);
+                    }
+                    job.set(j);
+                }
+                // The failure panel needs the stderr tail.
+                leptos::task::spawn_local(async move {
+                    if let Ok(v) = view_job(id).await {
+                        stderr.set(v.stderr_tail);
+                    }
+                });
+                return false;
+            }
+            _ => {}
+        }
+        true
+    });
+    let live = crate::jobs::live::open(url, &["log", "state", "progress", "gap", "end"], on, conn);
+    let live = send_wrapper::SendWrapper::new(live);
+    on_cleanup(move || live.stop());
+}

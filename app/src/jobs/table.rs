@@ -1,0 +1,343 @@
+//! The one job table: newest first, filters by state, template and target
+//! (a GET form, so every view has a URL and works without JavaScript),
+//! paged by an `Older` cursor, and rows that update live from the feed.
+
+use leptos::prelude::*;
+use leptos_router::components::Form;
+use leptos_router::hooks::use_query_map;
+
+use crate::components::ErrorList;
+use crate::jobs::live::{Feed, FeedMsg};
+use crate::jobs::widgets::{JobDuration, StatePill, Time};
+use crate::jobs::{list_jobs, list_targets, list_templates};
+use crate::model::job::{Job, JobFilter, JobState};
+
+/// How a table is set up by the page that shows it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct TableSpec {
+    /// Filters the page fixes (the user cannot change them here).
+    pub fixed: JobFilter,
+    /// Offer the filter form and paging (driven by the URL query).
+    pub filters: bool,
+    /// The page's path, for the filter form and paging links.
+    pub path: String,
+    pub limit: u64,
+    /// Shown when there is nothing to list.
+    pub empty: &'static str,
+}
+
+/// Whether a job belongs in a table with `filter`.
+pub fn matches(job: &Job, filter: &JobFilter) -> bool {
+    let states_ok = filter
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .is_none_or(|s| s.split(',').any(|x| x.trim() == job.state.as_str()));
+    states_ok
+        && filter
+            .template
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .is_none_or(|t| t == job.template)
+        && filter
+            .target
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .is_none_or(|t| t == job.target)
+}
+
+/// Puts a changed job into (or out of) a newest-first list.
+pub fn apply(rows: &mut Vec<Job>, job: &Job, filter: &JobFilter, limit: usize, first_page: bool) {
+    let at = rows.iter().position(|r| r.id == job.id);
+    match (at, matches(job, filter)) {
+        (Some(i), true) => rows[i] = job.clone(),
+        (Some(i), false) => {
+            rows.remove(i);
+        }
+        (None, true) if first_page => {
+            let pos = rows
+                .iter()
+                .position(|r| r.id < job.id)
+                .unwrap_or(rows.len());
+            rows.insert(pos, job.clone());
+            rows.truncate(limit);
+        }
+        _ => {}
+    }
+}
+
+#[component]
+pub fn JobTable(spec: TableSpec) -> impl IntoView {
+    let query = use_query_map();
+    let spec = StoredValue::new(spec);
+    let filter = Memo::new(move |_| {
+        let s = spec.get_value();
+        let q = query.get();
+        let pick = |fixed: &Option<String>, key: &str| {
+            fixed.clone().or_else(|| {
+                if s.filters {
+                    q.get(key).filter(|v| !v.is_empty())
+                } else {
+                    None
+                }
+            })
+        };
+        JobFilter {
+            state: pick(&s.fixed.state, "state"),
+            template: pick(&s.fixed.template, "template"),
+            target: pick(&s.fixed.target, "target"),
+            before: if s.filters {
+                q.get("before").and_then(|b| b.parse().ok())
+            } else {
+                None
+            },
+            limit: Some(s.limit),
+            mine: s.fixed.mine,
+        }
+    });
+    let reload = RwSignal::new(0u32);
+    let page = Resource::new(move || (filter.get(), reload.get()), |(f, _)| list_jobs(f));
+
+    view! {
+        {move || spec.with_value(|s| s.filters).then(|| view! { <Filters spec=spec.get_value() /> })}
+        <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    page.await.map(|p| {
+                        view! {
+                            <Rows
+                                initial=p.jobs
+                                next_before=p.next_before
+                                filter=filter.get_untracked()
+                                spec=spec.get_value()
+                                reload
+                            />
+                        }
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+#[component]
+fn Rows(
+    initial: Vec<Job>,
+    next_before: Option<i64>,
+    filter: JobFilter,
+    spec: TableSpec,
+    reload: RwSignal<u32>,
+) -> impl IntoView {
+    let rows = RwSignal::new(initial);
+    let limit = spec.limit as usize;
+    let first_page = filter.before.is_none();
+    let f = filter.clone();
+    Feed::subscribe(move |msg| match msg {
+        FeedMsg::Job(job) => rows.update(|r| apply(r, job, &f, limit, first_page)),
+        FeedMsg::Deleted(id) => rows.update(|r| r.retain(|j| j.id != *id)),
+        FeedMsg::Resync => reload.update(|n| *n += 1),
+    });
+    let older = next_before.filter(|_| spec.filters).map(|before| {
+        let mut url = format!("{}?before={before}", spec.path);
+        for (k, v) in [
+            ("state", &filter.state),
+            ("template", &filter.template),
+            ("target", &filter.target),
+        ] {
+            if let Some(v) = v.as_ref().filter(|_| spec.fixed_param(k).is_none()) {
+                url.push_str(&format!("&{k}={v}"));
+            }
+        }
+        url
+    });
+    let newest = (!first_page).then(|| spec.path.clone());
+    let empty = spec.empty;
+
+    view! {
+        <div class="table-wrap">
+            <table class="data jobs">
+                <thead>
+                    <tr>
+                        <th scope="col">"Job"</th>
+                        <th scope="col">"State"</th>
+                        <th scope="col">"Template"</th>
+                        <th scope="col">"Target"</th>
+                        <th scope="col">"Owner"</th>
+                        <th scope="col">"Created"</th>
+                        <th scope="col">"Duration"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For each=move || rows.get() key=|j| (j.id, j.state, j.warnings, j.finished_at) let:job>
+                        <JobRow job />
+                    </For>
+                </tbody>
+            </table>
+            {move || rows.with(Vec::is_empty).then(|| view! { <p class="muted empty">{empty}</p> })}
+        </div>
+        <nav class="pager" aria-label="Pages">
+            {newest.map(|href| view! { <a href=href class="button secondary small">"Newest"</a> })}
+            {older.map(|href| view! { <a href=href class="button secondary small">"Older jobs"</a> })}
+        </nav>
+    }
+}
+
+impl TableSpec {
+    fn fixed_param(&self, key: &str) -> Option<&String> {
+        match key {
+            "state" => self.fixed.state.as_ref(),
+            "template" => self.fixed.template.as_ref(),
+            "target" => self.fixed.target.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+#[component]
+fn JobRow(job: Job) -> impl IntoView {
+    let id = job.id;
+    let sig = Signal::derive({
+        let j = job.clone();
+        move || j.clone()
+    });
+    view! {
+        <tr data-job=id>
+            <th scope="row">
+                <a href=format!("/jobs/{id}")>{format!("#{id}")}</a>
+            </th>
+            <td>
+                <StatePill state=job.state warnings=job.warnings />
+            </td>
+            <td>{job.template.clone()}</td>
+            <td>
+                <a href=format!("/targets/{}", job.target)>{job.target.clone()}</a>
+            </td>
+            <td>{job.owner.clone()}</td>
+            <td>
+                <Time at=job.created_at.into_some() short=true />
+            </td>
+            <td>
+                <JobDuration job=sig />
+            </td>
+        </tr>
+    }
+}
+
+trait IntoSome<T> {
+    fn into_some(self) -> Option<T>;
+}
+
+impl<T> IntoSome<T> for T {
+    fn into_some(self) -> Option<T> {
+        Some(self)
+    }
+}
+
+/// The filter form (state, template, target), as a GET form.
+#[component]
+fn Filters(spec: TableSpec) -> impl IntoView {
+    let query = use_query_map();
+    let templates = Resource::new(|| (), |_| list_templates());
+    let targets = Resource::new(|| (), |_| list_targets());
+    let current = move |k: &str| query.with(|q| q.get(k)).unwrap_or_default();
+    let fixed = spec.fixed.clone();
+    view! {
+        <Form method="GET" action=spec.path.clone() attr:class="row-form filters">
+            <label for="f-state">"State"</label>
+            <select id="f-state" name="state">
+                <option value="" selected=move || current("state").is_empty()>"any"</option>
+                <option value="queued,running,cancelling" selected=move || current("state") == "queued,running,cancelling">
+                    "active"
+                </option>
+                {JobState::ALL
+                    .iter()
+                    .map(|s| {
+                        let v = s.as_str();
+                        view! { <option value=v selected=move || current("state") == v>{v}</option> }
+                    })
+                    .collect_view()}
+            </select>
+            {fixed.template.is_none().then(|| view! {
+                <label for="f-template">"Template"</label>
+                <select id="f-template" name="template">
+                    <option value="">"any"</option>
+                    <Transition fallback=|| ()>
+                        {move || Suspend::new(async move {
+                            templates.await.unwrap_or_default().into_iter().map(|t| {
+                                let id = t.id.clone();
+                                let sel = current("template") == id;
+                                view! { <option value=id.clone() selected=sel>{t.title}</option> }
+                            }).collect_view()
+                        })}
+                    </Transition>
+                </select>
+            })}
+            {fixed.target.is_none().then(|| view! {
+                <label for="f-target">"Target"</label>
+                <select id="f-target" name="target">
+                    <option value="">"any"</option>
+                    <Transition fallback=|| ()>
+                        {move || Suspend::new(async move {
+                            targets.await.unwrap_or_default().into_iter().map(|t| {
+                                let id = t.id.clone();
+                                let sel = current("target") == id;
+                                view! { <option value=id.clone() selected=sel>{id.clone()}</option> }
+                            }).collect_view()
+                        })}
+                    </Transition>
+                </select>
+            })}
+            <button type="submit">"Filter"</button>
+            <a href=spec.path.clone() class="button secondary">"Clear"</a>
+        </Form>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn job(id: i64, state: JobState) -> Job {
+        Job {
+            id,
+            template: "t".into(),
+            target: "web-1".into(),
+            params: Default::default(),
+            state,
+            owner: "a".into(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            warnings: false,
+            progress: None,
+            last_seq: 0,
+            cancel_requested_by: None,
+            node: None,
+            rerun_of: None,
+            omitted: None,
+        }
+    }
+
+    #[test]
+    fn live_changes_move_jobs_in_and_out_of_a_filtered_list() {
+        let active = JobFilter {
+            state: Some("queued,running".into()),
+            ..Default::default()
+        };
+        let mut rows = vec![job(5, JobState::Running), job(3, JobState::Queued)];
+        apply(&mut rows, &job(7, JobState::Queued), &active, 10, true);
+        assert_eq!(rows.iter().map(|j| j.id).collect::<Vec<_>>(), [7, 5, 3]);
+        apply(&mut rows, &job(5, JobState::Succeeded), &active, 10, true);
+        assert_eq!(rows.iter().map(|j| j.id).collect::<Vec<_>>(), [7, 3]);
+        apply(&mut rows, &job(4, JobState::Running), &active, 10, true);
+        assert_eq!(rows.iter().map(|j| j.id).collect::<Vec<_>>(), [7, 4, 3]);
+        apply(&mut rows, &job(9, JobState::Queued), &active, 2, true);
+        assert_eq!(rows.iter().map(|j| j.id).collect::<Vec<_>>(), [9, 7]);
+        // Older pages never gain new jobs.
+        apply(&mut rows, &job(10, JobState::Queued), &active, 10, false);
+        assert!(rows.iter().all(|j| j.id != 10));
+    }
+}

@@ -1,0 +1,157 @@
+//! Target pages: `/targets/{id}` (recent jobs, its templates to launch, the
+//! console) and `/targets/{id}/jobs` (the full history).
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+use crate::components::ErrorList;
+use crate::jobs::table::{JobTable, TableSpec};
+use crate::jobs::{list_targets, list_templates};
+use crate::model::job::JobFilter;
+use crate::model::template::{TargetInfo, TemplateInfo};
+
+fn target_id() -> impl Fn() -> String + Copy {
+    let params = use_params_map();
+    move || params.with(|p| p.get("id")).unwrap_or_default()
+}
+
+#[component]
+pub(crate) fn NoTarget(id: String) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    crate::backend::set_status(404);
+    view! {
+        <Title text="No such target" />
+        <section class="panel">
+            <h1>"No such target"</h1>
+            <p>"There is no target “" {id} "” you can use. " <a href="/">"Back to the dashboard"</a></p>
+        </section>
+    }
+}
+
+#[component]
+pub fn TargetPage() -> impl IntoView {
+    let id = target_id();
+    let data = Resource::new(id, |_| async move {
+        let targets = list_targets().await?;
+        let templates = list_templates().await?;
+        Ok::<_, crate::error::AppError>((targets, templates))
+    });
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    let want = id();
+                    data.await.map(|(targets, templates)| match targets.into_iter().find(|t| t.id == want) {
+                        Some(t) => view! { <TargetDetail target=t templates /> }.into_any(),
+                        None => view! { <NoTarget id=want /> }.into_any(),
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+#[component]
+fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoView {
+    let id = target.id.clone();
+    let mine: Vec<TemplateInfo> = templates
+        .into_iter()
+        .filter(|t| t.targets.contains(&id))
+        .collect();
+    let spec = TableSpec {
+        fixed: JobFilter {
+            target: Some(id.clone()),
+            ..Default::default()
+        },
+        filters: false,
+        path: format!("/targets/{id}"),
+        limit: 10,
+        empty: "No jobs on this target yet.",
+    };
+    view! {
+        <Title text=target.title.clone() />
+        <div class="page-head">
+            <h1>{target.title.clone()} <span class="muted small">" (" {id.clone()} ", " {format!("{:?}", target.kind).to_lowercase()} ")"</span></h1>
+            {target.terminal.then(|| view! {
+                <a href=format!("/targets/{id}/console") class="button" rel="external">"Console"</a>
+            })}
+        </div>
+        {target.description.clone().map(|d| view! { <p class="lead">{d}</p> })}
+        <section class="panel" aria-labelledby="launch-heading">
+            <h2 id="launch-heading">"Launch"</h2>
+            <LaunchButtons target=id.clone() templates=mine />
+        </section>
+        <section class="panel" aria-labelledby="recent-heading">
+            <h2 id="recent-heading">"Recent jobs"</h2>
+            <JobTable spec />
+            <p><a href=format!("/targets/{id}/jobs")>"Full history of " {id.clone()}</a></p>
+        </section>
+    }
+}
+
+/// A button per template, to its launch form for this target.
+#[component]
+pub fn LaunchButtons(target: String, templates: Vec<TemplateInfo>) -> impl IntoView {
+    if templates.is_empty() {
+        return view! { <p class="muted">"No template runs on this target."</p> }.into_any();
+    }
+    view! {
+        <ul class="launch-list">
+            {templates
+                .into_iter()
+                .map(|t| {
+                    let href = format!("/launch/{}?target={}", t.id, target);
+                    view! {
+                        <li>
+                            <a href=href class="button secondary" title=t.description.clone().unwrap_or_default()>
+                                {t.title}
+                            </a>
+                        </li>
+                    }
+                })
+                .collect_view()}
+        </ul>
+    }
+    .into_any()
+}
+
+#[component]
+pub fn TargetJobsPage() -> impl IntoView {
+    let id = target_id();
+    let targets = Resource::new(id, |_| list_targets());
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    let want = id();
+                    targets.await.map(|ts| match ts.into_iter().find(|t| t.id == want) {
+                        Some(t) => view! { <TargetJobs target=t /> }.into_any(),
+                        None => view! { <NoTarget id=want /> }.into_any(),
+                    })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+/// The full, filterable history of one target the caller may use.
+#[component]
+fn TargetJobs(target: TargetInfo) -> impl IntoView {
+    let id = target.id.clone();
+    let spec = TableSpec {
+        fixed: JobFilter {
+            target: Some(id.clone()),
+            ..Default::default()
+        },
+        filters: true,
+        path: format!("/targets/{id}/jobs"),
+        limit: 50,
+        empty: "No jobs match.",
+    };
+    view! {
+        <Title text=format!("Jobs on {}", target.title) />
+        <h1>"Jobs on " <a href=format!("/targets/{id}")>{target.title.clone()}</a></h1>
+        <JobTable spec />
+    }
+}

@@ -1,0 +1,511 @@
+//! The browser terminal: `GET /api/targets/{id}/terminal` upgrades to a
+//! WebSocket bound to a shell on a PTY (DESIGN.md, "Terminal (WebSocket)").
+//!
+//! - [`pty`] starts the shell in its own session with the PTY as its
+//!   controlling terminal;
+//! - [`session`] keeps it alive across dropped sockets for a grace period,
+//!   with flow control and a replay ring;
+//! - [`text`] cuts output at whole UTF-8 characters; [`record`] writes
+//!   asciicast v2 recordings.
+//!
+//! The guard has already authenticated the caller and refused a cross-site
+//! upgrade; [`open`] applies the target's terminal policy.
+
+pub mod pty;
+pub mod record;
+pub mod session;
+pub mod text;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::backend::Caller;
+use app::error::AppError;
+use app::model::terminal::{valid_size, ClientFrame, ServerFrame};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde::Deserialize;
+
+use crate::auth::policy;
+use crate::config::{Target, TargetAccess, TerminalConfig};
+use crate::db::audit;
+use crate::http::error::ApiError;
+use crate::http::extract::ApiQuery;
+use crate::state::AppState;
+pub use session::Terminals;
+use session::{Out, Session, Spec};
+
+/// How often an idle socket is pinged (keeps proxies from closing it).
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// The most text one `output` frame carries.
+const FRAME_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalQuery {
+    cols: Option<u16>,
+    rows: Option<u16>,
+    /// A session to reattach to (from its `session` frame).
+    session: Option<String>,
+}
+
+/// The argv that opens a shell on `target` (never a shell string: the
+/// container and host names were validated when the config was read).
+pub fn command_for(target: &Target, terminal: &TerminalConfig) -> Result<Vec<String>, AppError> {
+    let shell = target
+        .shell
+        .clone()
+        .unwrap_or_else(|| terminal.shell.clone());
+    let mut argv: Vec<String> = Vec::new();
+    match &target.access {
+        TargetAccess::Local => argv.extend(shell),
+        TargetAccess::Docker { container } => {
+            argv.extend(["docker", "exec", "-it", "-e", "TERM=xterm-256color"].map(String::from));
+            argv.push(container.clone());
+            argv.extend(shell);
+        }
+        TargetAccess::Ssh { host, port } => {
+            argv.extend(["ssh", "-tt"].map(String::from));
+            if let Some(p) = port {
+                argv.extend(["-p".to_string(), p.to_string()]);
+            }
+            argv.push("--".into());
+            argv.push(host.clone());
+            if target.shell.is_some() {
+                argv.extend(shell);
+            }
+        }
+        TargetAccess::Agent => {
+            return Err(AppError::Conflict(format!(
+                "target `{}` is reached through an agent, which does not open terminals yet",
+                target.id
+            )))
+        }
+    }
+    Ok(argv)
+}
+
+/// The argv that asks docker whether `container` runs.
+pub fn docker_inspect_argv(container: &str) -> Vec<String> {
+    [
+        "docker",
+        "inspect",
+        "--type",
+        "container",
+        "--format",
+        "{{.State.Running}}",
+        container,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Refuses a docker target whose container is not running, saying why.
+async fn check_container(container: &str) -> Result<(), AppError> {
+    let argv = docker_inspect_argv(container);
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .await
+        .map_err(|e| {
+            AppError::Unavailable(format!(
+                "cannot run `docker inspect`: {e}; is docker installed here?"
+            ))
+        })?;
+    let answer = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && answer.trim() == "true" {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(AppError::Conflict(format!(
+            "container `{container}` is not running{}: start it, then open the console again",
+            if err.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", err.trim())
+            }
+        )))
+    }
+}
+
+/// `GET /api/targets/{id}/terminal`.
+pub async fn open(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(target_id): Path<String>,
+    ApiQuery(q): ApiQuery<TerminalQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let user = policy::require_user(&c)?.clone();
+    let target = s
+        .config
+        .target(&target_id)
+        .filter(|t| user.is_admin() || policy::may_launch(&user, t))
+        .ok_or_else(|| AppError::NotFound(format!("no target `{target_id}`")))?
+        .clone();
+    if !policy::may_open_terminal(&user, &target) {
+        return Err(AppError::Forbidden(if target.terminal {
+            format!(
+                "your role may not open a terminal on `{}`: ask an admin",
+                target.id
+            )
+        } else {
+            format!(
+                "target `{}` does not allow terminals (`terminal = true` in its config)",
+                target.id
+            )
+        })
+        .into());
+    }
+    let (cols, rows) = (q.cols.unwrap_or(80), q.rows.unwrap_or(24));
+    if !valid_size(cols, rows) {
+        return Err(
+            AppError::field("cols", "the window is 2 to 1000 columns by 2 to 1000 rows").into(),
+        );
+    }
+    if q.session.as_deref().is_some_and(|id| !record::valid_id(id)) {
+        return Err(
+            AppError::field("session", "not a session id (32 lowercase hex digits)").into(),
+        );
+    }
+    let upgrade = upgrade
+        .map_err(|e| AppError::field("upgrade", format!("connect with a WebSocket ({e})")))?;
+
+    let resumed = q
+        .session
+        .as_deref()
+        .and_then(|id| s.terminals.find(id, user.id, &target.id));
+    let (session, resumed) = match resumed {
+        Some(session) => (session, true),
+        None => (start(&s, &c, &target, cols, rows).await?, false),
+    };
+    if resumed {
+        let _ = session.resize(cols, rows);
+    }
+    Ok(upgrade
+        .on_upgrade(move |socket| serve(socket, session, resumed))
+        .into_response())
+}
+
+/// Starts a new session for the caller on `target`.
+async fn start(
+    s: &AppState,
+    c: &Caller,
+    target: &Target,
+    cols: u16,
+    rows: u16,
+) -> Result<Arc<Session>, AppError> {
+    let user = policy::require_user(c)?;
+    let cfg = &s.config.terminal;
+    let open = s.terminals.count_for(user.id);
+    if open >= cfg.max_sessions_per_user {
+        return Err(AppError::Conflict(format!(
+            "you have {open} terminal sessions open, the most allowed: end one (type `exit`) or wait for a closed tab's session to end"
+        )));
+    }
+    let argv = command_for(target, cfg)?;
+    if let TargetAccess::Docker { container } = &target.access {
+        check_container(container).await?;
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let recorder = if cfg.record {
+        match record::Recorder::create(
+            &cfg.recordings_dir,
+            &id,
+            cols,
+            rows,
+            &format!("{}@{}", user.username, target.id),
+        ) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(dir = %cfg.recordings_dir.display(), error = %e, "cannot record the terminal session");
+                return Err(AppError::Unavailable(format!(
+                    "cannot write the session recording under {}: {e}",
+                    cfg.recordings_dir.display()
+                )));
+            }
+        }
+    } else {
+        None
+    };
+    let recorded = recorder.is_some();
+    let spec = Spec {
+        user_id: user.id,
+        username: user.username.clone(),
+        target: target.id.clone(),
+        argv: argv.clone(),
+        cols,
+        rows,
+        recorder,
+        id: id.clone(),
+    };
+    let db = s.db.clone();
+    let ip = c.ip.clone();
+    let on_end = move |session: Arc<Session>, end: session::Ending| {
+        tokio::spawn(async move {
+            let detail = serde_json::json!({
+                "session": session.id,
+                "code": end.code,
+                "seconds": end.duration.as_secs(),
+                "reason": end.reason,
+                "recording": recorded.then(|| session.id.clone()),
+            });
+            if let Err(e) = audit::insert(
+                &db,
+                audit::Record {
+                    actor: &session.username,
+                    action: "terminal.end",
+                    subject: &session.target,
+                    detail: Some(detail),
+                    ip: ip.as_deref(),
+                },
+            )
+            .await
+            {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        });
+    };
+    let session = s
+        .terminals
+        .open(spec, on_end)
+        .map_err(|e| AppError::Unavailable(format!("cannot start `{}`: {e}", argv.join(" "))))?;
+    tokio::spawn(
+        session
+            .clone()
+            .watch(cfg.grace, cfg.idle_timeout, s.shutdown.clone()),
+    );
+    audit::insert(
+        &s.db,
+        audit::Record {
+            actor: &user.username,
+            action: "terminal.start",
+            subject: &target.id,
+            detail: Some(serde_json::json!({
+                "session": id,
+                "kind": target.kind(),
+                "command": argv,
+                "recording": recorded.then(|| id.clone()),
+            })),
+            ip: c.ip.as_deref(),
+        },
+    )
+    .await
+    .map_err(|e| crate::http::error::db_error(e, "writing the audit log"))?;
+    Ok(session)
+}
+
+/// `GET /api/recordings/{id}` (admins): a session's asciicast v2 file.
+pub async fn recording(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    policy::require_admin(&c)?;
+    if !record::valid_id(&id) {
+        return Err(AppError::field("id", "not a session id (32 lowercase hex digits)").into());
+    }
+    let path = record::path_of(&s.config.terminal.recordings_dir, &id);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok((
+            [
+                (axum::http::header::CONTENT_TYPE, "application/x-asciicast"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(AppError::NotFound(format!("no recording of session {id}")).into())
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read a recording");
+            Err(AppError::Internal.into())
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> bool {
+    let text = serde_json::to_string(frame).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+/// One WebSocket attached to a session, until either ends.
+async fn serve(mut socket: WebSocket, session: Arc<Session>, resumed: bool) {
+    let mut att = session.attach();
+    let hello = ServerFrame::Session {
+        id: session.id.clone(),
+        resumed,
+    };
+    if !send(&mut socket, &hello).await {
+        session.detach(att.id);
+        return;
+    }
+    if !att.replay.is_empty()
+        && !send(
+            &mut socket,
+            &ServerFrame::Output {
+                data: std::mem::take(&mut att.replay),
+            },
+        )
+        .await
+    {
+        session.detach(att.id);
+        return;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut held: Option<Out> = None;
+    loop {
+        tokio::select! {
+            out = async { match held.take() { Some(o) => Some(o), None => att.rx.recv().await } } => {
+                match out {
+                    Some(Out::Data(mut data)) => {
+                        // Coalesce what else is queued into one frame.
+                        while data.len() < FRAME_BYTES {
+                            match att.rx.try_recv() {
+                                Ok(Out::Data(more)) => data.push_str(&more),
+                                Ok(other) => { held = Some(other); break; }
+                                Err(_) => break,
+                            }
+                        }
+                        if !send(&mut socket, &ServerFrame::Output { data }).await {
+                            break;
+                        }
+                    }
+                    Some(Out::Closed(reason)) => {
+                        if !send(&mut socket, &ServerFrame::Closed { reason }).await {
+                            break;
+                        }
+                    }
+                    Some(Out::Exit(code)) => {
+                        send(&mut socket, &ServerFrame::Exit { code }).await;
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
+                    None => {
+                        // Another window attached to this session.
+                        let reason = "this session was opened in another window".to_string();
+                        send(&mut socket, &ServerFrame::Closed { reason }).await;
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientFrame>(&text) {
+                    Ok(ClientFrame::Input { data }) => {
+                        if let Err(e) = session.input(&data).await {
+                            tracing::debug!(session = %session.id, error = %e, "input to a closed terminal");
+                        }
+                    }
+                    Ok(ClientFrame::Resize { cols, rows }) if valid_size(cols, rows) => {
+                        if let Err(e) = session.resize(cols, rows) {
+                            tracing::debug!(session = %session.id, error = %e, "cannot resize the terminal");
+                        }
+                    }
+                    Ok(ClientFrame::Resize { cols, rows }) => {
+                        tracing::debug!(cols, rows, "ignored an impossible terminal size");
+                    }
+                    Err(e) => tracing::debug!(session = %session.id, error = %e, "ignored a bad terminal frame"),
+                },
+                Some(Ok(Message::Binary(bytes))) => {
+                    let _ = session.input(&String::from_utf8_lossy(&bytes)).await;
+                }
+                Some(Ok(_)) => {} // ping/pong: axum answers pings itself
+                Some(Err(_)) | None => break,
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    session.detach(att.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(access: TargetAccess, shell: Option<Vec<String>>) -> Target {
+        Target {
+            id: "t".into(),
+            title: "t".into(),
+            description: None,
+            access,
+            owners: vec![],
+            terminal: true,
+            terminal_roles: vec![],
+            shell,
+        }
+    }
+
+    fn terminal() -> TerminalConfig {
+        TerminalConfig {
+            shell: vec!["/bin/bash".into(), "-l".into()],
+            grace: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(1800),
+            max_sessions_per_user: 4,
+            record: false,
+            recordings_dir: "data/recordings".into(),
+        }
+    }
+
+    #[test]
+    fn each_kind_of_target_gets_its_argv() {
+        let t = terminal();
+        assert_eq!(
+            command_for(&target(TargetAccess::Local, None), &t).unwrap(),
+            ["/bin/bash", "-l"]
+        );
+        assert_eq!(
+            command_for(
+                &target(TargetAccess::Local, Some(vec!["/bin/sh".into()])),
+                &t
+            )
+            .unwrap(),
+            ["/bin/sh"]
+        );
+        let docker = TargetAccess::Docker {
+            container: "web_1".into(),
+        };
+        assert_eq!(
+            command_for(&target(docker, Some(vec!["sh".into()])), &t).unwrap(),
+            [
+                "docker",
+                "exec",
+                "-it",
+                "-e",
+                "TERM=xterm-256color",
+                "web_1",
+                "sh"
+            ]
+        );
+        let ssh = TargetAccess::Ssh {
+            host: "ops@db-1".into(),
+            port: Some(2222),
+        };
+        assert_eq!(
+            command_for(&target(ssh, None), &t).unwrap(),
+            ["ssh", "-tt", "-p", "2222", "--", "ops@db-1"]
+        );
+        assert_eq!(
+            docker_inspect_argv("web_1"),
+            [
+                "docker",
+                "inspect",
+                "--type",
+                "container",
+                "--format",
+                "{{.State.Running}}",
+                "web_1"
+            ]
+        );
+        assert!(command_for(&target(TargetAccess::Agent, None), &t).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Tables of the benchmark results (bench/run.sh calls this at the end).
+
+Reads bench/results/*.jsonl (one JSON object per line, written by
+bench/run.sh and the load generator), prints the tables and writes them to
+bench/results/summary.md. Engine figures are medians of the runs.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def load(results: Path, name: str) -> list[dict]:
+    path = results / f"{name}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rows_of(items: list[dict], bench: str) -> list[dict]:
+    return [r for r in items if r.get("bench") == bench]
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=0, unit=""):
+    if v is None:
+        return "–"
+    if isinstance(v, float) and digits == 0:
+        return f"{round(v):,}{unit}"
+    if isinstance(v, int):
+        return f"{v:,}{unit}"
+    return f"{v:,.{digits}f}{unit}"
+
+
+def verdict(ok):
+    return "–" if ok is None else ("met" if ok else "**missed**")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def disturbance(items: list[dict]) -> str:
+    d = rows_of(items, "disturbance")
+    if d and d[-1].get("busy_seconds", 0) > 0:
+        return f"\n\n⚠ a compiler ran for {d[-1]['busy_seconds']} s during this benchmark: figures suspect."
+    return ""
+
+
+def ingest(results: Path) -> str:
+    items = load(results, "ingest")
+    ops = rows_of(items, "ingest")
+    if not ops:
+        return ""
+    dev = rows_of(items, "ingest-devnull")
+    sql = rows_of(items, "ingest-sqlite3")
+    n = ops[0]["lines"]
+    ops_s = median([r["claim_to_finish_s"] for r in ops])
+    rate = median([r["lines_per_s"] for r in ops])
+    dev_s = median([r["secs"] for r in dev])
+    sql_s = median([r["secs"] for r in sql])
+    peak_mib = [r["peak_rss_kib"] / 1024 for r in ops]
+    ratio = ops_s / sql_s if sql_s else None
+    runs = len(ops)
+    rows = [
+        ["opsdeck: claim → finished, every line committed", fmt(ops_s, 3, " s"), fmt(rate, 0),
+         f"≥ 300,000 lines/s: {verdict(rate >= 300_000)}"],
+        ["the same awk to /dev/null", fmt(dev_s, 3, " s"), fmt(n / dev_s if dev_s else None), ""],
+        ["sqlite3 `.import` of the same lines, one transaction", fmt(sql_s, 3, " s"),
+         fmt(n / sql_s if sql_s else None),
+         f"opsdeck within 2× of it: {fmt(ratio, 2)}× → {verdict(ratio is not None and ratio <= 2)}"],
+        ["opsdeck peak RSS (max of runs; median)", f"{max(peak_mib):.1f} MiB; {median(peak_mib):.1f} MiB", "",
+         f"< 100 MiB: {verdict(max(peak_mib) < 100)}"],
+    ]
+    per_run = ", ".join(f"{r['lines_per_s']:,.0f}" for r in ops)
+    return (
+        f"### Ingest: {n:,} lines of 80 bytes (median of {runs} runs)\n\n"
+        + table(["what", "time", "lines/s", "target"], rows)
+        + f"\n\nopsdeck runs (lines/s): {per_run}. last_seq = {ops[0]['last_seq']:,} "
+        "(the lines + opsdeck's two system lines), checked in the database."
+        + disturbance(items)
+    )
+
+
+def queue(results: Path) -> str:
+    items = load(results, "queue")
+    ops = rows_of(items, "queue")
+    if not ops:
+        return ""
+    shell = rows_of(items, "queue-shell")
+    n = ops[0]["jobs"]
+    rate = median([r["jobs_per_s"] for r in ops])
+    secs = median([r["first_enqueue_to_last_finished_s"] for r in ops])
+    shell_s = median([r["secs"] for r in shell])
+    shell_rate = n / shell_s if shell_s else None
+    ok = shell_rate is not None and rate >= shell_rate / 2
+    rows = [
+        [f"opsdeck: {n:,} jobs `true`, 4 workers, 16 enqueues in flight (first enqueue → last finished)",
+         fmt(secs, 2, " s"), fmt(rate), f"≥ half the shell loop's: {verdict(ok)} ({fmt(rate / shell_rate if shell_rate else None, 2)}×)"],
+        [f"shell loop spawning /bin/true {n:,} times", fmt(shell_s, 2, " s"), fmt(shell_rate), ""],
+    ]
+    per_run = ", ".join(f"{r['jobs_per_s']:,.0f}" for r in ops)
+    return (
+        f"### Queue (median of {len(ops)} runs)\n\n"
+        + table(["what", "time", "jobs/s", "target"], rows)
+        + f"\n\nopsdeck runs (jobs/s): {per_run}."
+        + disturbance(items)
+    )
+
+
+def fanout(results: Path) -> str:
+    items = load(results, "fanout")
+    steps = rows_of(items, "fanout")
+    if not steps:
+        return ""
+    summaries = rows_of(items, "fanout-summary")
+    rows = []
+    for s in summaries:
+        best = s.get("best_rate")
+        target = ""
+        if s["system"] == "opsdeck" and s["subs"] == 1000:
+            target = f"≥ 1,000 lines/s to 1,000: {verdict(best is not None and best >= 1000)}"
+        rows.append([s["system"], fmt(s["subs"]), fmt(best, 0, " lines/s") if best else "none passed",
+                     fmt(s.get("lowest_failed_rate_above")), target])
+    detail = []
+    for r in steps:
+        detail.append([
+            r["system"], fmt(r["subs"]), fmt(r["rate"]), "pass" if r["pass"] else "fail",
+            f"{r['subs_complete']}/{r['subs']}", fmt(r["p50_ms"], 1), fmt(r["p99_ms"], 1), fmt(r["max_ms"], 1),
+            fmt(r["delivered_lines_per_s"]), fmt(r["client_cpu_pct"], 0, " %"),
+            fmt(r.get("server_cpu_pct"), 0, " %"), "; ".join(r["why"]) or "",
+        ])
+    secs = steps[0]["secs"]
+    return (
+        f"### Fan-out ({secs} s per rate; server or nginx worker on core 0, load generator on core 1)\n\n"
+        + table(["system", "subscribers", "highest rate meeting the criteria", "lowest failing rate above", "target"], rows)
+        + "\n\nEvery rate tried:\n\n"
+        + table(["system", "subs", "lines/s", "result", "complete subs", "p50 ms", "p99 ms", "max ms",
+                 "delivered events/s", "client CPU", "server CPU", "why it failed"], detail)
+        + disturbance(items)
+    )
+
+
+def resume(results: Path) -> str:
+    items = load(results, "resume")
+    r = rows_of(items, "resume")
+    if not r:
+        return ""
+    r = r[-1]
+    rows = [["opsdeck", fmt(r["tries"]), fmt(r["min_ms"], 2), fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2),
+             fmt(r["max_ms"], 2), f"≤ 20 ms: {verdict(r['p99_ms'] <= 20)} (p99)"]]
+    return (
+        f"### Resume: first `log` event after `Last-Event-ID: {r['last_event_id']}` on a finished "
+        f"{r['job_last_seq']:,}-line job (new connection each try)\n\n"
+        + table(["system", "tries", "min ms", "median ms", "p99 ms", "max ms", "target"], rows)
+        + disturbance(items)
+    )
+
+
+def idle(results: Path) -> str:
+    items = load(results, "idle")
+    r = rows_of(items, "idle")
+    if not r:
+        return ""
+    rows = []
+    for x in r:
+        target = f"≤ 16 KiB: {verdict(x['bytes_per_stream'] <= 16 * 1024)}" if x["system"] == "opsdeck" else ""
+        rows.append([x["system"], fmt(x["streams"]), fmt(x.get("counted_by_server")),
+                     fmt(x["rss_before_kib"] / 1024, 1, " MiB"), fmt(x["rss_after_kib"] / 1024, 1, " MiB"),
+                     fmt(x["bytes_per_stream"] / 1024, 1, " KiB"), target])
+    return (
+        "### Idle streams: server memory per open stream\n\n"
+        + table(["system", "streams", "counted by the server", "RSS before", "RSS with streams", "per stream", "target"], rows)
+        + disturbance(items)
+    )
+
+
+def term(results: Path) -> str:
+    items = load(results, "term")
+    tp = rows_of(items, "term-throughput")
+    echo = rows_of(items, "term-echo")
+    if not tp:
+        return ""
+    pty = median([r["mb_per_s"] for r in tp if r["system"] == "pty"])
+    rows = []
+    for system in ("pty", "opsdeck", "terminado", "wetty"):
+        t = [r for r in tp if r["system"] == system]
+        e = [r for r in echo if r["system"] == system]
+        if not t and not e:
+            continue
+        mbps = median([r["mb_per_s"] for r in t])
+        share = mbps / pty if (mbps is not None and pty) else None
+        p50 = median([r["p50_ms"] for r in e])
+        p99 = median([r["p99_ms"] for r in e])
+        target = ""
+        if system == "opsdeck":
+            target = (f"≥ 90 % of the PTY: {verdict(share is not None and share >= 0.9)}; "
+                      f"echo p99 ≤ 1 ms: {verdict(p99 is not None and p99 <= 1.0)}")
+        rows.append([
+            "the PTY alone" if system == "pty" else system,
+            fmt(mbps, 1, " MB/s"),
+            "–" if share is None else f"{share * 100:.0f} %",
+            fmt(median([r.get("client_cpu_secs") for r in t]), 2, " s"),
+            fmt(p50, 3, " ms") if e else "–",
+            fmt(p99, 3, " ms") if e else "–",
+            target,
+        ])
+    bytes_ = tp[0]["bytes"]
+    return (
+        f"### Terminal: `seq 1 3000000` ({bytes_ / 1e6:.1f} MB through the PTY) and keystroke echo "
+        f"(`stty raw -echo; exec cat`), medians of {len([r for r in tp if r['system'] == 'pty'])} runs\n\n"
+        + table(["system", "throughput", "of the PTY", "client CPU", "echo p50", "echo p99", "target"], rows)
+        + disturbance(items)
+    )
+
+
+def main() -> None:
+    results = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
+    parts = []
+    machine = results / "machine.json"
+    if machine.exists():
+        m = json.loads(machine.read_text())
+        parts.append(
+            f"Machine: {m['cores']} cores ({m['cpu']}), {m['mem_gib']} GiB, {m['os']}, kernel {m['kernel']}; "
+            f"{m['opsdeck']} at {m['commit']} ({m['uncommitted_files']} files uncommitted), "
+            f"{m['nginx']}, sqlite3 {m['sqlite3']}; {m['date']}."
+        )
+    for section in (ingest, queue, fanout, resume, idle, term):
+        text = section(results)
+        if text:
+            parts.append(text)
+    out = "\n\n".join(parts) + "\n"
+    (results / "summary.md").write_text(out)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

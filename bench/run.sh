@@ -1,0 +1,569 @@
+#!/usr/bin/env bash
+# `make bench`: opsdeck's benchmarks of the job engine and the live streams,
+# each beside its baseline or peer, on this machine.
+#
+#   bench/run.sh                 every benchmark (about 15-20 minutes)
+#   bench/run.sh ingest queue    only these (ingest queue fanout resume idle term)
+#   bench/run.sh report          print the tables of the last results again
+#
+# Set-up (skipped when done): nginx + nchan from Debian, the release server
+# binary and the load generator (server/benches/loadgen). Results: one JSON
+# object per line in bench/results/NAME.jsonl, tables in
+# bench/results/summary.md. Scratch files (databases, configs, logs) live
+# in $BENCH_WORK (default /tmp/opsdeck-bench).
+#
+# Knobs: BENCH_FANOUT_SECS (30) seconds per fan-out rate, BENCH_RUNS (3)
+# runs of the engine benchmarks, BENCH_QUEUE_JOBS (5000), BENCH_IDLE_STREAMS
+# (10000), BENCH_MAX_WAIT (1800) seconds to wait for a quiet machine.
+#
+# Each benchmark starts its own fresh server (and database) and stops it.
+# The engine benchmarks run the server unpinned (the job's own process
+# needs a core too); the stream benchmarks pin the server (or nginx) to
+# core 0 and the load generator to core 1. Before each benchmark the script
+# waits while a compiler or a browser runs on the machine, and records
+# whether one ran during it.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/opsdeck/target}"
+export LEPTOS_OUTPUT_NAME=opsdeck
+WORK=${BENCH_WORK:-/tmp/opsdeck-bench}
+RESULTS=$ROOT/bench/results
+BIN=$WORK/bin
+PORT=18080       # opsdeck
+NCHAN_PORT=18090 # nginx (fixed in bench/nchan/nginx.conf)
+FANOUT_SECS=${BENCH_FANOUT_SECS:-30}
+RUNS=${BENCH_RUNS:-3}
+LINES=1000000
+TERM_LINES=3000000
+TERM_KEYS=${BENCH_TERM_KEYS:-2000}
+TERMINADO_PORT=18100
+WETTY_PORT=18110
+QUEUE_JOBS=${BENCH_QUEUE_JOBS:-5000}
+IDLE_STREAMS=${BENCH_IDLE_STREAMS:-10000}
+PASSWORD=bench-admin-password-not-a-secret
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
+
+# ---- processes this script started (stopped on exit, by pid) -------------------
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget_pid() {
+    local keep=() pid
+    for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
+    PIDS=("${keep[@]}")
+}
+
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    forget_pid "$1"
+}
+
+# ---- set-up ---------------------------------------------------------------------
+
+setup() {
+    if [ ! -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || ! command -v nginx >/dev/null; then
+        log "installing nginx and nchan (Debian packages)"
+        $SUDO apt-get install -y -q nginx libnginx-mod-nchan ||
+            { $SUDO apt-get update -q && $SUDO apt-get install -y -q nginx libnginx-mod-nchan; }
+    fi
+    command -v sqlite3 >/dev/null || $SUDO apt-get install -y -q sqlite3
+    command -v python3 >/dev/null || die "python3 is needed (results and tables)"
+
+    log "building the release server and the load generator"
+    cd "$ROOT"
+    # The server exactly as `cargo build --release -p server` builds it…
+    cargo build --release -p server
+    mkdir -p "$BIN"
+    cp -f "$CARGO_TARGET_DIR/release/opsdeck" "$BIN/opsdeck.new"
+    mv -f "$BIN/opsdeck.new" "$BIN/opsdeck"
+    # …and the load generator (a bench target of the server crate).
+    local exe
+    exe=$(cargo build --release -p server --bench loadgen --message-format=json-render-diagnostics |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "loadgen" and m.get("executable"):
+        print(m["executable"])')
+    [ -x "$exe" ] || die "cannot find the loadgen executable"
+    cp -f "$exe" "$BIN/loadgen.new"
+    mv -f "$BIN/loadgen.new" "$BIN/loadgen"
+
+    # 10,000 idle streams need file descriptors on both sides.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_STREAMS + 1000)) ]; then
+        die "ulimit -n is $(ulimit -n) (hard limit $(ulimit -Hn)); the idle benchmark needs $((IDLE_STREAMS + 1000))"
+    fi
+    mkdir -p "$RESULTS"
+    machine >"$RESULTS/machine.json"
+}
+
+machine() {
+    python3 - "$(nproc)" "$(uname -r)" "$("$BIN/opsdeck" --version 2>/dev/null || echo '?')" \
+        "$(nginx -v 2>&1)" "$(sqlite3 --version | cut -d' ' -f1)" "$(git -C "$ROOT" rev-parse --short HEAD)" \
+        "$(git -C "$ROOT" status --porcelain | wc -l)" <<'EOF'
+import json, sys, datetime
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+os_name = next((l.split("=", 1)[1].strip().strip('"') for l in open("/etc/os-release") if l.startswith("PRETTY_NAME")), "?")
+print(json.dumps({
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "cores": int(sys.argv[1]), "cpu": cpu, "mem_gib": round(mem / 1024 / 1024, 1), "os": os_name,
+    "kernel": sys.argv[2], "opsdeck": sys.argv[3], "nginx": sys.argv[4], "sqlite3": sys.argv[5],
+    "commit": sys.argv[6], "uncommitted_files": int(sys.argv[7]),
+}))
+EOF
+}
+
+# ---- a quiet machine --------------------------------------------------------------
+
+# Other heavy work on the machine (the lead may be compiling or running the
+# browser tests) would skew every figure.
+busy() {
+    local name
+    for name in rustc cc1 cc1plus chromium chrome headless_shell; do
+        pgrep -x "$name" >/dev/null && return 0
+    done
+    return 1
+}
+
+# Waits (up to BENCH_MAX_WAIT seconds, default 1800) while such work runs,
+# then starts a watcher that notes every second it runs during a benchmark.
+wait_quiet() {
+    local waited=0 max=${BENCH_MAX_WAIT:-1800}
+    while busy; do
+        [ $waited = 0 ] && log "waiting for the compiler or browser tests to finish (the figures would be skewed)"
+        if [ $waited -ge "$max" ]; then
+            log "still busy after $max s: going ahead (the figures will be marked)"
+            break
+        fi
+        sleep 5
+        waited=$((waited + 5))
+    done
+    BENCH_T0=$(date +%s)
+    : >"$WORK/busy.log"
+    (while :; do
+        busy && date +%s >>"$WORK/busy.log"
+        sleep 1
+    done) &
+    WATCHER=$!
+    PIDS+=("$WATCHER")
+}
+
+# Records whether other heavy work ran during the benchmark `$1`.
+note_disturbance() {
+    stop_pid "$WATCHER"
+    local busy
+    busy=$(wc -l <"$WORK/busy.log")
+    echo "{\"bench\": \"disturbance\", \"name\": \"$1\", \"busy_seconds\": $busy, \"from\": $BENCH_T0, \"to\": $(date +%s)}" \
+        >>"$RESULTS/$1.jsonl"
+    [ "$busy" = 0 ] || log "warning: a compiler or browser ran during $busy s of the $1 benchmark; its figures are suspect"
+}
+
+# ---- opsdeck ----------------------------------------------------------------------
+
+# Writes the configuration of a benchmark server for directory $1.
+write_config() {
+    local dir=$1
+    cat >"$dir/opsdeck.toml" <<EOF
+# Generated by bench/run.sh.
+[server]
+addr = "127.0.0.1:$PORT"
+database_url = "sqlite://$dir/opsdeck.db"
+workers = 4
+
+[[targets]]
+id = "engine"
+kind = "local"
+
+[[targets]]
+id = "fan"
+kind = "local"
+
+[[targets]]
+id = "idle"
+kind = "local"
+
+# 1,000,000 lines of 80 bytes (79 characters and the newline); doubled braces are
+# literal braces (not placeholders).
+[[templates]]
+id = "ingest"
+command = ["awk", 'BEGIN {{ for (i = 1; i <= $LINES; i++) printf "%079d\n", i }}']
+exclusive = "none"
+max_log_bytes = "512MiB"
+targets = ["engine"]
+
+[[templates]]
+id = "true"
+command = ["true"]
+exclusive = "none"
+targets = ["engine"]
+
+# Keeps the fan target busy while the subscribers connect to the queued emit job.
+[[templates]]
+id = "hold"
+command = ["sleep", "600"]
+targets = ["fan"]
+
+[[templates]]
+id = "emit"
+command = ["$BIN/loadgen", "emit", "{rate}", "{secs}"]
+params = [
+  { name = "rate", type = "int", default = 1000, min = 1, max = 1000000 },
+  { name = "secs", type = "int", default = 30, min = 1, max = 3600 },
+]
+max_log_bytes = "4GiB"
+targets = ["fan"]
+
+[terminal]
+max_sessions_per_user = 1000
+
+# The terminal benchmark's "shells": seq's output, and an echo of each key.
+[[targets]]
+id = "term-seq"
+kind = "local"
+terminal = true
+shell = ["seq", "1", "$TERM_LINES"]
+
+[[targets]]
+id = "term-echo"
+kind = "local"
+terminal = true
+shell = ["sh", "-c", "stty raw -echo; exec cat"]
+
+[[templates]]
+id = "silent"
+command = ["sleep", "3600"]
+exclusive = "none"
+targets = ["idle"]
+EOF
+}
+
+# Starts a fresh server (new database) in $WORK/$1; $2 = "pinned" puts it on
+# core 0. Sets SERVER_PID, CONFIG and OPSDECK_TOKEN.
+start_opsdeck() {
+    local dir=$WORK/$1 pin=()
+    [ "${2:-}" = pinned ] && pin=(taskset -c 0)
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    write_config "$dir"
+    CONFIG=$dir/opsdeck.toml
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && die "port $PORT is taken; stop whatever listens there"
+    OPSDECK_ADMIN_PASSWORD=$PASSWORD RUST_LOG=warn "${pin[@]}" "$BIN/opsdeck" --config "$CONFIG" serve \
+        >"$dir/server.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    local i
+    for i in $(seq 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
+        kill -0 "$SERVER_PID" 2>/dev/null || die "opsdeck did not start: $(tail -5 "$dir/server.log")"
+        sleep 0.1
+    done
+    curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" || die "opsdeck is not answering on port $PORT"
+    OPSDECK_TOKEN=$("$BIN/opsdeck" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
+    export OPSDECK_TOKEN
+}
+
+stop_opsdeck() {
+    stop_pid "$SERVER_PID"
+}
+
+loadgen() { "$BIN/loadgen" "$@"; }
+# The load generator on core 1 (stream benchmarks).
+loadgen_pinned() { taskset -c 1 "$BIN/loadgen" "$@"; }
+
+api() { # METHOD PATH [JSON]
+    curl -sf -X "$1" -H "Authorization: Bearer $OPSDECK_TOKEN" -H 'Content-Type: application/json' \
+        ${3:+--data "$3"} "http://127.0.0.1:$PORT$2"
+}
+json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# ---- nginx + nchan -------------------------------------------------------------------
+
+start_nchan() {
+    local prefix=$WORK/nchan
+    rm -rf "$prefix"
+    mkdir -p "$prefix/logs" "$prefix/tmp"
+    curl -s -o /dev/null "http://127.0.0.1:$NCHAN_PORT/" && die "port $NCHAN_PORT is taken"
+    taskset -c 0 nginx -p "$prefix/" -e "$prefix/logs/error.log" -c "$ROOT/bench/nchan/nginx.conf" \
+        -g 'daemon off;' &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    local i
+    for i in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$NCHAN_PORT/pub?id=probe" && break
+        kill -0 "$NGINX_PID" 2>/dev/null || die "nginx did not start: $(tail -5 "$prefix/logs/error.log")"
+        sleep 0.1
+    done
+    NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
+    [ -n "$NGINX_WORKER" ] || die "no nginx worker process"
+}
+
+stop_nchan() {
+    stop_pid "$NGINX_PID"
+}
+
+# ---- the benchmarks ------------------------------------------------------------------
+
+bench_ingest() {
+    local out=$RESULTS/ingest.jsonl data=$WORK/ingest-baseline
+    : >"$out"
+    mkdir -p "$data"
+    local gen="BEGIN { for (i = 1; i <= $LINES; i++) printf \"%079d\\n\", i }"
+    # The CSV sqlite3 imports: job_id, seq, stream, ts (ms), text.
+    awk "BEGIN { for (i = 1; i <= $LINES; i++) printf \"1,%d,0,%d,%079d\\n\", i, 1763900000000 + i, i }" \
+        >"$data/lines.csv"
+    wait_quiet
+    local run t0 t1 job count
+    for run in $(seq "$RUNS"); do
+        log "ingest run $run/$RUNS: awk alone, to /dev/null"
+        t0=$(now)
+        awk "$gen" >/dev/null
+        t1=$(now)
+        echo "{\"bench\": \"ingest-devnull\", \"run\": $run, \"secs\": $(elapsed "$t0" "$t1")}" >>"$out"
+
+        log "ingest run $run/$RUNS: sqlite3 .import of the same lines in one transaction"
+        rm -f "$data"/import.db*
+        sqlite3 "$data/import.db" <<'EOF' >/dev/null
+PRAGMA journal_mode=WAL;
+CREATE TABLE job_logs (job_id INTEGER NOT NULL, seq INTEGER NOT NULL, stream INTEGER NOT NULL,
+  ts INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+EOF
+        t0=$(now)
+        sqlite3 "$data/import.db" <<EOF >/dev/null
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+BEGIN;
+.import --csv $data/lines.csv job_logs
+COMMIT;
+EOF
+        t1=$(now)
+        count=$(sqlite3 "$data/import.db" 'SELECT count(*) FROM job_logs')
+        [ "$count" = "$LINES" ] || die "sqlite3 imported $count rows, expected $LINES"
+        echo "{\"bench\": \"ingest-sqlite3\", \"run\": $run, \"secs\": $(elapsed "$t0" "$t1"), \"rows\": $count}" >>"$out"
+
+        log "ingest run $run/$RUNS: opsdeck"
+        start_opsdeck ingest
+        loadgen ingest --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --lines "$LINES" \
+            --run "$run" >>"$out"
+        job=$(tail -1 "$out" | json_field job)
+        # Every line is in the database (payload + 2 system lines).
+        count=$(sqlite3 "$WORK/ingest/opsdeck.db" "SELECT count(*) FROM job_logs WHERE job_id = $job")
+        [ "$count" = $((LINES + 2)) ] || die "opsdeck stored $count lines of job $job, expected $((LINES + 2))"
+        stop_opsdeck
+    done
+    note_disturbance ingest
+}
+
+bench_queue() {
+    local out=$RESULTS/queue.jsonl run t0 t1
+    : >"$out"
+    wait_quiet
+    for run in $(seq "$RUNS"); do
+        log "queue run $run/$RUNS: a shell loop spawning /bin/true $QUEUE_JOBS times"
+        t0=$(now)
+        sh -c "i=0; while [ \$i -lt $QUEUE_JOBS ]; do /bin/true; i=\$((i+1)); done"
+        t1=$(now)
+        echo "{\"bench\": \"queue-shell\", \"run\": $run, \"jobs\": $QUEUE_JOBS, \"secs\": $(elapsed "$t0" "$t1")}" >>"$out"
+
+        log "queue run $run/$RUNS: opsdeck, $QUEUE_JOBS jobs, 4 workers, 16 enqueues in flight"
+        start_opsdeck queue
+        loadgen queue --url "http://127.0.0.1:$PORT" --jobs "$QUEUE_JOBS" --concurrency 16 |
+            sed "s/^{/{\"run\": $run, /" >>"$out"
+        stop_opsdeck
+    done
+    note_disturbance queue
+}
+
+bench_fanout() {
+    local out=$RESULTS/fanout.jsonl
+    : >"$out"
+    wait_quiet
+    log "fan-out: opsdeck (server on core 0, load generator on core 1), $FANOUT_SECS s per rate"
+    start_opsdeck fanout pinned
+    loadgen_pinned fanout --system opsdeck --url "http://127.0.0.1:$PORT" --subs 100 \
+        --secs "$FANOUT_SECS" --start-rate 4000 --server-pid "$SERVER_PID" >>"$out"
+    loadgen_pinned fanout --system opsdeck --url "http://127.0.0.1:$PORT" --subs 1000 \
+        --secs "$FANOUT_SECS" --start-rate 1000 --server-pid "$SERVER_PID" >>"$out"
+    stop_opsdeck
+    log "fan-out: nginx + nchan (one worker on core 0, load generator on core 1)"
+    start_nchan
+    loadgen_pinned fanout --system nchan --url "http://127.0.0.1:$NCHAN_PORT" --subs 100 \
+        --secs "$FANOUT_SECS" --start-rate 2000 --server-pid "$NGINX_WORKER" >>"$out"
+    loadgen_pinned fanout --system nchan --url "http://127.0.0.1:$NCHAN_PORT" --subs 1000 \
+        --secs "$FANOUT_SECS" --start-rate 200 --server-pid "$NGINX_WORKER" >>"$out"
+    stop_nchan
+    note_disturbance fanout
+}
+
+bench_resume() {
+    local out=$RESULTS/resume.jsonl job
+    : >"$out"
+    wait_quiet
+    log "resume: a finished $LINES-line job, Last-Event-ID: 999000 (server on core 0)"
+    start_opsdeck resume pinned
+    # The job to resume (its ingest figures on the pinned server are not reported).
+    job=$(loadgen ingest --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --lines "$LINES" \
+        --run 0 | json_field job)
+    loadgen_pinned resume --url "http://127.0.0.1:$PORT" --job "$job" --last-event-id 999000 --tries 100 >>"$out"
+    stop_opsdeck
+    note_disturbance resume
+}
+
+bench_idle() {
+    local out=$RESULTS/idle.jsonl job
+    : >"$out"
+    wait_quiet
+    log "idle: $IDLE_STREAMS open streams on a silent running job (server on core 0)"
+    start_opsdeck idle pinned
+    job=$(api POST /api/jobs '{"template":"silent","target":"idle","params":{}}' | json_field id)
+    local i
+    for i in $(seq 100); do
+        [ "$(api GET "/api/jobs/$job" | json_field state)" = running ] && break
+        sleep 0.1
+    done
+    loadgen_pinned idle --system opsdeck --url "http://127.0.0.1:$PORT" --job "$job" \
+        --streams "$IDLE_STREAMS" --server-pid "$SERVER_PID" >>"$out"
+    api POST "/api/jobs/$job/cancel" >/dev/null
+    stop_opsdeck
+    log "idle: $IDLE_STREAMS idle EventSource subscribers on nchan (worker on core 0)"
+    start_nchan
+    loadgen_pinned idle --system nchan --url "http://127.0.0.1:$NCHAN_PORT" --channel idle \
+        --streams "$IDLE_STREAMS" --server-pid "$NGINX_WORKER" >>"$out"
+    stop_nchan
+    note_disturbance idle
+}
+
+# ---- terminal peers -------------------------------------------------------------------
+
+setup_term_peers() {
+    if ! python3 -c 'import terminado' 2>/dev/null; then
+        log "installing terminado (PyPI)"
+        python3 -m pip install --quiet 'terminado==0.18.1'
+    fi
+    if [ ! -f "$WORK/wetty/node_modules/wetty/build/main.js" ]; then
+        log "installing wetty and socket.io-client (npm)"
+        mkdir -p "$WORK/wetty"
+        npm install --prefix "$WORK/wetty" --no-audit --no-fund --loglevel=error \
+            'wetty@3.2.0' 'socket.io-client@4' >&2
+    fi
+    # npm 11 skips install scripts it was not told to trust: build node-pty
+    # (wetty's PTY binding) from source if its binary is missing.
+    local pty=$WORK/wetty/node_modules/node-pty
+    if [ ! -f "$pty/build/Release/pty.node" ]; then
+        log "building node-pty for wetty"
+        (cd "$pty" && npx --yes node-gyp rebuild >&2)
+    fi
+    cp "$ROOT/bench/wetty/client.mjs" "$WORK/wetty/client.mjs"
+}
+
+wait_port() { # PORT PID LOG
+    local i
+    for i in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || die "the server on port $1 did not start: $(tail -5 "$3")"
+        sleep 0.1
+    done
+    die "nothing listens on port $1"
+}
+
+# Starts terminado (core 0) running "$@" for each WebSocket.
+start_terminado() {
+    taskset -c 0 python3 "$ROOT/bench/terminado/app.py" "$TERMINADO_PORT" "$@" >"$WORK/terminado.log" 2>&1 &
+    PEER_PID=$!
+    PIDS+=("$PEER_PID")
+    wait_port "$TERMINADO_PORT" "$PEER_PID" "$WORK/terminado.log"
+}
+
+# Starts wetty (core 0) running the command line "$1" for each connection.
+start_wetty() {
+    taskset -c 0 node "$WORK/wetty/node_modules/wetty/build/main.js" --host 127.0.0.1 \
+        --port "$WETTY_PORT" --command "$1" >"$WORK/wetty.log" 2>&1 &
+    PEER_PID=$!
+    PIDS+=("$PEER_PID")
+    wait_port "$WETTY_PORT" "$PEER_PID" "$WORK/wetty.log"
+}
+
+bench_term() {
+    local out=$RESULTS/term.jsonl run
+    : >"$out"
+    setup_term_peers
+    wait_quiet
+    local seq_cmd="seq 1 $TERM_LINES" echo_cmd="sh -c 'stty raw -echo; exec cat'"
+    for run in $(seq "$RUNS"); do
+        log "terminal run $run/$RUNS: the PTY alone (seq and its reader on core 0)"
+        taskset -c 0 "$BIN/loadgen" term --system pty --mode throughput --lines "$TERM_LINES" --run "$run" >>"$out"
+
+        log "terminal run $run/$RUNS: opsdeck (server and shell on core 0, client on core 1)"
+        start_opsdeck term pinned
+        loadgen_pinned term --system opsdeck --mode throughput --run "$run" \
+            --url "ws://127.0.0.1:$PORT/api/targets/term-seq/terminal?cols=200&rows=50" >>"$out"
+        loadgen_pinned term --system opsdeck --mode echo --keys "$TERM_KEYS" --run "$run" \
+            --url "ws://127.0.0.1:$PORT/api/targets/term-echo/terminal" >>"$out"
+        stop_opsdeck
+
+        log "terminal run $run/$RUNS: terminado"
+        start_terminado seq 1 "$TERM_LINES"
+        loadgen_pinned term --system terminado --mode throughput --run "$run" \
+            --url "ws://127.0.0.1:$TERMINADO_PORT/websocket" >>"$out"
+        stop_pid "$PEER_PID"
+        start_terminado sh -c 'stty raw -echo; exec cat'
+        loadgen_pinned term --system terminado --mode echo --keys "$TERM_KEYS" --run "$run" \
+            --url "ws://127.0.0.1:$TERMINADO_PORT/websocket" >>"$out"
+        stop_pid "$PEER_PID"
+
+        log "terminal run $run/$RUNS: wetty"
+        start_wetty "$seq_cmd"
+        taskset -c 1 node "$WORK/wetty/client.mjs" "http://127.0.0.1:$WETTY_PORT" throughput "$run" >>"$out"
+        stop_pid "$PEER_PID"
+        start_wetty "$echo_cmd"
+        taskset -c 1 node "$WORK/wetty/client.mjs" "http://127.0.0.1:$WETTY_PORT" echo "$run" "$TERM_KEYS" >>"$out"
+        stop_pid "$PEER_PID"
+    done
+    note_disturbance term
+}
+
+report() {
+    python3 "$ROOT/bench/report.py" "$RESULTS"
+}
+
+# ---- main ------------------------------------------------------------------------------
+
+ALL=(ingest queue fanout resume idle term)
+todo=("$@")
+[ ${#todo[@]} = 0 ] && todo=("${ALL[@]}")
+for b in "${todo[@]}"; do
+    case $b in
+    ingest | queue | fanout | resume | idle | term | report) ;;
+    *) die "unknown benchmark '$b' (ingest, queue, fanout, resume, idle, term, report)" ;;
+    esac
+done
+if [ "${todo[*]}" = report ]; then
+    report
+    exit 0
+fi
+mkdir -p "$WORK"
+setup
+for b in "${todo[@]}"; do
+    [ "$b" = report ] || "bench_$b"
+done
+report

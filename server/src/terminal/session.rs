@@ -126,11 +126,6 @@ impl Terminals {
         self.map().get(id).cloned()
     }
 
-    /// Every running session.
-    pub fn all(&self) -> Vec<Arc<Session>> {
-        self.map().values().cloned().collect()
-    }
-
     /// Starts a shell and its pump; `on_end` runs once the session is over.
     pub fn open<F>(&self, spec: Spec, on_end: F) -> std::io::Result<Arc<Session>>
     where

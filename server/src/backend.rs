@@ -27,7 +27,7 @@ fn actor(caller: &Caller) -> Result<Actor<'_>, AppError> {
 impl Backend for AppState {
     async fn journal(&self, caller: &Caller, limit: u64) -> Result<Vec<JournalEntry>, AppError> {
         policy::require_user(caller)?;
-        db::journal::newest(&self.db, limit.min(100))
+        db::journal::newest(&self.reader, limit.min(100))
             .await
             .map_err(|e| db_error(e, "listing journal notes"))
     }
@@ -156,7 +156,7 @@ impl Backend for AppState {
 
     async fn audit(&self, caller: &Caller, query: AuditQuery) -> Result<AuditPage, AppError> {
         policy::require_admin(caller)?;
-        let (entries, next_before) = db::audit::page(&self.db, &query)
+        let (entries, next_before) = db::audit::page(&self.reader, &query)
             .await
             .map_err(|e| db_error(e, "reading the audit log"))?;
         Ok(AuditPage {

@@ -67,6 +67,7 @@ impl Server {
                 source,
             })
         })?;
+        let reader = db::connect_reader(&config.server.database_url, &db).await?;
         crate::auth::password::warm_up();
         let leptos = LeptosOptions::builder()
             .output_name("opsdeck")
@@ -77,6 +78,7 @@ impl Server {
         let state = AppState::new(Inner {
             config,
             db,
+            reader,
             leptos,
             shutdown: CancellationToken::new(),
             engine: Default::default(),
@@ -123,6 +125,7 @@ impl Server {
         }
         let _ = maintenance.await;
         let _ = engine.await;
+        state.reader.clone().close().await.ok();
         state.db.clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())

@@ -23,8 +23,11 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// The validated configuration, read once at start.
     pub config: Arc<Config>,
-    /// The database pool.
+    /// The database: every write, and the reads that go with them.
     pub db: DatabaseConnection,
+    /// The heavy reads (log pages, stream replays, lists): on SQLite they
+    /// run beside the one writer connection (`db::connect_reader`).
+    pub reader: DatabaseConnection,
     /// Where the built front-end lives and how it is named.
     pub leptos: LeptosOptions,
     /// Cancelled when the server shuts down: long-lived streams and

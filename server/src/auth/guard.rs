@@ -72,7 +72,7 @@ pub async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) ->
         else {
             return unauthorized("use `Authorization: Bearer <token>`");
         };
-        match session::resolve_token(&g.app.db, token).await {
+        match session::resolve_token(&g.app.reader, &g.app.db, token).await {
             Ok(Some(user)) => caller.user = Some(user),
             Ok(None) => {
                 return unauthorized(
@@ -82,7 +82,7 @@ pub async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) ->
             Err(e) => return ApiError(db_error(e, "checking an API token")).into_response(),
         }
     } else if let Some(token) = session::cookie_token(headers) {
-        match session::resolve(&g.app.db, &token, config.auth.session_idle).await {
+        match session::resolve(&g.app.reader, &g.app.db, &token, config.auth.session_idle).await {
             Ok(Some(s)) => {
                 if s.touched {
                     refresh = Some(session::set_cookie(

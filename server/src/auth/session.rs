@@ -76,13 +76,16 @@ pub struct ResolvedSession {
 
 /// The session behind a cookie token: `None` if unknown, idle for longer
 /// than `idle`, or its user is disabled (expired sessions are deleted).
+/// Every request asks this: it reads through `reader` and writes (now and
+/// then) through `db`.
 pub async fn resolve(
+    reader: &DatabaseConnection,
     db: &DatabaseConnection,
     token: &str,
     idle: Duration,
 ) -> Result<Option<ResolvedSession>, DbErr> {
     let id_hash = sha256_hex(token);
-    let Some(session) = sessions::by_id(db, &id_hash).await? else {
+    let Some(session) = sessions::by_id(reader, &id_hash).await? else {
         return Ok(None);
     };
     let now = Utc::now();
@@ -91,7 +94,7 @@ pub async fn resolve(
         sessions::delete(db, &id_hash).await?;
         return Ok(None);
     }
-    let Some(user) = users::by_id(db, session.user_id)
+    let Some(user) = users::by_id(reader, session.user_id)
         .await?
         .filter(|u| !u.disabled)
     else {
@@ -109,18 +112,22 @@ pub async fn resolve(
 }
 
 /// The user behind a bearer token: `None` if unknown, revoked, or its user
-/// is disabled.
+/// is disabled. Reads through `reader`, writes through `db` (as [`resolve`]).
 pub async fn resolve_token(
+    reader: &DatabaseConnection,
     db: &DatabaseConnection,
     token: &str,
 ) -> Result<Option<CurrentUser>, DbErr> {
-    let Some(t) = tokens::by_hash(db, &sha256_hex(token)).await? else {
+    let Some(t) = tokens::by_hash(reader, &sha256_hex(token)).await? else {
         return Ok(None);
     };
     if t.revoked_at.is_some() {
         return Ok(None);
     }
-    let Some(user) = users::by_id(db, t.user_id).await?.filter(|u| !u.disabled) else {
+    let Some(user) = users::by_id(reader, t.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    else {
         return Ok(None);
     };
     let now = Utc::now();

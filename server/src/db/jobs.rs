@@ -266,7 +266,7 @@ pub async fn claim_next(db: &DatabaseConnection, node: &str) -> Result<Option<Jo
 
 /// Records the job's process group and its leader's start time.
 pub async fn set_process(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: i64,
     pgid: i32,
     start: i64,

@@ -44,10 +44,19 @@ pub enum DbSetupError {
 }
 
 /// Opens the database named by `url`, creating a SQLite file (and its
-/// directory) if needed, and brings its schema up to date.
+/// directory) if needed, and brings its schema up to date. This connection
+/// takes every write; see [`connect_reader`] for the heavy reads.
+///
+/// N.B.: on SQLite it is a pool of one connection. SQLite has one writer at
+/// a time, and writers that meet on the file wait in its busy handler, which
+/// sleeps 1, 2, 5, 10… ms between tries: with the runners, the log writers
+/// and the launches all writing, most of a short job's time went to those
+/// sleeps. One connection queues the writers in the pool instead (first
+/// come, first served, woken at once), and a read-then-write transaction can
+/// no longer fail on a snapshot another writer moved.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbSetupError> {
     let db = if url.starts_with("sqlite:") {
-        connect_sqlite(url).await?
+        connect_sqlite(url, SqliteRole::Writer).await?
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut opts = ConnectOptions::new(url);
         opts.max_connections(16)
@@ -72,7 +81,29 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbSetupError> {
     Ok(db)
 }
 
-async fn connect_sqlite(url: &str) -> Result<DatabaseConnection, DbSetupError> {
+/// A second handle for the reads that can take long or come in numbers (log
+/// pages and downloads, stream replays, job lists, the audit log): on SQLite
+/// a pool of query-only connections that read beside the writer (WAL), so a
+/// long read never holds up a commit; on PostgreSQL the writer's own pool.
+/// Open it after [`connect`] (which creates and migrates the database).
+pub async fn connect_reader(
+    url: &str,
+    writer: &DatabaseConnection,
+) -> Result<DatabaseConnection, DbSetupError> {
+    if url.starts_with("sqlite:") {
+        connect_sqlite(url, SqliteRole::Reader).await
+    } else {
+        Ok(writer.clone())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SqliteRole {
+    Writer,
+    Reader,
+}
+
+async fn connect_sqlite(url: &str, role: SqliteRole) -> Result<DatabaseConnection, DbSetupError> {
     let path = sqlite_path(url);
     if let Some(dir) = path
         .as_deref()
@@ -91,16 +122,27 @@ async fn connect_sqlite(url: &str) -> Result<DatabaseConnection, DbSetupError> {
     // N.B.: WAL lets readers (pages, streams) run beside the one writer;
     // synchronous=NORMAL keeps every commit across a process crash (not across
     // power loss), which is what a log pipeline committing in batches needs.
-    let opts = SqliteConnectOptions::from_str(url)
+    let mut opts = SqliteConnectOptions::from_str(url)
         .map_err(open_err)?
-        .create_if_missing(true)
+        .create_if_missing(role == SqliteRole::Writer)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(30))
         .foreign_keys(true)
         .pragma("temp_store", "memory");
+    if role == SqliteRole::Reader {
+        // A write through a reader is a bug: make it fail loudly.
+        opts = opts.pragma("query_only", "ON");
+    }
+    let max = match role {
+        SqliteRole::Writer => 1,
+        SqliteRole::Reader => 8,
+    };
+    // N.B.: sqlx pings a connection before lending it by default, one more
+    // round trip to its thread per statement; a SQLite file cannot hang up.
     let pool = SqlitePoolOptions::new()
-        .max_connections(8)
+        .test_before_acquire(false)
+        .max_connections(max)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(opts)

@@ -11,7 +11,11 @@
 //!   are kept (older ones are deleted as new ones arrive); the job row records
 //!   the omitted range, and subscribers are told of the gap;
 //! - parses progress, stored on the job at most once a second and published
-//!   at most four times a second.
+//!   at most four times a second;
+//! - stores the job's process group with its first batch (N.B.: so a job
+//!   that ends at once costs one commit; a crash in those few milliseconds
+//!   leaves a group that recovery cannot find, as one between the spawn and
+//!   any write would).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -45,6 +49,12 @@ pub enum Msg {
     Lines(LogStream, Vec<String>, DateTime<Utc>),
     /// A line from opsdeck itself; committed at once.
     System(String),
+    /// A line from opsdeck itself that may wait for the batch (the opening
+    /// `running on …` line: a job that ends at once then costs one commit).
+    Note(String),
+    /// The job's process group and its leader's start time, stored with
+    /// the next batch (within `BATCH_WAIT`).
+    Process { pgid: i32, start: i64 },
 }
 
 /// Limits of one job's log.
@@ -85,6 +95,7 @@ impl LogWriter {
             progress_unpublished: false,
             progress_stored: Instant::now() - PROGRESS_STORE_EVERY,
             progress_published: Instant::now() - PROGRESS_PUBLISH_EVERY,
+            process: None,
         };
         let task = tokio::spawn(writer.run(rx));
         LogWriter { tx, task }
@@ -98,6 +109,16 @@ impl LogWriter {
     /// Writes a system line.
     pub async fn system(&self, text: impl Into<String>) {
         let _ = self.tx.send(Msg::System(text.into())).await;
+    }
+
+    /// Writes a system line with the next batch.
+    pub async fn note(&self, text: impl Into<String>) {
+        let _ = self.tx.send(Msg::Note(text.into())).await;
+    }
+
+    /// Records the job's process group with the next batch.
+    pub async fn process(&self, pgid: i32, start: i64) {
+        let _ = self.tx.send(Msg::Process { pgid, start }).await;
     }
 
     /// Commits everything still pending and stops.
@@ -136,6 +157,8 @@ struct Writer {
     progress_unpublished: bool,
     progress_stored: Instant,
     progress_published: Instant,
+    /// A process group not stored yet.
+    process: Option<(i32, i64)>,
 }
 
 impl Writer {
@@ -204,6 +227,14 @@ impl Writer {
             Msg::System(text) => {
                 self.push(LogStream::System, text, logs::now_millis());
                 true
+            }
+            Msg::Note(text) => {
+                self.push(LogStream::System, text, logs::now_millis());
+                false
+            }
+            Msg::Process { pgid, start } => {
+                self.process = Some((pgid, start));
+                false
             }
         }
     }
@@ -282,7 +313,8 @@ impl Writer {
             && (last || self.progress_stored.elapsed() >= PROGRESS_STORE_EVERY);
         let publish_progress = self.progress_unpublished
             && (last || self.progress_published.elapsed() >= PROGRESS_PUBLISH_EVERY);
-        let nothing_to_do = self.pending.is_empty() && !progress_due && !publish_progress;
+        let nothing_to_do =
+            self.pending.is_empty() && !progress_due && !publish_progress && self.process.is_none();
         // The final commit of a cut log also rewrites its marker.
         if nothing_to_do && !(last && self.cut.is_some()) {
             return;
@@ -335,6 +367,7 @@ impl Writer {
         if let Some(cut) = &mut self.cut {
             cut.deleted_to = cut.tail_start;
         }
+        self.process = None;
         let lines = std::mem::take(&mut self.pending);
         let count = lines.len() as u64;
         self.state.metrics.lines_written(count);
@@ -377,6 +410,9 @@ impl Writer {
             logs::set_text(&txn, self.job_id, *seq, text).await?;
         }
         jobs::set_log_position(&txn, self.job_id, last_seq, stored as i64, gap).await?;
+        if let Some((pgid, start)) = self.process {
+            jobs::set_process(&txn, self.job_id, pgid, start).await?;
+        }
         if store_progress {
             if let Some(p) = &self.progress {
                 jobs::set_progress(&txn, self.job_id, p).await?;

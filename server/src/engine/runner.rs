@@ -134,7 +134,7 @@ async fn finish(
         Ok(false) => tracing::warn!(job = id, "the job was finished elsewhere meanwhile"),
         Err(e) => tracing::error!(job = id, error = %e, "cannot record how the job ended"),
     }
-    match jobs::by_id(&state.db, id).await {
+    match jobs::by_id(&state.reader, id).await {
         Ok(Some(row)) => state.hub.job_changed(row.to_job()),
         Ok(None) => {}
         Err(e) => tracing::warn!(job = id, error = %e, "cannot read the finished job"),
@@ -160,7 +160,7 @@ async fn execute(
         .filter_map(|e| command::fill(e, &params))
         .collect();
     writer
-        .system(format!(
+        .note(format!(
             "running on {}: {}",
             target.id,
             command::display(&shown)
@@ -185,9 +185,7 @@ async fn execute(
     };
     let pgid = child.id().map_or(0, |p| p as i32);
     let start = process::start_time(pgid).unwrap_or(0);
-    if let Err(e) = jobs::set_process(&state.db, job.id, pgid, start).await {
-        tracing::error!(error = %e, "cannot record the process group");
-    }
+    writer.process(pgid, start).await;
     state.metrics.claim_to_start(claimed_at.elapsed());
     tracing::info!(pid = pgid, "started");
 
@@ -254,7 +252,7 @@ async fn execute(
                 stopping = Stopping::Killed;
             }
             _ = poll.tick(), if stopping == Stopping::No => {
-                if let Ok(Some(row)) = jobs::by_id(&state.db, job.id).await {
+                if let Ok(Some(row)) = jobs::by_id(&state.reader, job.id).await {
                     if row.state() == JobState::Cancelling {
                         let by = row.cancel_requested_by.unwrap_or_else(|| "someone".into());
                         stop.stop(StopReason::Cancel { by });

@@ -146,6 +146,7 @@ pub async fn launch(
     )
     .await
     .map_err(|e| db_error(e, "enqueueing a job"))?;
+    audit_job(&txn, caller, user, "job.launch", &row).await?;
     let job = row.to_job();
     state.hub.job_changed(job.clone());
     if let Err(e) = txn.commit().await {
@@ -153,7 +154,6 @@ pub async fn launch(
         return Err(db_error(e, "enqueueing a job"));
     }
     state.engine.wake();
-    audit_job(state, caller, user, "job.launch", &row).await?;
     tracing::info!(job = row.id, template = %row.template, target = %row.target, owner = %row.owner, "job queued");
     Ok(job)
 }
@@ -168,14 +168,14 @@ fn regex_match(template: &Template, pattern_of: &str, value: &str) -> bool {
 }
 
 async fn audit_job(
-    state: &AppState,
+    db: &impl sea_orm::ConnectionTrait,
     caller: &Caller,
     user: &CurrentUser,
     action: &str,
     row: &JobRow,
 ) -> Result<(), AppError> {
     audit::insert(
-        &state.db,
+        db,
         Record {
             actor: &user.username,
             action,
@@ -195,7 +195,7 @@ async fn audit_job(
 /// A job the caller may see, or 404.
 pub async fn visible_row(state: &AppState, caller: &Caller, id: i64) -> Result<JobRow, AppError> {
     let user = policy::require_user(caller)?;
-    jobs::by_id(&state.db, id)
+    jobs::by_id(&state.reader, id)
         .await
         .map_err(|e| db_error(e, "reading a job"))?
         .filter(|row| policy::may_see_job(user, row, &state.config))
@@ -234,7 +234,7 @@ pub async fn list(
     } else {
         policy::visible_jobs(user, &owned)
     };
-    let (rows, next_before) = jobs::list(&state.db, &filter, visible)
+    let (rows, next_before) = jobs::list(&state.reader, &filter, visible)
         .await
         .map_err(|e| db_error(e, "listing jobs"))?;
     Ok(JobPage {
@@ -273,7 +273,7 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: i64) -> Result<Job, A
         }
         _ => cancel_running(state, id, by).await?,
     }
-    audit_job(state, caller, &user, "job.cancel", &row).await?;
+    audit_job(&state.db, caller, &user, "job.cancel", &row).await?;
     let job = jobs::by_id(db, id)
         .await
         .map_err(|e| db_error(e, "reading a job"))?
@@ -337,7 +337,7 @@ pub async fn log(
     if after < 0 {
         return Err(AppError::field("after", "`after` is a seq: 0 or more"));
     }
-    let lines = logs::page(&state.db, id, after, limit.clamp(1, MAX_LOG_PAGE))
+    let lines = logs::page(&state.reader, id, after, limit.clamp(1, MAX_LOG_PAGE))
         .await
         .map_err(|e| db_error(e, "reading a log"))?;
     let job = row.to_job();
@@ -358,11 +358,11 @@ pub async fn view(state: &AppState, caller: &Caller, id: i64) -> Result<JobView,
     let row = visible_row(state, caller, id).await?;
     let job = row.to_job();
     let from = (job.last_seq + 1).max(1);
-    let lines = logs::page_before(&state.db, id, from, VIEW_LINES)
+    let lines = logs::page_before(&state.reader, id, from, VIEW_LINES)
         .await
         .map_err(|e| db_error(e, "reading a log"))?;
     let stderr_tail = if job.state == JobState::Failed {
-        logs::tail_of_stream(&state.db, id, LogStream::Stderr, STDERR_TAIL)
+        logs::tail_of_stream(&state.reader, id, LogStream::Stderr, STDERR_TAIL)
             .await
             .map_err(|e| db_error(e, "reading a log"))?
     } else {
@@ -395,7 +395,7 @@ pub async fn search(
     if q.is_empty() || q.len() > 200 {
         return Err(AppError::field("q", "search for 1 to 200 characters"));
     }
-    logs::search(&state.db, id, q, limit.clamp(1, 10_000))
+    logs::search(&state.reader, id, q, limit.clamp(1, 10_000))
         .await
         .map_err(|e| db_error(e, "searching a log"))
 }
@@ -404,7 +404,7 @@ pub async fn search(
 pub async fn overview(state: &AppState, caller: &Caller) -> Result<Vec<TargetSummary>, AppError> {
     let mut out = Vec::new();
     for target in targets(state, caller)? {
-        let last_job = jobs::latest_on_target(&state.db, &target.id)
+        let last_job = jobs::latest_on_target(&state.reader, &target.id)
             .await
             .map_err(|e| db_error(e, "reading a target's jobs"))?
             .map(|r| r.to_job());

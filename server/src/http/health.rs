@@ -36,7 +36,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let counts = match crate::db::jobs::count_by_state(&state.db).await {
+    let counts = match crate::db::jobs::count_by_state(&state.reader).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "metrics: cannot count jobs");

@@ -90,12 +90,15 @@ impl JobStream {
             match self.phase {
                 Phase::Done => return None,
                 Phase::Replay { ending } => {
-                    if let Some(chunk) = self.replay_page().await {
+                    // N.B.: the database futures are boxed, here and below:
+                    // inline, they would make every idle stream's future as
+                    // large as the largest of them (kilobytes) for its life.
+                    if let Some(chunk) = Box::pin(self.replay_page()).await {
                         return Some(chunk);
                     }
                     if ending {
                         self.phase = Phase::Done;
-                        return Some(self.ending().await);
+                        return Some(Box::pin(self.ending()).await);
                     }
                     self.phase = Phase::Live;
                 }
@@ -174,7 +177,7 @@ impl JobStream {
             Err(RecvError::Lagged(_)) => self.phase = Phase::Replay { ending: false },
             Err(RecvError::Closed) => {
                 // The job finished (or its channel was pruned): look.
-                let finished = match jobs::by_id(&self.state.db, self.job_id).await {
+                let finished = match Box::pin(jobs::by_id(&self.state.reader, self.job_id)).await {
                     Ok(Some(row)) => row.state().is_finished(),
                     _ => true,
                 };
@@ -193,7 +196,7 @@ impl JobStream {
     /// first if lines are missing); `None` when caught up.
     async fn replay_page(&mut self) -> Option<Bytes> {
         let lines = loop {
-            match logs::page(&self.state.db, self.job_id, self.last, REPLAY_BATCH).await {
+            match logs::page(&self.state.reader, self.job_id, self.last, REPLAY_BATCH).await {
                 Ok(lines) => break lines,
                 Err(e) => {
                     tracing::warn!(job = self.job_id, error = %e, "stream: cannot read the log; retrying");
@@ -221,7 +224,7 @@ impl JobStream {
 
     /// The final `state` and `end` events.
     async fn ending(&mut self) -> Bytes {
-        let job = match jobs::by_id(&self.state.db, self.job_id).await {
+        let job = match jobs::by_id(&self.state.reader, self.job_id).await {
             Ok(Some(row)) => row.to_job(),
             _ => return Bytes::from_static(b"event: end\ndata: null\n\n"),
         };

@@ -133,7 +133,7 @@ async fn log(
                 return Err(AppError::field("after", "`after` is a seq: 0 or more").into());
             }
             let filename = format!("job-{}-{}.log", row.id, row.template);
-            let db = s.db.clone();
+            let db = s.reader.clone();
             let body = futures::stream::unfold(Some(after), move |cursor| {
                 let db = db.clone();
                 async move {

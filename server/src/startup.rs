@@ -107,18 +107,13 @@ impl Server {
             "opsdeck is listening on http://{}",
             state.leptos.site_addr
         );
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.clone().cancelled_owned());
-        let serving = tokio::spawn(async move { serve.await });
+        let serving = tokio::spawn(crate::http::serve::serve(listener, app, token.clone()));
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
         let engine = tokio::spawn(crate::engine::run(state.clone()));
         token.cancelled().await;
         tracing::info!("shutting down: letting in-flight requests finish");
         match tokio::time::timeout(grace, serving).await {
-            Ok(joined) => joined.unwrap_or_else(|e| Err(std::io::Error::other(e)))?,
+            Ok(joined) => joined.map_err(std::io::Error::other)?,
             Err(_) => tracing::warn!(
                 "in-flight requests did not finish within {grace:?}; stopping anyway"
             ),

@@ -4,10 +4,12 @@
 //! `127.0.0.1:0`.
 
 pub mod api;
+mod bare;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod routes;
+pub mod serve;
 
 use std::sync::Arc;
 

@@ -495,3 +495,136 @@ fn a_subscriber_that_never_reads_slows_neither_the_job_nor_the_others() {
         eprintln!("burst job: {baseline} ms, {with_stalled} ms with a stalled subscriber; RSS +{growth_kib} KiB");
     });
 }
+
+// ---- the connection of an event stream, on the wire --------------------------
+// A connection whose first request opens a stream is served without hyper
+// (server/src/http/serve.rs): these speak raw HTTP/1 to it.
+
+/// Sends `head` in `pieces` (with a pause between) and reads until the
+/// server closes; returns everything it answered.
+async fn raw_exchange(e: &EngineApp, head: &str, pieces: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = e
+        .app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let bytes = head.as_bytes();
+    let step = bytes.len().div_ceil(pieces);
+    for piece in bytes.chunks(step) {
+        conn.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn auth_of(c: &Client) -> String {
+    format!(
+        "Authorization: Bearer {}",
+        c.bearer.as_deref().expect("a token")
+    )
+}
+
+#[tokio::test]
+async fn a_stream_request_arriving_in_pieces_is_answered_in_chunks_and_closed() {
+    let e = stream_app().await;
+    let id = e.alice.launch_ok("seq", "t1", json!({"n": 3})).await;
+    e.alice.wait_finished(id, 20).await;
+    let head = format!(
+        "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: x\r\n{}\r\nLast-Event-ID: 1\r\n\r\n",
+        auth_of(&e.alice)
+    );
+    // The request line itself is cut: the server waits for the rest.
+    let answer = raw_exchange(&e, &head, 7).await;
+    let (top, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(top.starts_with("HTTP/1.1 200 OK\r\n"), "{top}");
+    let top = top.to_ascii_lowercase();
+    assert!(top.contains("content-type: text/event-stream"), "{top}");
+    assert!(top.contains("transfer-encoding: chunked"), "{top}");
+    assert!(top.contains("connection: close"), "{top}");
+    assert!(top.contains("x-accel-buffering: no"), "{top}");
+    // Decode the chunks: the last is empty.
+    let mut rest = body;
+    let mut text = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+        if size == 0 {
+            assert_eq!(after, "\r\n", "nothing after the last chunk");
+            break;
+        }
+        text.push_str(&after[..size]);
+        assert_eq!(&after[size..size + 2], "\r\n");
+        rest = &after[size + 2..];
+    }
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids, ["2", "3", "4", "5"], "resumed after seq 1 ({text})");
+    assert!(text.contains("event: end\n"), "{text}");
+}
+
+#[tokio::test]
+async fn an_http10_stream_ends_with_the_connection() {
+    let e = stream_app().await;
+    let id = e.alice.launch_ok("seq", "t1", json!({"n": 2})).await;
+    e.alice.wait_finished(id, 20).await;
+    let head = format!(
+        "GET /api/jobs/{id}/events HTTP/1.0\r\n{}\r\n\r\n",
+        auth_of(&e.alice)
+    );
+    let answer = raw_exchange(&e, &head, 1).await;
+    let (top, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(top.starts_with("HTTP/1.1 200 OK\r\n"), "{top}");
+    assert!(
+        !top.to_ascii_lowercase().contains("transfer-encoding"),
+        "{top}"
+    );
+    assert!(body.starts_with("retry: 2000\n\nevent: state\n"), "{body}");
+    assert!(
+        body.ends_with("\n\n") && body.contains("event: end\n"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_stream_request_is_refused_and_the_guard_still_answers() {
+    let e = stream_app().await;
+    let id = e.alice.launch_ok("seq", "t1", json!({"n": 2})).await;
+    let auth = auth_of(&e.alice);
+    let with_body =
+        format!("GET /api/jobs/{id}/events HTTP/1.1\r\n{auth}\r\nContent-Length: 5\r\n\r\nhello");
+    let answer = raw_exchange(&e, &with_body, 1).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("an event stream request has no body\n"),
+        "{answer}"
+    );
+
+    let huge = format!(
+        "GET /api/jobs/{id}/events HTTP/1.1\r\n{auth}\r\nX-Filler: {}\r\n\r\n",
+        "y".repeat(20_000)
+    );
+    let answer = raw_exchange(&e, &huge, 1).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+
+    // Through the router as ever: no session, no stream.
+    let anonymous = format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = raw_exchange(&e, &anonymous, 1).await;
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+}

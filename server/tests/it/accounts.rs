@@ -539,7 +539,20 @@ async fn the_audit_log_records_logins_logouts_users_and_tokens() {
 }
 
 /// Runs the binary's account commands against `db_url`, with `stdin`.
-fn cli(db_url: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+///
+/// N.B.: on a blocking thread, so that the test's own runtime, which runs the
+/// server, goes on serving meanwhile: a server frozen in the middle of a
+/// write transaction would keep the command waiting on the database lock.
+async fn cli(db_url: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let db_url = db_url.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.to_string();
+    tokio::task::spawn_blocking(move || cli_blocking(&db_url, &args, &stdin))
+        .await
+        .unwrap()
+}
+
+fn cli_blocking(db_url: &str, args: &[String], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(opsdeck_bin())
         .args(args)
         .env("DATABASE_URL", db_url)
@@ -572,13 +585,15 @@ async fn the_cli_adds_users_and_tokens_that_the_server_accepts() {
         &db_url,
         &["user", "add", "frank", "--role", "operator"],
         "frank-password-1\n",
-    );
+    )
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     let (code, token, err) = cli(
         &db_url,
         &["token", "create", "--user", "frank", "--label", "laptop"],
         "",
-    );
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     let token = token.trim().to_string();
     assert!(token.starts_with("odk_"));
@@ -588,7 +603,7 @@ async fn the_cli_adds_users_and_tokens_that_the_server_accepts() {
     };
     assert_eq!(frank.get_json("/api/me").await.1["username"], "frank");
 
-    let (code, list, _) = cli(&db_url, &["token", "list"], "");
+    let (code, list, _) = cli(&db_url, &["token", "list"], "").await;
     assert_eq!(code, 0);
     assert!(
         list.contains("laptop") && !list.contains(&token),
@@ -602,11 +617,14 @@ async fn the_cli_adds_users_and_tokens_that_the_server_accepts() {
         .next()
         .unwrap()
         .to_string();
-    assert_eq!(cli(&db_url, &["token", "revoke", &id], "").0, 0);
+    let (code, out, err) = cli(&db_url, &["token", "revoke", &id], "").await;
+    assert_eq!(code, 0, "{out}{err}");
     assert_eq!(frank.get_json("/api/me").await.0, 401);
 
     assert_eq!(
-        cli(&db_url, &["user", "passwd", "frank"], "another-password\n").0,
+        cli(&db_url, &["user", "passwd", "frank"], "another-password\n")
+            .await
+            .0,
         0
     );
     assert_eq!(
@@ -619,7 +637,7 @@ async fn the_cli_adds_users_and_tokens_that_the_server_accepts() {
             .0,
         200
     );
-    assert_eq!(cli(&db_url, &["user", "disable", "frank"], "").0, 0);
+    assert_eq!(cli(&db_url, &["user", "disable", "frank"], "").await.0, 0);
     assert_eq!(
         Client::anonymous(&app)
             .post_json(
@@ -634,14 +652,16 @@ async fn the_cli_adds_users_and_tokens_that_the_server_accepts() {
         &db_url,
         &["user", "add", "frank", "--role", "operator"],
         "whatever-password\n",
-    );
+    )
+    .await;
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
     let (code, _, err) = cli(
         &db_url,
         &["user", "add", "gina", "--role", "operator"],
         "short\n",
-    );
+    )
+    .await;
     assert_eq!(code, 1);
     assert!(err.contains("at least 10 characters"), "{err}");
 
@@ -722,7 +742,7 @@ fn the_first_admin_password_can_come_from_the_environment() {
         !log.contains("from-the-environment"),
         "the password itself is never logged"
     );
-    let (code, list, _) = cli(&db_url, &["user", "list"], "");
+    let (code, list, _) = cli_blocking(&db_url, &["user".into(), "list".into()], "");
     assert_eq!(code, 0);
     assert!(list.contains("admin"));
 }

@@ -77,6 +77,7 @@ impl Server {
             .build();
         let state = AppState::new(Inner {
             config,
+            committer: db::commit::Committer::start(db.clone()),
             db,
             reader,
             leptos,

@@ -28,6 +28,8 @@ pub struct Inner {
     /// The heavy reads (log pages, stream replays, lists): on SQLite they
     /// run beside the one writer connection (`db::connect_reader`).
     pub reader: DatabaseConnection,
+    /// The engine's writes, committed in groups on `db` (`db::commit`).
+    pub committer: crate::db::commit::Committer,
     /// Where the built front-end lives and how it is named.
     pub leptos: LeptosOptions,
     /// Cancelled when the server shuts down: long-lived streams and

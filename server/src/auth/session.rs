@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use app::model::user::CurrentUser;
+use app::model::user::{CurrentUser, Role};
 use axum::http::{header, HeaderMap};
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, DbErr};
@@ -118,23 +118,21 @@ pub async fn resolve_token(
     db: &DatabaseConnection,
     token: &str,
 ) -> Result<Option<CurrentUser>, DbErr> {
-    let Some(t) = tokens::by_hash(reader, &sha256_hex(token)).await? else {
+    let Some(t) = tokens::holder(reader, &sha256_hex(token)).await? else {
         return Ok(None);
     };
-    if t.revoked_at.is_some() {
+    if t.revoked_at.is_some() || t.disabled {
         return Ok(None);
     }
-    let Some(user) = users::by_id(reader, t.user_id)
-        .await?
-        .filter(|u| !u.disabled)
-    else {
-        return Ok(None);
-    };
     let now = Utc::now();
     if t.last_used_at.is_none_or(|at| now - at > TOUCH_EVERY) {
-        tokens::mark_used(db, t.id, now).await?;
+        tokens::mark_used(db, t.token_id, now).await?;
     }
-    Ok(Some(current(&user)))
+    Ok(Some(CurrentUser {
+        id: t.user_id,
+        username: t.username,
+        role: Role::parse(&t.role).unwrap_or(Role::Operator),
+    }))
 }
 
 #[cfg(test)]

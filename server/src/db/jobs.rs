@@ -6,8 +6,8 @@ use app::model::job::{Gap, Job, JobFilter, JobState, Progress};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    entity::prelude::*, ActiveValue::Set, Condition, ConnectionTrait, DbBackend, FromQueryResult,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
+    entity::prelude::*, ActiveValue::Set, Condition, ConnectionTrait, DatabaseTransaction,
+    DbBackend, FromQueryResult, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
 pub mod entity {
@@ -227,57 +227,31 @@ RETURNING *";
 /// A key for `pg_advisory_xact_lock`: "opsdeck" claims.
 const CLAIM_LOCK_KEY: i64 = 0x6f70_7364_6563_6b01;
 
-/// Claims the next job for `node`, if one may start now.
-pub async fn claim_next(db: &DatabaseConnection, node: &str) -> Result<Option<JobRow>, DbErr> {
+/// Claims the next job for `node` inside `txn`, if one may start now.
+pub async fn claim_in(txn: &DatabaseTransaction, node: &str) -> Result<Option<JobRow>, DbErr> {
     let now = Utc::now();
-    let backend = db.get_database_backend();
-    match backend {
+    let backend = txn.get_database_backend();
+    let lock = match backend {
         DbBackend::Postgres => {
-            let txn = db.begin().await?;
+            // Claims of all replicas take turns until their commit.
             txn.execute(Statement::from_sql_and_values(
                 backend,
                 "SELECT pg_advisory_xact_lock($1)",
                 [CLAIM_LOCK_KEY.into()],
             ))
             .await?;
-            let sql = CLAIM_SQL.replace("{LOCK}", "FOR UPDATE SKIP LOCKED");
-            let row = JobRow::find_by_statement(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [now.into(), node.into()],
-            ))
-            .one(&txn)
-            .await?;
-            txn.commit().await?;
-            Ok(row)
+            "FOR UPDATE SKIP LOCKED"
         }
-        _ => {
-            let sql = CLAIM_SQL.replace("{LOCK}", "");
-            JobRow::find_by_statement(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [now.into(), node.into()],
-            ))
-            .one(db)
-            .await
-        }
-    }
-}
-
-/// Records the job's process group and its leader's start time.
-pub async fn set_process(
-    db: &impl ConnectionTrait,
-    id: i64,
-    pgid: i32,
-    start: i64,
-) -> Result<(), DbErr> {
-    Entity::update_many()
-        .col_expr(Column::Pgid, Expr::value(pgid))
-        .col_expr(Column::PgidStart, Expr::value(start))
-        .filter(Column::Id.eq(id))
-        .exec(db)
-        .await
-        .map(|_| ())
+        // SQLite: the transaction already holds the one write lock.
+        _ => "",
+    };
+    JobRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        CLAIM_SQL.replace("{LOCK}", lock),
+        [now.into(), node.into()],
+    ))
+    .one(txn)
+    .await
 }
 
 /// Moves `id` from one of `from` to `to`, setting `extra` columns; true if it
@@ -301,6 +275,22 @@ async fn transition(
         .exec(db)
         .await?;
     Ok(r.rows_affected == 1)
+}
+
+/// running → queued again: a claim that will not run (shutdown began
+/// between the claim and its start).
+pub async fn unclaim(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
+    transition(
+        db,
+        id,
+        &[JobState::Running],
+        JobState::Queued,
+        vec![
+            (Column::StartedAt, Option::<DateTime<Utc>>::None.into()),
+            (Column::Node, Option::<String>::None.into()),
+        ],
+    )
+    .await
 }
 
 /// queued → cancelled at once.
@@ -332,6 +322,7 @@ pub async fn mark_cancelling(db: &impl ConnectionTrait, id: i64, by: &str) -> Re
 }
 
 /// How a run ended.
+#[derive(Debug, Clone)]
 pub struct Finish {
     pub state: JobState,
     pub exit_code: Option<i32>,
@@ -342,23 +333,98 @@ pub struct Finish {
 
 /// running/cancelling → a finished state.
 pub async fn finish(db: &impl ConnectionTrait, id: i64, f: Finish) -> Result<bool, DbErr> {
-    let progress = f
-        .progress
-        .map(|p| serde_json::to_string(&p).unwrap_or_default());
     transition(
         db,
         id,
         &[JobState::Running, JobState::Cancelling],
         f.state,
-        vec![
-            (Column::FinishedAt, Utc::now().into()),
-            (Column::ExitCode, f.exit_code.into()),
-            (Column::Error, f.error.into()),
-            (Column::Warnings, f.warnings.into()),
-            (Column::Progress, progress.into()),
-        ],
+        finish_columns(&f),
     )
     .await
+}
+
+fn finish_columns(f: &Finish) -> Vec<(Column, sea_orm::Value)> {
+    let progress = f
+        .progress
+        .as_ref()
+        .map(|p| serde_json::to_string(p).unwrap_or_default());
+    vec![
+        (Column::FinishedAt, Utc::now().into()),
+        (Column::ExitCode, f.exit_code.into()),
+        (Column::Error, f.error.clone().into()),
+        (Column::Warnings, f.warnings.into()),
+        (Column::Progress, progress.into()),
+    ]
+}
+
+/// Where a job's stored log stands, and its process group once known.
+#[derive(Debug, Clone, Copy)]
+pub struct LogPosition {
+    pub last_seq: i64,
+    pub log_bytes: i64,
+    /// The range cut from the middle of an over-long log.
+    pub omitted: Option<Gap>,
+    /// The process group and its leader's start time.
+    pub process: Option<(i32, i64)>,
+}
+
+impl LogPosition {
+    fn columns(&self) -> Vec<(Column, sea_orm::Value)> {
+        let mut cols = vec![
+            (Column::LastSeq, self.last_seq.into()),
+            (Column::LogBytes, self.log_bytes.into()),
+        ];
+        if let Some(g) = self.omitted {
+            cols.push((Column::OmittedFrom, g.from.into()));
+            cols.push((Column::OmittedTo, g.to.into()));
+            cols.push((Column::OmittedBytes, g.bytes.into()));
+        }
+        if let Some((pgid, start)) = self.process {
+            cols.push((Column::Pgid, pgid.into()));
+            cols.push((Column::PgidStart, start.into()));
+        }
+        cols
+    }
+}
+
+/// Stores the log's position (one statement).
+pub async fn set_log_position(
+    db: &impl ConnectionTrait,
+    id: i64,
+    p: &LogPosition,
+) -> Result<(), DbErr> {
+    let mut q = Entity::update_many();
+    for (col, value) in p.columns() {
+        q = q.col_expr(col, Expr::value(value));
+    }
+    q.filter(Column::Id.eq(id)).exec(db).await.map(|_| ())
+}
+
+/// running/cancelling → a finished state, with the log's final position,
+/// in one statement; the finished row, or `None` if the job was no longer
+/// running or cancelling (then nothing was written).
+pub async fn finish_with_log(
+    db: &impl ConnectionTrait,
+    id: i64,
+    f: &Finish,
+    p: &LogPosition,
+) -> Result<Option<JobRow>, DbErr> {
+    let mut q = Entity::update_many()
+        .col_expr(Column::State, Expr::value(f.state.as_str()))
+        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()));
+    for (col, value) in finish_columns(f).into_iter().chain(p.columns()) {
+        q = q.col_expr(col, Expr::value(value));
+    }
+    let q = q
+        .filter(Column::Id.eq(id))
+        .filter(Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]));
+    if db.get_database_backend().support_returning() {
+        Ok(q.exec_with_returning(db).await?.into_iter().next())
+    } else if q.exec(db).await?.rows_affected == 1 {
+        by_id(db, id).await
+    } else {
+        Ok(None)
+    }
 }
 
 pub async fn set_progress(db: &impl ConnectionTrait, id: i64, p: &Progress) -> Result<(), DbErr> {
@@ -371,26 +437,6 @@ pub async fn set_progress(db: &impl ConnectionTrait, id: i64, p: &Progress) -> R
         .exec(db)
         .await
         .map(|_| ())
-}
-
-/// The log's bookkeeping after a committed batch.
-pub async fn set_log_position(
-    db: &impl ConnectionTrait,
-    id: i64,
-    last_seq: i64,
-    log_bytes: i64,
-    omitted: Option<Gap>,
-) -> Result<(), DbErr> {
-    let mut q = Entity::update_many()
-        .col_expr(Column::LastSeq, Expr::value(last_seq))
-        .col_expr(Column::LogBytes, Expr::value(log_bytes));
-    if let Some(g) = omitted {
-        q = q
-            .col_expr(Column::OmittedFrom, Expr::value(g.from))
-            .col_expr(Column::OmittedTo, Expr::value(g.to))
-            .col_expr(Column::OmittedBytes, Expr::value(g.bytes));
-    }
-    q.filter(Column::Id.eq(id)).exec(db).await.map(|_| ())
 }
 
 /// Jobs a node was running or cancelling.

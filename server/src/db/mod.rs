@@ -4,6 +4,7 @@
 //! return `Result<_, DbErr>` and know nothing of HTTP or Leptos.
 
 pub mod audit;
+pub mod commit;
 pub mod jobs;
 pub mod journal;
 pub mod logs;

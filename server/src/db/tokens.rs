@@ -1,7 +1,7 @@
 //! `api_tokens`: bearer tokens for scripts and the CLI, stored as SHA-256.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{entity::prelude::*, ActiveValue::Set, QueryOrder};
+use sea_orm::{entity::prelude::*, ActiveValue::Set, FromQueryResult, QueryOrder};
 
 pub mod entity {
     use sea_orm::entity::prelude::*;
@@ -53,6 +53,32 @@ pub async fn by_hash(db: &DatabaseConnection, token_hash: &str) -> Result<Option
         .filter(Column::TokenHash.eq(token_hash))
         .one(db)
         .await
+}
+
+/// A token with what checking a request needs of its user, in one query
+/// (every API request asks).
+#[derive(Debug, FromQueryResult)]
+pub struct Holder {
+    pub token_id: i64,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub user_id: i64,
+    pub username: String,
+    pub role: String,
+    pub disabled: bool,
+}
+
+pub async fn holder(db: &DatabaseConnection, token_hash: &str) -> Result<Option<Holder>, DbErr> {
+    let backend = db.get_database_backend();
+    Holder::find_by_statement(sea_orm::Statement::from_sql_and_values(
+        backend,
+        "SELECT t.id AS token_id, t.last_used_at, t.revoked_at, \
+                u.id AS user_id, u.username, u.role, u.disabled \
+         FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        [token_hash.into()],
+    ))
+    .one(db)
+    .await
 }
 
 pub async fn by_id(db: &DatabaseConnection, id: i64) -> Result<Option<Token>, DbErr> {

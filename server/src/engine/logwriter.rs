@@ -18,18 +18,21 @@
 //!   any write would).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::model::job::{human_bytes, Gap, LogLine, LogStream, Progress};
 use app::model::template::ProgressKind;
 use chrono::{DateTime, Utc};
-use sea_orm::TransactionTrait;
+
+use sea_orm::DatabaseTransaction;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::db::{jobs, logs};
+use crate::db::commit::Work;
+use crate::db::jobs::{self, Finish, JobRow};
+use crate::db::logs;
 use crate::engine::progress;
 use crate::hub::{JobEvent, LogBatch};
 use crate::state::AppState;
@@ -55,6 +58,9 @@ pub enum Msg {
     /// The job's process group and its leader's start time, stored with
     /// the next batch (within `BATCH_WAIT`).
     Process { pgid: i32, start: i64 },
+    /// How the job ended: stored with the last batch, in its transaction
+    /// (with the claim of the next job for the node, if given).
+    Finish(Finish, Option<String>),
 }
 
 /// Limits of one job's log.
@@ -70,6 +76,11 @@ pub struct Limits {
 pub struct Summary {
     pub last_seq: i64,
     pub progress: Option<Progress>,
+    /// The finished row, if the finish was stored (the job was still
+    /// running or cancelling).
+    pub finished: Option<JobRow>,
+    /// The job claimed next, with the end.
+    pub next: Option<JobRow>,
 }
 
 /// Handle to a running writer.
@@ -96,6 +107,10 @@ impl LogWriter {
             progress_stored: Instant::now() - PROGRESS_STORE_EVERY,
             progress_published: Instant::now() - PROGRESS_PUBLISH_EVERY,
             process: None,
+            finish: None,
+            claim_for: None,
+            finished: None,
+            next: None,
         };
         let task = tokio::spawn(writer.run(rx));
         LogWriter { tx, task }
@@ -121,8 +136,11 @@ impl LogWriter {
         let _ = self.tx.send(Msg::Process { pgid, start }).await;
     }
 
-    /// Commits everything still pending and stops.
-    pub async fn close(self) -> Summary {
+    /// Commits everything still pending with the job's end (its progress
+    /// filled in from the log) and stops; with `claim_for` (a node), claims
+    /// that node's next job in the same transaction.
+    pub async fn finish(self, f: Finish, claim_for: Option<String>) -> Summary {
+        let _ = self.tx.send(Msg::Finish(f, claim_for)).await;
         drop(self.tx);
         self.task.await.unwrap_or_default()
     }
@@ -159,6 +177,11 @@ struct Writer {
     progress_published: Instant,
     /// A process group not stored yet.
     process: Option<(i32, i64)>,
+    /// The job's end, stored with the last batch.
+    finish: Option<Finish>,
+    claim_for: Option<String>,
+    finished: Option<JobRow>,
+    next: Option<JobRow>,
 }
 
 impl Writer {
@@ -199,12 +222,17 @@ impl Writer {
                     }
                 }
             }
-            self.commit(false).await;
+            if !closed {
+                self.commit(false).await;
+            }
         }
+        // Whatever is pending goes with the end: one commit.
         self.commit(true).await;
         Summary {
             last_seq: self.next_seq - 1,
             progress: self.progress.clone(),
+            finished: self.finished.take(),
+            next: self.next.take(),
         }
     }
 
@@ -234,6 +262,11 @@ impl Writer {
             }
             Msg::Process { pgid, start } => {
                 self.process = Some((pgid, start));
+                false
+            }
+            Msg::Finish(f, claim_for) => {
+                self.finish = Some(f);
+                self.claim_for = claim_for;
                 false
             }
         }
@@ -313,8 +346,11 @@ impl Writer {
             && (last || self.progress_stored.elapsed() >= PROGRESS_STORE_EVERY);
         let publish_progress = self.progress_unpublished
             && (last || self.progress_published.elapsed() >= PROGRESS_PUBLISH_EVERY);
-        let nothing_to_do =
-            self.pending.is_empty() && !progress_due && !publish_progress && self.process.is_none();
+        let nothing_to_do = self.pending.is_empty()
+            && !progress_due
+            && !publish_progress
+            && self.process.is_none()
+            && !(last && self.finish.is_some());
         // The final commit of a cut log also rewrites its marker.
         if nothing_to_do && !(last && self.cut.is_some()) {
             return;
@@ -342,19 +378,45 @@ impl Writer {
             }
             _ => None,
         };
+        let finish = if last {
+            self.finish.take().map(|mut f| {
+                if f.progress.is_none() {
+                    f.progress = self.progress.clone();
+                }
+                f
+            })
+        } else {
+            None
+        };
+        let batch = Arc::new(Batch {
+            job_id: self.job_id,
+            lines: std::mem::take(&mut self.pending),
+            delete: self
+                .cut
+                .as_ref()
+                .filter(|c| c.tail_start > c.deleted_to)
+                .map(|c| (c.deleted_to, c.tail_start)),
+            marker: final_marker,
+            last_seq,
+            stored: stored as i64,
+            gap,
+            progress: self.progress.clone().filter(|_| progress_due),
+            process: self.process,
+            claim_for: if last { self.claim_for.take() } else { None },
+            finish,
+            finished: Mutex::new(None),
+            next: Mutex::new(None),
+        });
         let mut delay = Duration::from_millis(50);
         loop {
-            match self
-                .try_commit(last_seq, stored, gap, progress_due, final_marker.as_ref())
-                .await
-            {
+            match self.state.committer.commit(batch.clone()).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(job = self.job_id, error = %e, "cannot store log lines; retrying");
                     if self.state.shutdown.is_cancelled() && delay > Duration::from_secs(2) {
                         tracing::error!(
                             job = self.job_id,
-                            lines = self.pending.len(),
+                            lines = batch.lines.len(),
                             "giving up storing log lines at shutdown"
                         );
                         return;
@@ -364,11 +426,25 @@ impl Writer {
                 }
             }
         }
+        if let Some(row) = batch
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            self.finished = Some(row);
+        }
+        self.next = batch.next.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // The committer let go of the batch before answering: the lines
+        // move on to the subscribers without a copy.
+        let lines = match Arc::try_unwrap(batch) {
+            Ok(b) => b.lines,
+            Err(shared) => shared.lines.clone(),
+        };
         if let Some(cut) = &mut self.cut {
             cut.deleted_to = cut.tail_start;
         }
         self.process = None;
-        let lines = std::mem::take(&mut self.pending);
         let count = lines.len() as u64;
         self.state.metrics.lines_written(count);
         let hub = &self.state.hub;
@@ -390,34 +466,66 @@ impl Writer {
             self.progress_unpublished = false;
         }
     }
+}
 
-    async fn try_commit(
-        &self,
-        last_seq: i64,
-        stored: u64,
-        gap: Option<Gap>,
-        store_progress: bool,
-        final_marker: Option<&(i64, String)>,
-    ) -> Result<(), sea_orm::DbErr> {
-        let txn = self.state.db.begin().await?;
-        logs::insert_batch(&txn, self.job_id, &self.pending).await?;
-        if let Some(cut) = &self.cut {
-            if cut.tail_start > cut.deleted_to {
-                logs::delete_range(&txn, self.job_id, cut.deleted_to, cut.tail_start).await?;
-            }
+/// One commit of a job's log: its lines, the cut's deletions and marker,
+/// the job's log position, progress, process group and, last, its end.
+struct Batch {
+    job_id: i64,
+    lines: Vec<LogLine>,
+    /// Seqs `[from, to)` to delete (pushed out of a cut log's tail).
+    delete: Option<(i64, i64)>,
+    /// The cut marker's final text.
+    marker: Option<(i64, String)>,
+    last_seq: i64,
+    stored: i64,
+    gap: Option<Gap>,
+    progress: Option<Progress>,
+    process: Option<(i32, i64)>,
+    finish: Option<Finish>,
+    /// Claim this node's next job after the finish.
+    claim_for: Option<String>,
+    /// The finished row, if the finish found the job running or cancelling.
+    finished: Mutex<Option<JobRow>>,
+    next: Mutex<Option<JobRow>>,
+}
+
+#[async_trait::async_trait]
+impl Work for Batch {
+    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+        let id = self.job_id;
+        logs::insert_batch(txn, id, &self.lines).await?;
+        if let Some((from, to)) = self.delete {
+            logs::delete_range(txn, id, from, to).await?;
         }
-        if let Some((seq, text)) = final_marker {
-            logs::set_text(&txn, self.job_id, *seq, text).await?;
+        if let Some((seq, text)) = &self.marker {
+            logs::set_text(txn, id, *seq, text).await?;
         }
-        jobs::set_log_position(&txn, self.job_id, last_seq, stored as i64, gap).await?;
-        if let Some((pgid, start)) = self.process {
-            jobs::set_process(&txn, self.job_id, pgid, start).await?;
+        let position = jobs::LogPosition {
+            last_seq: self.last_seq,
+            log_bytes: self.stored,
+            omitted: self.gap,
+            process: self.process,
+        };
+        if let Some(p) = self.progress.as_ref().filter(|_| self.finish.is_none()) {
+            jobs::set_progress(txn, id, p).await?;
         }
-        if store_progress {
-            if let Some(p) = &self.progress {
-                jobs::set_progress(&txn, self.job_id, p).await?;
-            }
+        // The end and the log's last position in one statement (the end
+        // carries the progress too); if the job was no longer running, only
+        // the position.
+        let finished = match &self.finish {
+            Some(f) => jobs::finish_with_log(txn, id, f, &position).await?,
+            None => None,
+        };
+        if finished.is_none() {
+            jobs::set_log_position(txn, id, &position).await?;
         }
-        txn.commit().await
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = finished;
+        let next = match &self.claim_for {
+            Some(node) => jobs::claim_in(txn, node).await?,
+            None => None,
+        };
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
     }
 }

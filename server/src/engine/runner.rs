@@ -4,13 +4,12 @@
 //! of it outlives it, classify the exit and finish the job.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use app::model::job::{JobState, LogStream};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +22,7 @@ use crate::engine::command::{self, Invocation};
 use crate::engine::exit::{self, Ending, Outcome};
 use crate::engine::logwriter::{Limits, LogWriter, Msg};
 use crate::engine::process;
+use crate::engine::spawn;
 use crate::state::AppState;
 
 /// How long the rest of a job's group may run on after its main process
@@ -66,8 +66,14 @@ impl StopSwitch {
 }
 
 /// Runs a claimed job to its end. Never panics on the job path; every way
-/// out finishes the job.
-pub async fn run(state: AppState, job: JobRow, stop: StopSwitch, claimed_at: Instant) {
+/// out finishes the job. Returns the job claimed next for this slot, in
+/// the same transaction as this one's end (none once shutdown began).
+pub async fn run(
+    state: AppState,
+    job: JobRow,
+    stop: StopSwitch,
+    claimed_at: Instant,
+) -> Option<JobRow> {
     let span =
         tracing::info_span!("run", job = job.id, template = %job.template, target = %job.target);
     async move {
@@ -83,7 +89,7 @@ pub async fn run(state: AppState, job: JobRow, stop: StopSwitch, claimed_at: Ins
             };
             let error = format!("the {missing} is no longer in the configuration");
             fail_without_process(&state, &job, &error).await;
-            return;
+            return None;
         };
         let limits = Limits {
             max_log_bytes: template.max_log_bytes,
@@ -92,9 +98,13 @@ pub async fn run(state: AppState, job: JobRow, stop: StopSwitch, claimed_at: Ins
         };
         let writer = LogWriter::start(state.clone(), job.id, job.last_seq, limits);
         let outcome = execute(&state, &job, template, target, &writer, &stop, claimed_at).await;
-        writer.system(outcome.summary.clone()).await;
-        let summary = writer.close().await;
-        finish(&state, job.id, outcome, summary.progress).await;
+        // The last lines, the summary and the end, in one transaction.
+        writer.note(outcome.summary.clone()).await;
+        let ended = outcome.state;
+        let claim_for = (!state.shutdown.is_cancelled()).then(|| state.config.server.node.clone());
+        let summary = writer.finish(finish_of(outcome, None), claim_for).await;
+        finished(&state, job.id, ended, summary.finished).await;
+        summary.next
     }
     .instrument(span)
     .await
@@ -113,31 +123,42 @@ async fn fail_without_process(state: &AppState, job: &JobRow, error: &str) {
         warnings: false,
         summary: error.to_string(),
     };
-    finish(state, job.id, outcome, None).await;
+    let stored = jobs::finish(&state.db, job.id, finish_of(outcome, None)).await;
+    let row = match stored {
+        Ok(true) => jobs::by_id(&state.reader, job.id).await.ok().flatten(),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::error!(job = job.id, error = %e, "cannot record how the job ended");
+            None
+        }
+    };
+    finished(state, job.id, JobState::Failed, row).await;
 }
 
-async fn finish(
-    state: &AppState,
-    id: i64,
-    outcome: Outcome,
-    progress: Option<app::model::job::Progress>,
-) {
-    let f = Finish {
+fn finish_of(outcome: Outcome, progress: Option<app::model::job::Progress>) -> Finish {
+    Finish {
         state: outcome.state,
         exit_code: outcome.exit_code,
         error: outcome.error,
         warnings: outcome.warnings,
         progress,
-    };
-    match jobs::finish(&state.db, id, f).await {
-        Ok(true) => state.metrics.job_finished(outcome.state),
-        Ok(false) => tracing::warn!(job = id, "the job was finished elsewhere meanwhile"),
-        Err(e) => tracing::error!(job = id, error = %e, "cannot record how the job ended"),
     }
-    match jobs::by_id(&state.reader, id).await {
-        Ok(Some(row)) => state.hub.job_changed(row.to_job()),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(job = id, error = %e, "cannot read the finished job"),
+}
+
+/// After the end was stored (its row) or not: count it, tell the
+/// subscribers.
+async fn finished(state: &AppState, id: i64, ended: JobState, row: Option<JobRow>) {
+    match row {
+        Some(row) => {
+            state.metrics.job_finished(ended);
+            state.hub.job_changed(row.to_job());
+        }
+        None => {
+            tracing::warn!(job = id, "the job was finished elsewhere meanwhile");
+            if let Ok(Some(row)) = jobs::by_id(&state.reader, id).await {
+                state.hub.job_changed(row.to_job());
+            }
+        }
     }
     state.hub.close(id);
 }
@@ -183,7 +204,7 @@ async fn execute(
             };
         }
     };
-    let pgid = child.id().map_or(0, |p| p as i32);
+    let pgid = child.id();
     let start = process::start_time(pgid).unwrap_or(0);
     writer.process(pgid, start).await;
     state.metrics.claim_to_start(claimed_at.elapsed());
@@ -362,31 +383,13 @@ fn secs(d: Duration) -> String {
 
 /// Starts the process as the leader of a new session, with a clean
 /// environment: the server's own (which may hold secrets) is not passed on.
-fn spawn(
-    inv: &Invocation,
-    base_env: &[(String, String)],
-) -> std::io::Result<tokio::process::Child> {
-    let mut cmd = Command::new(&inv.argv[0]);
-    cmd.args(&inv.argv[1..])
-        .env_clear()
-        .envs(base_env.iter().map(|(k, v)| (k, v)))
-        .envs(inv.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
-    if let Some(wd) = &inv.workdir {
-        cmd.current_dir(wd);
-    }
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
-    cmd.spawn()
+fn spawn(inv: &Invocation, base_env: &[(String, String)]) -> std::io::Result<spawn::Child> {
+    let env: Vec<(String, String)> = base_env.iter().chain(inv.env.iter()).cloned().collect();
+    spawn::spawn(
+        &inv.argv,
+        &env,
+        inv.workdir.as_deref().map(std::path::Path::new),
+    )
 }
 
 /// Reads one stream to its end, splitting lines; never stops reading early,

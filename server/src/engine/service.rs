@@ -9,12 +9,14 @@ use app::model::job::{
 };
 use app::model::template::{validate_params, Exclusive, TargetInfo, TemplateInfo};
 use app::model::user::CurrentUser;
-use sea_orm::TransactionTrait;
+use std::sync::{Arc, Mutex};
+
 use serde_json::json;
 
 use crate::auth::policy;
 use crate::config::Template;
 use crate::db::audit::{self, Record};
+use crate::db::commit::Work;
 use crate::db::jobs::{self, Enqueue, JobRow};
 use crate::db::logs;
 use crate::engine::runner::StopReason;
@@ -126,33 +128,35 @@ pub async fn launch(
     })?;
     // N.B.: `queued` is published inside the inserting transaction, so it
     // reaches the feed before any runner can claim the job (a claim needs
-    // the committed row) and never after its `running` or its end.
-    let txn = state
-        .db
-        .begin()
-        .await
-        .map_err(|e| db_error(e, "enqueueing a job"))?;
-    let row = jobs::insert(
-        &txn,
-        Enqueue {
-            template: &template.id,
-            target: &target.id,
-            params: &params,
-            exclusive: exclusive_str(template.exclusive),
-            owner_id: user.id,
-            owner: &user.username,
-            rerun_of,
-        },
-    )
-    .await
-    .map_err(|e| db_error(e, "enqueueing a job"))?;
-    audit_job(&txn, caller, user, "job.launch", &row).await?;
+    // the committed row, or comes later in the same transaction) and never
+    // after its `running` or its end.
+    let launch = Arc::new(Launch {
+        state: state.clone(),
+        template: template.id.clone(),
+        target: target.id.clone(),
+        params,
+        exclusive: exclusive_str(template.exclusive),
+        owner_id: user.id,
+        owner: user.username.clone(),
+        rerun_of,
+        ip: caller.ip.clone(),
+        row: Mutex::new(None),
+    });
+    let committed = state.committer.commit(launch.clone()).await;
+    let row = launch.row.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let row = match (committed, row) {
+        (Ok(()), Some(row)) => row,
+        (result, row) => {
+            if let Some(row) = row {
+                state.hub.deleted(row.id);
+            }
+            let e = result
+                .err()
+                .unwrap_or_else(|| sea_orm::DbErr::Custom("the job was not stored".into()));
+            return Err(db_error(e, "enqueueing a job"));
+        }
+    };
     let job = row.to_job();
-    state.hub.job_changed(job.clone());
-    if let Err(e) = txn.commit().await {
-        state.hub.deleted(row.id);
-        return Err(db_error(e, "enqueueing a job"));
-    }
     state.engine.wake();
     tracing::info!(job = row.id, template = %row.template, target = %row.target, owner = %row.owner, "job queued");
     Ok(job)
@@ -167,6 +171,74 @@ fn regex_match(template: &Template, pattern_of: &str, value: &str) -> bool {
         .is_none_or(|p| template.pattern_matches(&p.name, value))
 }
 
+/// A launch, applied in the writer's next group transaction: the `queued`
+/// row, its audit entry, and the `queued` event.
+struct Launch {
+    state: AppState,
+    template: String,
+    target: String,
+    params: serde_json::Map<String, serde_json::Value>,
+    exclusive: &'static str,
+    owner_id: i64,
+    owner: String,
+    rerun_of: Option<i64>,
+    ip: Option<String>,
+    /// The stored row (the last try's, if a group was retried).
+    row: Mutex<Option<JobRow>>,
+}
+
+#[async_trait::async_trait]
+impl Work for Launch {
+    async fn apply(&self, txn: &sea_orm::DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+        let row = jobs::insert(
+            txn,
+            Enqueue {
+                template: &self.template,
+                target: &self.target,
+                params: &self.params,
+                exclusive: self.exclusive,
+                owner_id: self.owner_id,
+                owner: &self.owner,
+                rerun_of: self.rerun_of,
+            },
+        )
+        .await?;
+        *self.row.lock().unwrap_or_else(|e| e.into_inner()) = Some(row.clone());
+        let subject = format!("job {}", row.id);
+        let record = job_record(
+            &self.owner,
+            "job.launch",
+            &subject,
+            &row,
+            self.ip.as_deref(),
+        );
+        audit::insert(txn, record).await?;
+        self.state.hub.job_changed(row.to_job());
+        Ok(())
+    }
+}
+
+/// The audit entry of an action on a job.
+fn job_record<'a>(
+    actor: &'a str,
+    action: &'a str,
+    subject: &'a str,
+    row: &JobRow,
+    ip: Option<&'a str>,
+) -> Record<'a> {
+    Record {
+        actor,
+        action,
+        subject,
+        detail: Some(json!({
+            "template": row.template,
+            "target": row.target,
+            "params": serde_json::from_str::<serde_json::Value>(&row.params).unwrap_or_default(),
+        })),
+        ip,
+    }
+}
+
 async fn audit_job(
     db: &impl sea_orm::ConnectionTrait,
     caller: &Caller,
@@ -174,22 +246,11 @@ async fn audit_job(
     action: &str,
     row: &JobRow,
 ) -> Result<(), AppError> {
-    audit::insert(
-        db,
-        Record {
-            actor: &user.username,
-            action,
-            subject: &format!("job {}", row.id),
-            detail: Some(json!({
-                "template": row.template,
-                "target": row.target,
-                "params": serde_json::from_str::<serde_json::Value>(&row.params).unwrap_or_default(),
-            })),
-            ip: caller.ip.as_deref(),
-        },
-    )
-    .await
-    .map_err(|e| db_error(e, "writing the audit log"))
+    let subject = format!("job {}", row.id);
+    let record = job_record(&user.username, action, &subject, row, caller.ip.as_deref());
+    audit::insert(db, record)
+        .await
+        .map_err(|e| db_error(e, "writing the audit log"))
 }
 
 /// A job the caller may see, or 404.

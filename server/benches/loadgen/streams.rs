@@ -673,10 +673,23 @@ fn summarize(a: &FanoutArgs, input: StepInput) -> (Value, bool) {
         hist.max_ms(),
     );
     let mut why = Vec::new();
-    if complete < subs {
+    // Wrong lines (repeated, missing, out of order) and lines that came too
+    // late to count are told apart: the first breaks the contract, the
+    // second is an overloaded server.
+    let wrong = stats
+        .iter()
+        .filter(|s| s.duplicates > 0 || s.missing > 0 || s.id_breaks > 0)
+        .count();
+    if wrong > 0 {
         why.push(format!(
-            "{} of {subs} subscribers missed, repeated or lost lines",
-            subs - complete
+            "{wrong} of {subs} subscribers got a line twice, out of order or never"
+        ));
+    }
+    if complete + wrong < subs {
+        why.push(format!(
+            "{} of {subs} subscribers had not reached the end when they gave up ({})",
+            subs - complete - wrong,
+            first_error.as_deref().unwrap_or("the stream ended early")
         ));
     }
     if let Some(p) = &source_problem {

@@ -5,4 +5,16 @@
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(app::App);
+    // `<html data-hydrated>` once the page's event handlers are attached:
+    // after the tasks hydration queued (suspended parts read their data
+    // from the page in them). Until then a form submits as a plain POST;
+    // the end-to-end tests wait for this instead of retrying clicks.
+    leptos::prelude::set_timeout(
+        || {
+            if let Some(html) = leptos::prelude::document().document_element() {
+                let _ = html.set_attribute("data-hydrated", "");
+            }
+        },
+        std::time::Duration::ZERO,
+    );
 }

@@ -16,6 +16,18 @@ pub enum Conn {
     Closed,
 }
 
+impl Conn {
+    /// The name pages show it by (`data-feed` on job tables).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Conn::Connecting => "connecting",
+            Conn::Live => "live",
+            Conn::Reconnecting => "reconnecting",
+            Conn::Closed => "closed",
+        }
+    }
+}
+
 #[cfg(feature = "hydrate")]
 mod browser {
     use std::cell::RefCell;
@@ -188,13 +200,32 @@ pub struct Feed {
 impl Feed {
     /// Creates the feed context (once, in `App`).
     pub fn provide() {
-        provide_context(Feed {
+        let feed = Feed {
             #[cfg(feature = "hydrate")]
             subscribers: StoredValue::new_local(Default::default()),
             #[cfg(feature = "hydrate")]
             started: StoredValue::new(false),
             conn: RwSignal::new(Conn::Connecting),
-        });
+        };
+        // Each time the feed (re)opens, every subscriber is told to resync:
+        // what changed between the page's render and the first connection,
+        // or while the connection was down, came over no feed.
+        #[cfg(feature = "hydrate")]
+        {
+            let (subs, conn) = (feed.subscribers, feed.conn);
+            Effect::new(move |prev: Option<Conn>| {
+                let now = conn.get();
+                if now == Conn::Live && prev.is_some_and(|p| p != Conn::Live) {
+                    let list: Vec<_> =
+                        subs.with_value(|s| s.borrow().iter().map(|(_, f)| f.clone()).collect());
+                    for f in list {
+                        f(&FeedMsg::Resync);
+                    }
+                }
+                now
+            });
+        }
+        provide_context(feed);
     }
 
     /// Calls `f` for every job change until the calling component goes away.

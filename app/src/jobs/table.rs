@@ -152,9 +152,11 @@ fn Rows(
     });
     let newest = (!first_page).then(|| spec.path.clone());
     let empty = spec.empty;
+    let feed = use_context::<Feed>().map(|f| f.conn);
+    let feed_state = move || feed.map(|c| c.get().as_str());
 
     view! {
-        <div class="table-wrap">
+        <div class="table-wrap" data-feed=feed_state>
             <table class="data jobs">
                 <thead>
                     <tr>

@@ -263,18 +263,25 @@ async fn transition(
     to: JobState,
     extra: Vec<(Column, sea_orm::Value)>,
 ) -> Result<bool, DbErr> {
+    let r = transition_query(id, from, to, extra).exec(db).await?;
+    Ok(r.rows_affected == 1)
+}
+
+/// The compare-and-set update of [`transition`].
+fn transition_query(
+    id: i64,
+    from: &[JobState],
+    to: JobState,
+    extra: impl IntoIterator<Item = (Column, sea_orm::Value)>,
+) -> sea_orm::UpdateMany<Entity> {
     let mut q = Entity::update_many()
         .col_expr(Column::State, Expr::value(to.as_str()))
         .col_expr(Column::UpdatedAt, Expr::value(Utc::now()));
     for (col, value) in extra {
         q = q.col_expr(col, Expr::value(value));
     }
-    let r = q
-        .filter(Column::Id.eq(id))
+    q.filter(Column::Id.eq(id))
         .filter(Column::State.is_in(from.iter().map(|s| s.as_str())))
-        .exec(db)
-        .await?;
-    Ok(r.rows_affected == 1)
 }
 
 /// running → queued again: a claim that will not run (shutdown began
@@ -331,16 +338,37 @@ pub struct Finish {
     pub progress: Option<Progress>,
 }
 
-/// running/cancelling → a finished state.
-pub async fn finish(db: &impl ConnectionTrait, id: i64, f: Finish) -> Result<bool, DbErr> {
-    transition(
-        db,
+/// running/cancelling → a finished state, in one statement; the finished
+/// row, or `None` if the job was no longer running or cancelling (then
+/// nothing was written).
+pub async fn finish(
+    db: &impl ConnectionTrait,
+    id: i64,
+    f: &Finish,
+) -> Result<Option<JobRow>, DbErr> {
+    finish_setting(db, id, f, Vec::new()).await
+}
+
+/// [`finish`], setting `extra` columns too.
+async fn finish_setting(
+    db: &impl ConnectionTrait,
+    id: i64,
+    f: &Finish,
+    extra: Vec<(Column, sea_orm::Value)>,
+) -> Result<Option<JobRow>, DbErr> {
+    let q = transition_query(
         id,
         &[JobState::Running, JobState::Cancelling],
         f.state,
-        finish_columns(&f),
-    )
-    .await
+        finish_columns(f).into_iter().chain(extra),
+    );
+    if db.get_database_backend().support_returning() {
+        Ok(q.exec_with_returning(db).await?.into_iter().next())
+    } else if q.exec(db).await?.rows_affected == 1 {
+        by_id(db, id).await
+    } else {
+        Ok(None)
+    }
 }
 
 fn finish_columns(f: &Finish) -> Vec<(Column, sea_orm::Value)> {
@@ -400,31 +428,14 @@ pub async fn set_log_position(
     q.filter(Column::Id.eq(id)).exec(db).await.map(|_| ())
 }
 
-/// running/cancelling → a finished state, with the log's final position,
-/// in one statement; the finished row, or `None` if the job was no longer
-/// running or cancelling (then nothing was written).
+/// [`finish`] with the log's final position, in one statement.
 pub async fn finish_with_log(
     db: &impl ConnectionTrait,
     id: i64,
     f: &Finish,
     p: &LogPosition,
 ) -> Result<Option<JobRow>, DbErr> {
-    let mut q = Entity::update_many()
-        .col_expr(Column::State, Expr::value(f.state.as_str()))
-        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()));
-    for (col, value) in finish_columns(f).into_iter().chain(p.columns()) {
-        q = q.col_expr(col, Expr::value(value));
-    }
-    let q = q
-        .filter(Column::Id.eq(id))
-        .filter(Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]));
-    if db.get_database_backend().support_returning() {
-        Ok(q.exec_with_returning(db).await?.into_iter().next())
-    } else if q.exec(db).await?.rows_affected == 1 {
-        by_id(db, id).await
-    } else {
-        Ok(None)
-    }
+    finish_setting(db, id, f, p.columns()).await
 }
 
 pub async fn set_progress(db: &impl ConnectionTrait, id: i64, p: &Progress) -> Result<(), DbErr> {

@@ -51,9 +51,14 @@ async fn interrupt(state: &AppState, row: &JobRow, line: &str, error: &str) {
         warnings: false,
         progress: row.to_job().progress,
     };
-    match jobs::finish(&state.db, row.id, f).await {
-        Ok(_) => {
-            if let Ok(Some(r)) = jobs::by_id(&state.db, row.id).await {
+    match jobs::finish(&state.db, row.id, &f).await {
+        Ok(finished) => {
+            let now = match finished {
+                Some(r) => Some(r),
+                // Finished elsewhere meanwhile: tell what it is now.
+                None => jobs::by_id(&state.db, row.id).await.ok().flatten(),
+            };
+            if let Some(r) = now {
                 state.hub.job_changed(r.to_job());
             }
             state.hub.close(row.id);

@@ -102,7 +102,7 @@ pub async fn run(
         writer.note(outcome.summary.clone()).await;
         let ended = outcome.state;
         let claim_for = (!state.shutdown.is_cancelled()).then(|| state.config.server.node.clone());
-        let summary = writer.finish(finish_of(outcome, None), claim_for).await;
+        let summary = writer.finish(finish_of(outcome), claim_for).await;
         finished(&state, job.id, ended, summary.finished).await;
         summary.next
     }
@@ -123,10 +123,8 @@ async fn fail_without_process(state: &AppState, job: &JobRow, error: &str) {
         warnings: false,
         summary: error.to_string(),
     };
-    let stored = jobs::finish(&state.db, job.id, finish_of(outcome, None)).await;
-    let row = match stored {
-        Ok(true) => jobs::by_id(&state.reader, job.id).await.ok().flatten(),
-        Ok(false) => None,
+    let row = match jobs::finish(&state.db, job.id, &finish_of(outcome)).await {
+        Ok(row) => row,
         Err(e) => {
             tracing::error!(job = job.id, error = %e, "cannot record how the job ended");
             None
@@ -135,13 +133,14 @@ async fn fail_without_process(state: &AppState, job: &JobRow, error: &str) {
     finished(state, job.id, JobState::Failed, row).await;
 }
 
-fn finish_of(outcome: Outcome, progress: Option<app::model::job::Progress>) -> Finish {
+/// How the job ended, to store; the log writer fills in the progress.
+fn finish_of(outcome: Outcome) -> Finish {
     Finish {
         state: outcome.state,
         exit_code: outcome.exit_code,
         error: outcome.error,
         warnings: outcome.warnings,
-        progress,
+        progress: None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use app::model::user::{CurrentUser, Role};
+use app::model::user::CurrentUser;
 use axum::http::{header, HeaderMap};
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, DbErr};
@@ -131,7 +131,7 @@ pub async fn resolve_token(
     Ok(Some(CurrentUser {
         id: t.user_id,
         username: t.username,
-        role: Role::parse(&t.role).unwrap_or(Role::Operator),
+        role: users::stored_role(&t.role),
     }))
 }
 

@@ -48,13 +48,6 @@ pub async fn insert(
     .await
 }
 
-pub async fn by_hash(db: &DatabaseConnection, token_hash: &str) -> Result<Option<Token>, DbErr> {
-    Entity::find()
-        .filter(Column::TokenHash.eq(token_hash))
-        .one(db)
-        .await
-}
-
 /// A token with what checking a request needs of its user, in one query
 /// (every API request asks).
 #[derive(Debug, FromQueryResult)]

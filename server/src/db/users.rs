@@ -31,10 +31,14 @@ pub mod entity {
 pub use entity::Model as User;
 use entity::{ActiveModel, Column, Entity};
 
+/// A role as stored; an unknown value counts as operator (least power).
+pub fn stored_role(role: &str) -> Role {
+    Role::parse(role).unwrap_or(Role::Operator)
+}
+
 impl User {
-    /// The role; an unknown value in the table counts as operator (least power).
     pub fn role(&self) -> Role {
-        Role::parse(&self.role).unwrap_or(Role::Operator)
+        stored_role(&self.role)
     }
 
     pub fn info(&self) -> UserInfo {

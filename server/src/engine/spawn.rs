@@ -79,28 +79,31 @@ pub fn spawn(
     // use and destroyed after; every pointer handed over (program, argv,
     // envp, paths) points into CStrings alive until posix_spawn returns.
     let rc = unsafe {
-        let mut actions = Actions::new()?;
-        let mut attr = Attr::new()?;
+        let mut actions = SpawnObject::new(
+            libc::posix_spawn_file_actions_init,
+            libc::posix_spawn_file_actions_destroy,
+        )?;
+        let mut attr = SpawnObject::new(libc::posix_spawnattr_init, libc::posix_spawnattr_destroy)?;
         check(libc::posix_spawn_file_actions_addopen(
-            &mut actions.0,
+            &mut actions.obj,
             0,
             c"/dev/null".as_ptr(),
             libc::O_RDONLY,
             0,
         ))?;
         check(libc::posix_spawn_file_actions_adddup2(
-            &mut actions.0,
+            &mut actions.obj,
             out_w.as_raw_fd(),
             1,
         ))?;
         check(libc::posix_spawn_file_actions_adddup2(
-            &mut actions.0,
+            &mut actions.obj,
             err_w.as_raw_fd(),
             2,
         ))?;
         if let Some(dir) = &c_workdir {
             check(libc::posix_spawn_file_actions_addchdir_np(
-                &mut actions.0,
+                &mut actions.obj,
                 dir.as_ptr(),
             ))?;
         }
@@ -113,20 +116,23 @@ pub fn spawn(
         libc::sigfillset(&mut defaults);
         let mut mask: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut mask);
-        check(libc::posix_spawnattr_setsigdefault(&mut attr.0, &defaults))?;
-        check(libc::posix_spawnattr_setsigmask(&mut attr.0, &mask))?;
+        check(libc::posix_spawnattr_setsigdefault(
+            &mut attr.obj,
+            &defaults,
+        ))?;
+        check(libc::posix_spawnattr_setsigmask(&mut attr.obj, &mask))?;
         let flags = libc::POSIX_SPAWN_SETSID as libc::c_int
             | libc::POSIX_SPAWN_SETSIGDEF
             | libc::POSIX_SPAWN_SETSIGMASK;
         check(libc::posix_spawnattr_setflags(
-            &mut attr.0,
+            &mut attr.obj,
             flags as libc::c_short,
         ))?;
         libc::posix_spawn(
             &mut pid,
             c_program.as_ptr(),
-            &actions.0,
-            &attr.0,
+            &actions.obj,
+            &attr.obj,
             argv_p.as_ptr(),
             env_p.as_ptr(),
         )
@@ -239,39 +245,30 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// `posix_spawn_file_actions_t`, destroyed on drop.
-struct Actions(libc::posix_spawn_file_actions_t);
+/// A posix_spawn object (file actions, attributes): initialised by `init`,
+/// destroyed by `destroy` on drop.
+struct SpawnObject<T> {
+    obj: T,
+    destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
+}
 
-impl Actions {
-    unsafe fn new() -> io::Result<Actions> {
-        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        check(libc::posix_spawn_file_actions_init(&mut fa))?;
-        Ok(Actions(fa))
+impl<T> SpawnObject<T> {
+    /// SAFETY: `init` and `destroy` must be the pair belonging to `T`, and
+    /// a zeroed `T` a valid argument to `init`.
+    unsafe fn new(
+        init: unsafe extern "C" fn(*mut T) -> libc::c_int,
+        destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
+    ) -> io::Result<SpawnObject<T>> {
+        let mut obj: T = std::mem::zeroed();
+        check(init(&mut obj))?;
+        Ok(SpawnObject { obj, destroy })
     }
 }
 
-impl Drop for Actions {
+impl<T> Drop for SpawnObject<T> {
     fn drop(&mut self) {
-        // SAFETY: initialised in `new`.
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-/// `posix_spawnattr_t`, destroyed on drop.
-struct Attr(libc::posix_spawnattr_t);
-
-impl Attr {
-    unsafe fn new() -> io::Result<Attr> {
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        check(libc::posix_spawnattr_init(&mut attr))?;
-        Ok(Attr(attr))
-    }
-}
-
-impl Drop for Attr {
-    fn drop(&mut self) {
-        // SAFETY: initialised in `new`.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+        // SAFETY: initialised in `new` by the init of this destroy.
+        unsafe { (self.destroy)(&mut self.obj) };
     }
 }
 

@@ -203,7 +203,16 @@ impl Work for Launch {
             },
         )
         .await?;
-        *self.row.lock().unwrap_or_else(|e| e.into_inner()) = Some(row.clone());
+        let before = self
+            .row
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(row.clone());
+        // Applied again after its group rolled back: the first try's row,
+        // already announced, never was (PostgreSQL does not reuse its id).
+        if let Some(gone) = before.filter(|b| b.id != row.id) {
+            self.state.hub.deleted(gone.id);
+        }
         let subject = format!("job {}", row.id);
         let record = job_record(
             &self.owner,

@@ -1,8 +1,8 @@
 // Jobs in the browser: launching, the live job page, cancel, reconnects,
 // following, big logs, field errors, and what operators may see.
 import { test, expect, gotoHydrated } from './fixtures/test';
-import { USERS, signIn } from './fixtures/users';
-import { CuttableProxy } from './fixtures/proxy';
+import { signIn } from './fixtures/users';
+import { behindProxy } from './fixtures/proxy';
 import { JobPage, launchJob, waitFinished, shoot } from './fixtures/jobs';
 
 test('a demo job launched from its form runs live to the succeeded pill', async ({ page }) => {
@@ -47,17 +47,12 @@ test('a failed job shows its error and last stderr lines', async ({ page }) => {
   await shoot(page, 'job-failed');
 });
 
-test.describe('a cut event stream', () => {
+test.describe('a connection that drops', () => {
   // The dropped connections and refused reconnects show up on the console.
   test.use({ allowedConsoleErrors: [/Failed to load resource|net::ERR/] });
 
-  test('reconnects and the log ends complete with no line twice', async ({ page, baseURL }) => {
-    const proxy = new CuttableProxy(Number(new URL(baseURL!).port));
-    const port = await proxy.start();
-    const base = `http://127.0.0.1:${port}`;
-    try {
-      const login = await page.request.post(`${base}/api/auth/login`, { data: USERS.alice });
-      expect(login.status()).toBe(200);
+  test('a cut event stream reconnects and the log ends complete with no line twice', async ({ page, baseURL }) => {
+    await behindProxy(page, baseURL!, async (proxy, base) => {
       const res = await page.request.post(`${base}/api/jobs`, {
         data: { template: 'paced', target: 'web-1', params: { lines: 40 } },
         headers: { origin: base },
@@ -77,22 +72,11 @@ test.describe('a cut event stream', () => {
       expect(last).toBe(42);
       const seqs = await job.seqs();
       expect(seqs).toEqual(Array.from({ length: last }, (_, i) => i + 1));
-    } finally {
-      await proxy.stop();
-    }
+    });
   });
-});
 
-test.describe('a job list whose feed is cut', () => {
-  test.use({ allowedConsoleErrors: [/Failed to load resource|net::ERR/] });
-
-  test('shows the jobs that changed while it was away once it reconnects', async ({ page, baseURL }) => {
-    const proxy = new CuttableProxy(Number(new URL(baseURL!).port));
-    const port = await proxy.start();
-    const base = `http://127.0.0.1:${port}`;
-    try {
-      const login = await page.request.post(`${base}/api/auth/login`, { data: USERS.alice });
-      expect(login.status()).toBe(200);
+  test('a job list whose feed was cut shows the jobs that changed meanwhile once it reconnects', async ({ page, baseURL }) => {
+    await behindProxy(page, baseURL!, async (proxy, base) => {
       await gotoHydrated(page, `${base}/jobs`);
       const table = page.locator('.table-wrap');
       await expect(table).toHaveAttribute('data-feed', 'live');
@@ -110,9 +94,7 @@ test.describe('a job list whose feed is cut', () => {
       await expect(table).toHaveAttribute('data-feed', 'live', { timeout: 20_000 });
       const row = page.locator(`tr[data-job="${id}"]`);
       await expect(row.locator('[data-state]')).toHaveText('succeeded');
-    } finally {
-      await proxy.stop();
-    }
+    });
   });
 });
 

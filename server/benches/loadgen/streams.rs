@@ -676,20 +676,22 @@ fn summarize(a: &FanoutArgs, input: StepInput) -> (Value, bool) {
     // Wrong lines (repeated, missing, out of order) and lines that came too
     // late to count are told apart: the first breaks the contract, the
     // second is an overloaded server.
-    let wrong = stats
-        .iter()
-        .filter(|s| s.duplicates > 0 || s.missing > 0 || s.id_breaks > 0)
-        .count();
+    let is_wrong = |s: &&SubStats| s.duplicates > 0 || s.missing > 0 || s.id_breaks > 0;
+    let wrong = stats.iter().filter(is_wrong).count();
     if wrong > 0 {
         why.push(format!(
             "{wrong} of {subs} subscribers got a line twice, out of order or never"
         ));
     }
     if complete + wrong < subs {
+        let reason = stats
+            .iter()
+            .filter(|s| !is_wrong(s))
+            .find_map(|s| s.error.as_deref())
+            .unwrap_or("the stream ended early");
         why.push(format!(
-            "{} of {subs} subscribers had not reached the end when they gave up ({})",
-            subs - complete - wrong,
-            first_error.as_deref().unwrap_or("the stream ended early")
+            "{} of {subs} subscribers did not get to the end ({reason})",
+            subs - complete - wrong
         ));
     }
     if let Some(p) = &source_problem {

@@ -86,9 +86,18 @@ cargo-test:
 clean-e2e:
 	rm -rf $(E2E_DB_DIR)
 
+# cargo-leptos ends a failed run with its own backtrace; the names and errors
+# of the failing tests are printed again after it, so the end of the output
+# says what failed.
+E2E_LOG := target/e2e.log
+
 e2e: clean-e2e
+	@mkdir -p target
 	OPSDECK_CONFIG=end2end/opsdeck.e2e.toml OPSDECK_ADMIN_PASSWORD=e2e-admin-password RUST_LOG=warn \
-	  cargo leptos end-to-end --release
+	  cargo leptos end-to-end --release 2>&1 | tee $(E2E_LOG) || { \
+	  echo; echo "== Playwright failed; the failing tests (whole output: $(E2E_LOG)) =="; \
+	  sed -n '/^  [0-9]*) \[chromium\]/,/^  [0-9]* passed/p' $(E2E_LOG) | grep -v '^ *at \|^$$' | head -60; \
+	  exit 1; }
 
 bench: setup
 	./bench/run.sh

@@ -93,7 +93,8 @@ E2E_LOG := target/e2e.log
 
 e2e: clean-e2e
 	@mkdir -p target
-	OPSDECK_CONFIG=end2end/opsdeck.e2e.toml OPSDECK_ADMIN_PASSWORD=e2e-admin-password RUST_LOG=warn \
+	@echo "cargo leptos end-to-end --release (output also in $(E2E_LOG))"
+	@OPSDECK_CONFIG=end2end/opsdeck.e2e.toml OPSDECK_ADMIN_PASSWORD=e2e-admin-password RUST_LOG=warn \
 	  cargo leptos end-to-end --release 2>&1 | tee $(E2E_LOG) || { \
 	  echo; echo "== Playwright failed; the failing tests (whole output: $(E2E_LOG)) =="; \
 	  sed -n '/^  [0-9]*) \[chromium\]/,/^  [0-9]* passed/p' $(E2E_LOG) | grep -v '^ *at \|^$$' | head -60; \

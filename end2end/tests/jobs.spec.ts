@@ -96,6 +96,38 @@ test.describe('a connection that drops', () => {
       await expect(row.locator('[data-state]')).toHaveText('succeeded');
     });
   });
+
+  test('a job list keeps its rows when its catch-up reload fails, and tries again', async ({ page, baseURL }) => {
+    await behindProxy(page, baseURL!, async (proxy, base) => {
+      await gotoHydrated(page, `${base}/jobs`);
+      const table = page.locator('.table-wrap');
+      await expect(table).toHaveAttribute('data-feed', 'live');
+      // Every reload of the list fails until the route is taken away.
+      let refused = 0;
+      await page.route('**/api/list_jobs*', (route) => {
+        refused += 1;
+        return route.abort();
+      });
+      await proxy.down();
+      await expect(table).toHaveAttribute('data-feed', 'reconnecting');
+      const res = await page.request.post(`${baseURL}/api/jobs`, {
+        data: { template: 'sleep', target: 'web-1', params: { seconds: 1 } },
+        headers: { origin: baseURL! },
+      });
+      expect(res.status(), await res.text()).toBe(201);
+      const id = (await res.json()).id as number;
+      await waitFinished(page.request, id);
+      await proxy.up();
+      await expect(table).toHaveAttribute('data-feed', 'live', { timeout: 20_000 });
+      await expect.poll(() => refused, { message: 'the reload was tried' }).toBeGreaterThan(0);
+      // The failed reload left the table as it was, without the new job.
+      await expect(table).toHaveCount(1);
+      const row = page.locator(`tr[data-job="${id}"]`);
+      await expect(row).toHaveCount(0);
+      await page.unroute('**/api/list_jobs*');
+      await expect(row.locator('[data-state]')).toHaveText('succeeded', { timeout: 15_000 });
+    });
+  });
 });
 
 test('scrolling up stops following and the Follow pill resumes it', async ({ page }) => {
@@ -132,6 +164,7 @@ test('a million-line log is interactive within 2 s with a small DOM', async ({ p
   await expect(job.viewport()).toBeVisible();
   await page.getByPlaceholder('Find in log').fill('999999');
   const elapsed = Date.now() - t0;
+  console.log(`the million-line page was interactive after ${elapsed} ms`);
   expect(elapsed, `interactive after ${elapsed} ms`).toBeLessThan(2000);
   const count = await page.locator('.log-line').count();
   expect(count).toBeGreaterThan(10);

@@ -95,8 +95,7 @@ pub fn JobTable(spec: TableSpec) -> impl IntoView {
             mine: s.fixed.mine,
         }
     });
-    let reload = RwSignal::new(0u32);
-    let page = Resource::new(move || (filter.get(), reload.get()), |(f, _)| list_jobs(f));
+    let page = Resource::new(move || filter.get(), list_jobs);
 
     view! {
         {move || spec.with_value(|s| s.filters).then(|| view! { <Filters spec=spec.get_value() /> })}
@@ -110,7 +109,6 @@ pub fn JobTable(spec: TableSpec) -> impl IntoView {
                                 next_before=p.next_before
                                 filter=filter.get_untracked()
                                 spec=spec.get_value()
-                                reload
                             />
                         }
                     })
@@ -126,30 +124,41 @@ fn Rows(
     next_before: Option<i64>,
     filter: JobFilter,
     spec: TableSpec,
-    reload: RwSignal<u32>,
 ) -> impl IntoView {
     let rows = RwSignal::new(initial);
+    let next = RwSignal::new(next_before);
     let limit = spec.limit as usize;
     let first_page = filter.before.is_none();
+    let resync = Resync {
+        rows,
+        next,
+        filter: filter.clone(),
+        latest: StoredValue::new(0),
+    };
     let f = filter.clone();
     Feed::subscribe(move |msg| match msg {
         FeedMsg::Job(job) => rows.update(|r| apply(r, job, &f, limit, first_page)),
         FeedMsg::Deleted(id) => rows.update(|r| r.retain(|j| j.id != *id)),
-        FeedMsg::Resync => reload.update(|n| *n += 1),
+        FeedMsg::Resync => resync.clone().start(),
     });
-    let older = next_before.filter(|_| spec.filters).map(|before| {
-        let mut url = format!("{}?before={before}", spec.path);
-        for (k, v) in [
-            ("state", &filter.state),
-            ("template", &filter.template),
-            ("target", &filter.target),
-        ] {
-            if let Some(v) = v.as_ref().filter(|_| spec.fixed_param(k).is_none()) {
-                url.push_str(&format!("&{k}={v}"));
-            }
+    let older = {
+        let (spec, filter) = (spec.clone(), filter.clone());
+        move || {
+            next.get().filter(|_| spec.filters).map(|before| {
+                let mut url = format!("{}?before={before}", spec.path);
+                for (k, v) in [
+                    ("state", &filter.state),
+                    ("template", &filter.template),
+                    ("target", &filter.target),
+                ] {
+                    if let Some(v) = v.as_ref().filter(|_| spec.fixed_param(k).is_none()) {
+                        url.push_str(&format!("&{k}={v}"));
+                    }
+                }
+                view! { <a href=url class="button secondary small">"Older jobs"</a> }
+            })
         }
-        url
-    });
+    };
     let newest = (!first_page).then(|| spec.path.clone());
     let empty = spec.empty;
     let feed = use_context::<Feed>().map(|f| f.conn);
@@ -179,8 +188,55 @@ fn Rows(
         </div>
         <nav class="pager" aria-label="Pages">
             {newest.map(|href| view! { <a href=href class="button secondary small">"Newest"</a> })}
-            {older.map(|href| view! { <a href=href class="button secondary small">"Older jobs"</a> })}
+            {older}
         </nav>
+    }
+}
+
+/// Reloads a table's rows in the background when its feed (re)opens. The
+/// rows on screen stay while the request runs, and stay as they were if it
+/// fails (the connection may just have dropped again): it is tried again a
+/// few times, and every later reopening reloads anyway. Only the newest
+/// reload's answer is applied.
+#[derive(Clone)]
+struct Resync {
+    rows: RwSignal<Vec<Job>>,
+    next: RwSignal<Option<i64>>,
+    filter: JobFilter,
+    latest: StoredValue<u64>,
+}
+
+impl Resync {
+    const TRIES: u32 = 5;
+    const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+    fn start(self) {
+        let generation = self.latest.get_value() + 1;
+        self.latest.set_value(generation);
+        self.attempt(generation, 1);
+    }
+
+    fn attempt(self, generation: u64, try_no: u32) {
+        leptos::task::spawn_local(async move {
+            let answer = list_jobs(self.filter.clone()).await;
+            // The table is gone, or a newer reload has started.
+            if self.latest.try_get_value() != Some(generation) {
+                return;
+            }
+            match answer {
+                Ok(page) => {
+                    self.rows.try_set(page.jobs);
+                    self.next.try_set(page.next_before);
+                }
+                Err(_) if try_no < Self::TRIES => {
+                    set_timeout(
+                        move || self.attempt(generation, try_no + 1),
+                        Self::RETRY_AFTER,
+                    );
+                }
+                Err(_) => {}
+            }
+        });
     }
 }
 

@@ -46,6 +46,45 @@ pub fn matches(job: &Job, filter: &JobFilter) -> bool {
             .is_none_or(|t| t == job.target)
 }
 
+/// How far a job has got: every state change moves it forward, never back.
+fn stage(state: JobState) -> u8 {
+    match state {
+        JobState::Queued => 0,
+        JobState::Running => 1,
+        JobState::Cancelling => 2,
+        JobState::Succeeded | JobState::Failed | JobState::Cancelled => 3,
+    }
+}
+
+/// Applies, in order, the feed messages that arrived while a reload's
+/// request was out to the rows it answered. The answer may have been read
+/// before or after any of them: a message about a job the answer shows at a
+/// later stage is older than the answer and skipped; every other one is
+/// applied. A change the answer saw but whose message had not arrived yet
+/// comes later over the feed, so the rows end right either way.
+pub fn replay(
+    rows: &mut Vec<Job>,
+    missed: &[FeedMsg],
+    filter: &JobFilter,
+    limit: usize,
+    first_page: bool,
+) {
+    for msg in missed {
+        match msg {
+            FeedMsg::Job(job) => {
+                let older = rows
+                    .iter()
+                    .any(|r| r.id == job.id && stage(r.state) > stage(job.state));
+                if !older {
+                    apply(rows, job, filter, limit, first_page);
+                }
+            }
+            FeedMsg::Deleted(id) => rows.retain(|j| j.id != *id),
+            FeedMsg::Resync => {}
+        }
+    }
+}
+
 /// Puts a changed job into (or out of) a newest-first list.
 pub fn apply(rows: &mut Vec<Job>, job: &Job, filter: &JobFilter, limit: usize, first_page: bool) {
     let at = rows.iter().position(|r| r.id == job.id);
@@ -133,12 +172,21 @@ fn Rows(
         rows,
         next,
         filter: filter.clone(),
+        limit,
+        first_page,
         latest: StoredValue::new(0),
+        missed: StoredValue::new(None),
     };
     let f = filter.clone();
     Feed::subscribe(move |msg| match msg {
-        FeedMsg::Job(job) => rows.update(|r| apply(r, job, &f, limit, first_page)),
-        FeedMsg::Deleted(id) => rows.update(|r| r.retain(|j| j.id != *id)),
+        FeedMsg::Job(job) => {
+            rows.update(|r| apply(r, job, &f, limit, first_page));
+            resync.note(msg);
+        }
+        FeedMsg::Deleted(id) => {
+            rows.update(|r| r.retain(|j| j.id != *id));
+            resync.note(msg);
+        }
         FeedMsg::Resync => resync.clone().start(),
     });
     let older = {
@@ -197,13 +245,18 @@ fn Rows(
 /// rows on screen stay while the request runs, and stay as they were if it
 /// fails (the connection may just have dropped again): it is tried again a
 /// few times, and every later reopening reloads anyway. Only the newest
-/// reload's answer is applied.
+/// reload's answer is applied, with the feed messages that came meanwhile
+/// replayed onto it ([`replay`]).
 #[derive(Clone)]
 struct Resync {
     rows: RwSignal<Vec<Job>>,
     next: RwSignal<Option<i64>>,
     filter: JobFilter,
+    limit: usize,
+    first_page: bool,
     latest: StoredValue<u64>,
+    /// The feed messages since the first unanswered reload started.
+    missed: StoredValue<Option<Vec<FeedMsg>>>,
 }
 
 impl Resync {
@@ -213,7 +266,19 @@ impl Resync {
     fn start(self) {
         let generation = self.latest.get_value() + 1;
         self.latest.set_value(generation);
+        self.missed.update_value(|m| {
+            m.get_or_insert_with(Vec::new);
+        });
         self.attempt(generation, 1);
+    }
+
+    /// Keeps a feed message for the reload under way, if one is.
+    fn note(&self, msg: &FeedMsg) {
+        self.missed.update_value(|m| {
+            if let Some(m) = m {
+                m.push(msg.clone());
+            }
+        });
     }
 
     fn attempt(self, generation: u64, try_no: u32) {
@@ -225,7 +290,16 @@ impl Resync {
             }
             match answer {
                 Ok(page) => {
-                    self.rows.try_set(page.jobs);
+                    let missed = self.missed.try_update_value(Option::take).flatten();
+                    let mut jobs = page.jobs;
+                    replay(
+                        &mut jobs,
+                        missed.as_deref().unwrap_or_default(),
+                        &self.filter,
+                        self.limit,
+                        self.first_page,
+                    );
+                    self.rows.try_set(jobs);
                     self.next.try_set(page.next_before);
                 }
                 Err(_) if try_no < Self::TRIES => {
@@ -234,7 +308,8 @@ impl Resync {
                         Self::RETRY_AFTER,
                     );
                 }
-                Err(_) => {}
+                // The rows kept every message as it came.
+                Err(_) => self.missed.set_value(None),
             }
         });
     }
@@ -397,5 +472,66 @@ mod tests {
         // Older pages never gain new jobs.
         apply(&mut rows, &job(10, JobState::Queued), &active, 10, false);
         assert!(rows.iter().all(|j| j.id != 10));
+    }
+
+    fn ids(rows: &[Job]) -> Vec<(i64, JobState)> {
+        rows.iter().map(|j| (j.id, j.state)).collect()
+    }
+
+    fn msg(id: i64, state: JobState) -> FeedMsg {
+        FeedMsg::Job(Box::new(job(id, state)))
+    }
+
+    #[test]
+    fn a_reload_answer_read_before_the_messages_gets_them_replayed() {
+        let all = JobFilter::default();
+        // Read while 4 was still running and before 5 existed.
+        let mut rows = vec![job(4, JobState::Running), job(3, JobState::Succeeded)];
+        let missed = [
+            msg(5, JobState::Queued),
+            msg(4, JobState::Succeeded),
+            FeedMsg::Deleted(3),
+        ];
+        replay(&mut rows, &missed, &all, 10, true);
+        assert_eq!(
+            ids(&rows),
+            [(5, JobState::Queued), (4, JobState::Succeeded)]
+        );
+    }
+
+    #[test]
+    fn a_reload_answer_read_after_the_messages_is_not_set_back() {
+        let all = JobFilter::default();
+        // Read after 4 had finished: its older messages change nothing.
+        let mut rows = vec![job(4, JobState::Failed)];
+        let missed = [msg(4, JobState::Running), msg(4, JobState::Cancelling)];
+        replay(&mut rows, &missed, &all, 10, true);
+        assert_eq!(ids(&rows), [(4, JobState::Failed)]);
+    }
+
+    #[test]
+    fn a_filtered_answer_ends_right_whichever_messages_it_had_seen() {
+        let active = JobFilter {
+            state: Some("queued,running,cancelling".into()),
+            ..Default::default()
+        };
+        // Job 6 started and finished while the request was out; the
+        // answer (read after it finished) rightly leaves it out.
+        let mut rows = vec![];
+        replay(
+            &mut rows,
+            &[msg(6, JobState::Running), msg(6, JobState::Succeeded)],
+            &active,
+            10,
+            true,
+        );
+        assert!(rows.is_empty());
+        // Only its start had come when the answer arrived: the row shows
+        // until its end comes over the feed, as it will.
+        let mut rows = vec![];
+        replay(&mut rows, &[msg(6, JobState::Running)], &active, 10, true);
+        assert_eq!(ids(&rows), [(6, JobState::Running)]);
+        apply(&mut rows, &job(6, JobState::Succeeded), &active, 10, true);
+        assert!(rows.is_empty());
     }
 }

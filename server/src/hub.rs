@@ -14,6 +14,8 @@ use app::model::job::{Gap, Job, LogLine, Progress};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use crate::sync::Locked;
+
 /// Batches a job channel holds for subscribers that are behind.
 const JOB_CHANNEL: usize = 32;
 /// Events the job feed holds.
@@ -97,7 +99,7 @@ impl Default for Hub {
 impl Hub {
     /// Subscribes to a job's events (creating its channel).
     pub fn subscribe(&self, job_id: i64) -> broadcast::Receiver<JobEvent> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut jobs = self.jobs.locked();
         jobs.entry(job_id)
             .or_insert_with(|| broadcast::channel(JOB_CHANNEL).0)
             .subscribe()
@@ -105,7 +107,7 @@ impl Hub {
 
     /// Publishes to a job's subscribers, if it has any. Never waits.
     pub fn publish(&self, job_id: i64, event: JobEvent) {
-        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let jobs = self.jobs.locked();
         if let Some(tx) = jobs.get(&job_id) {
             let _ = tx.send(event);
         }
@@ -121,18 +123,12 @@ impl Hub {
     /// The job finished: its channel closes once its last events are out,
     /// so its subscribers finish from the database.
     pub fn close(&self, job_id: i64) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&job_id);
+        self.jobs.locked().remove(&job_id);
     }
 
     /// Drops channels nobody listens to (of jobs that are still running).
     pub fn prune(&self) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, tx| tx.receiver_count() > 0);
+        self.jobs.locked().retain(|_, tx| tx.receiver_count() > 0);
     }
 
     pub fn feed(&self) -> broadcast::Receiver<FeedEvent> {
@@ -145,6 +141,6 @@ impl Hub {
 
     /// Jobs with a live channel (for metrics and tests).
     pub fn channels(&self) -> usize {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.jobs.locked().len()
     }
 }

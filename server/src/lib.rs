@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod startup;
 pub mod state;
 pub mod streams;
+pub mod sync;
 pub mod telemetry;
 pub mod terminal;

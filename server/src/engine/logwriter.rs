@@ -36,6 +36,7 @@ use crate::db::logs;
 use crate::engine::progress;
 use crate::hub::{JobEvent, LogBatch};
 use crate::state::AppState;
+use crate::sync::Locked;
 
 /// Lines per committed batch, at most.
 const BATCH_LINES: usize = 1000;
@@ -426,15 +427,10 @@ impl Writer {
                 }
             }
         }
-        if let Some(row) = batch
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(row) = batch.finished.locked().take() {
             self.finished = Some(row);
         }
-        self.next = batch.next.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.next = batch.next.locked().take();
         // The committer let go of the batch before answering: the lines
         // move on to the subscribers without a copy.
         let lines = match Arc::try_unwrap(batch) {
@@ -520,12 +516,12 @@ impl Work for Batch {
         if finished.is_none() {
             jobs::set_log_position(txn, id, &position).await?;
         }
-        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = finished;
+        *self.finished.locked() = finished;
         let next = match &self.claim_for {
             Some(node) => jobs::claim_in(txn, node).await?,
             None => None,
         };
-        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        *self.next.locked() = next;
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::db::commit::Work;
 use crate::db::jobs::{self, JobRow};
 use crate::state::AppState;
+use crate::sync::Locked;
 use runner::{StopReason, StopSwitch};
 
 /// The engine's handle in the server state.
@@ -45,12 +46,7 @@ impl Engine {
 
     /// Stops a job running in this process; false if it does not run here.
     pub fn stop_job(&self, id: i64, reason: StopReason) -> bool {
-        match self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-        {
+        match self.running.locked().get(&id) {
             Some(switch) => {
                 switch.stop(reason);
                 true
@@ -61,7 +57,7 @@ impl Engine {
 
     /// How many jobs run in this process.
     pub fn running(&self) -> usize {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.running.locked().len()
     }
 }
 
@@ -110,14 +106,7 @@ pub async fn run(state: AppState) {
         }
     }
 
-    let stopping: Vec<StopSwitch> = state
-        .engine
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let stopping: Vec<StopSwitch> = state.engine.running.locked().values().cloned().collect();
     if !stopping.is_empty() {
         tracing::info!(jobs = stopping.len(), "stopping running jobs for shutdown");
     }
@@ -147,7 +136,7 @@ async fn claim(state: &AppState, node: &str, slots: usize) -> Result<Vec<JobRow>
         claimed: Mutex::new(Vec::new()),
     });
     state.committer.commit(work.clone()).await?;
-    let claimed = std::mem::take(&mut *work.claimed.lock().unwrap_or_else(|e| e.into_inner()));
+    let claimed = std::mem::take(&mut *work.claimed.locked());
     Ok(claimed)
 }
 
@@ -167,7 +156,7 @@ impl Work for Claim {
                 None => break,
             }
         }
-        *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = claimed;
+        *self.claimed.locked() = claimed;
         Ok(())
     }
 }
@@ -180,12 +169,7 @@ type Ran = (i64, Option<JobRow>, OwnedSemaphorePermit);
 fn start(state: &AppState, tasks: &mut JoinSet<Ran>, job: JobRow, permit: OwnedSemaphorePermit) {
     let claimed_at = Instant::now();
     let switch = StopSwitch::default();
-    state
-        .engine
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(job.id, switch.clone());
+    state.engine.running.locked().insert(job.id, switch.clone());
     let st = state.clone();
     tasks.spawn(async move {
         let id = job.id;
@@ -201,12 +185,7 @@ fn forget(
 ) -> Option<(JobRow, OwnedSemaphorePermit)> {
     match done {
         Ok((id, next, permit)) => {
-            state
-                .engine
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            state.engine.running.locked().remove(&id);
             next.map(|job| (job, permit))
         }
         Err(e) => {

@@ -24,6 +24,7 @@ use crate::engine::logwriter::{Limits, LogWriter, Msg};
 use crate::engine::process;
 use crate::engine::spawn;
 use crate::state::AppState;
+use crate::sync::Locked;
 
 /// How long the rest of a job's group may run on after its main process
 /// exited, before it is terminated.
@@ -50,7 +51,7 @@ pub struct StopSwitch {
 
 impl StopSwitch {
     pub fn stop(&self, reason: StopReason) {
-        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.reason.locked();
         if r.is_none() {
             *r = Some(reason);
         }
@@ -58,10 +59,7 @@ impl StopSwitch {
     }
 
     fn reason(&self) -> Option<StopReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.reason.locked().clone()
     }
 }
 

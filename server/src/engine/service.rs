@@ -22,6 +22,7 @@ use crate::db::logs;
 use crate::engine::runner::StopReason;
 use crate::http::error::db_error;
 use crate::state::AppState;
+use crate::sync::Locked;
 
 /// The most lines one log page holds.
 pub const MAX_LOG_PAGE: u64 = 10_000;
@@ -143,7 +144,7 @@ pub async fn launch(
         row: Mutex::new(None),
     });
     let committed = state.committer.commit(launch.clone()).await;
-    let row = launch.row.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let row = launch.row.locked().take();
     let row = match (committed, row) {
         (Ok(()), Some(row)) => row,
         (result, row) => {
@@ -203,11 +204,7 @@ impl Work for Launch {
             },
         )
         .await?;
-        let before = self
-            .row
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(row.clone());
+        let before = self.row.locked().replace(row.clone());
         // Applied again after its group rolled back: the first try's row,
         // already announced, never was (PostgreSQL does not reuse its id).
         if let Some(gone) = before.filter(|b| b.id != row.id) {

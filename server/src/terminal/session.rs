@@ -23,6 +23,7 @@ use super::pty::{self, Master, Read};
 use super::record::Recorder;
 use super::text::{Ring, Utf8Stream};
 use crate::engine::process::{group_alive, signal_group};
+use crate::sync::Locked;
 
 /// How much recent output a reattaching browser gets back.
 pub const RING_BYTES: usize = 128 * 1024;
@@ -103,7 +104,7 @@ pub struct Attachment {
 
 impl Terminals {
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        self.sessions.locked()
     }
 
     /// How many sessions `user_id` has open (attached or in their grace).
@@ -168,7 +169,7 @@ impl Terminals {
 
 impl Session {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// Attaches a socket, detaching any other one (whose channel closes).

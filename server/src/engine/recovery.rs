@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::db::jobs::{self, Finish, JobRow};
 use crate::db::logs;
-use crate::engine::process;
+use crate::engine::{process, runner};
 use crate::state::AppState;
 use app::model::job::JobState;
 
@@ -52,17 +52,7 @@ async fn interrupt(state: &AppState, row: &JobRow, line: &str, error: &str) {
         progress: row.to_job().progress,
     };
     match jobs::finish(&state.db, row.id, &f).await {
-        Ok(finished) => {
-            let now = match finished {
-                Some(r) => Some(r),
-                // Finished elsewhere meanwhile: tell what it is now.
-                None => jobs::by_id(&state.db, row.id).await.ok().flatten(),
-            };
-            if let Some(r) = now {
-                state.hub.job_changed(r.to_job());
-            }
-            state.hub.close(row.id);
-        }
+        Ok(finished) => runner::announce_end(state, row.id, finished).await,
         Err(e) => tracing::error!(job = row.id, error = %e, "cannot fail the interrupted job"),
     }
 }

@@ -145,17 +145,23 @@ fn finish_of(outcome: Outcome) -> Finish {
 /// After the end was stored (its row) or not: count it, tell the
 /// subscribers.
 async fn finished(state: &AppState, id: i64, ended: JobState, row: Option<JobRow>) {
-    match row {
-        Some(row) => {
-            state.metrics.job_finished(ended);
-            state.hub.job_changed(row.to_job());
-        }
-        None => {
-            tracing::warn!(job = id, "the job was finished elsewhere meanwhile");
-            if let Ok(Some(row)) = jobs::by_id(&state.reader, id).await {
-                state.hub.job_changed(row.to_job());
-            }
-        }
+    match &row {
+        Some(_) => state.metrics.job_finished(ended),
+        None => tracing::warn!(job = id, "the job was finished elsewhere meanwhile"),
+    }
+    announce_end(state, id, row).await;
+}
+
+/// Tells the subscribers how a job ended: `row` if this end was stored,
+/// else what the job is now (finished elsewhere meanwhile); then closes its
+/// channel.
+pub(super) async fn announce_end(state: &AppState, id: i64, row: Option<JobRow>) {
+    let now = match row {
+        Some(row) => Some(row),
+        None => jobs::by_id(&state.reader, id).await.ok().flatten(),
+    };
+    if let Some(row) = now {
+        state.hub.job_changed(row.to_job());
     }
     state.hub.close(id);
 }

@@ -274,14 +274,23 @@ fn transition_query(
     to: JobState,
     extra: impl IntoIterator<Item = (Column, sea_orm::Value)>,
 ) -> sea_orm::UpdateMany<Entity> {
-    let mut q = Entity::update_many()
-        .col_expr(Column::State, Expr::value(to.as_str()))
-        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()));
-    for (col, value) in extra {
-        q = q.col_expr(col, Expr::value(value));
-    }
-    q.filter(Column::Id.eq(id))
+    let cols = [
+        (Column::State, to.as_str().into()),
+        (Column::UpdatedAt, Utc::now().into()),
+    ];
+    setting(cols.into_iter().chain(extra))
+        .filter(Column::Id.eq(id))
         .filter(Column::State.is_in(from.iter().map(|s| s.as_str())))
+}
+
+/// An update of every job (filter it) that sets `cols`.
+fn setting(
+    cols: impl IntoIterator<Item = (Column, sea_orm::Value)>,
+) -> sea_orm::UpdateMany<Entity> {
+    cols.into_iter()
+        .fold(Entity::update_many(), |q, (col, value)| {
+            q.col_expr(col, Expr::value(value))
+        })
 }
 
 /// running → queued again: a claim that will not run (shutdown began
@@ -421,11 +430,11 @@ pub async fn set_log_position(
     id: i64,
     p: &LogPosition,
 ) -> Result<(), DbErr> {
-    let mut q = Entity::update_many();
-    for (col, value) in p.columns() {
-        q = q.col_expr(col, Expr::value(value));
-    }
-    q.filter(Column::Id.eq(id)).exec(db).await.map(|_| ())
+    setting(p.columns())
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await
+        .map(|_| ())
 }
 
 /// [`finish`] with the log's final position, in one statement.

@@ -277,6 +277,13 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    /// Everything a pipe of the child gives until it closes.
+    async fn read_all(pipe: Option<pipe::Receiver>) -> String {
+        let mut text = String::new();
+        pipe.unwrap().read_to_string(&mut text).await.unwrap();
+        text
+    }
+
     fn env() -> Vec<(String, String)> {
         vec![
             ("PATH".into(), DEFAULT_PATH.into()),
@@ -293,21 +300,8 @@ mod tests {
         ]
         .map(String::from);
         let mut child = spawn(&argv, &env(), Some(Path::new("/tmp"))).unwrap();
-        let (mut out, mut err) = (String::new(), String::new());
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .await
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .await
-            .unwrap();
+        let out = read_all(child.stdout.take()).await;
+        let err = read_all(child.stderr.take()).await;
         let status = child.wait().await.unwrap();
         assert_eq!(status.code(), Some(3));
         let mut lines = out.lines();
@@ -348,14 +342,7 @@ mod tests {
         // internal signals (32, 33) ignored.
         let argv = ["cat", "/proc/self/status"].map(String::from);
         let mut child = spawn(&argv, &env(), None).unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .await
-            .unwrap();
+        let out = read_all(child.stdout.take()).await;
         assert_eq!(child.wait().await.unwrap().code(), Some(0));
         let mask = |field: &str| {
             let line = out.lines().find(|l| l.starts_with(field)).unwrap();

@@ -56,11 +56,34 @@ fn stage(state: JobState) -> u8 {
     }
 }
 
+/// Applies one feed message to the rows. A message about a job the rows
+/// already show at a later stage is older than the rows (they came from a
+/// reload that read the database after it) and is skipped.
+pub fn receive(
+    rows: &mut Vec<Job>,
+    msg: &FeedMsg,
+    filter: &JobFilter,
+    limit: usize,
+    first_page: bool,
+) {
+    match msg {
+        FeedMsg::Job(job) => {
+            let older = rows
+                .iter()
+                .any(|r| r.id == job.id && stage(r.state) > stage(job.state));
+            if !older {
+                apply(rows, job, filter, limit, first_page);
+            }
+        }
+        FeedMsg::Deleted(id) => rows.retain(|j| j.id != *id),
+        FeedMsg::Resync => {}
+    }
+}
+
 /// Applies, in order, the feed messages that arrived while a reload's
 /// request was out to the rows it answered. The answer may have been read
-/// before or after any of them: a message about a job the answer shows at a
-/// later stage is older than the answer and skipped; every other one is
-/// applied. A change the answer saw but whose message had not arrived yet
+/// before or after any of them; [`receive`] skips those it had already
+/// seen. A change the answer saw but whose message had not arrived yet
 /// comes later over the feed, so the rows end right either way.
 pub fn replay(
     rows: &mut Vec<Job>,
@@ -70,18 +93,7 @@ pub fn replay(
     first_page: bool,
 ) {
     for msg in missed {
-        match msg {
-            FeedMsg::Job(job) => {
-                let older = rows
-                    .iter()
-                    .any(|r| r.id == job.id && stage(r.state) > stage(job.state));
-                if !older {
-                    apply(rows, job, filter, limit, first_page);
-                }
-            }
-            FeedMsg::Deleted(id) => rows.retain(|j| j.id != *id),
-            FeedMsg::Resync => {}
-        }
+        receive(rows, msg, filter, limit, first_page);
     }
 }
 
@@ -168,7 +180,7 @@ fn Rows(
     let next = RwSignal::new(next_before);
     let limit = spec.limit as usize;
     let first_page = filter.before.is_none();
-    let resync = Resync {
+    let live = LiveRows {
         rows,
         next,
         filter: filter.clone(),
@@ -177,18 +189,7 @@ fn Rows(
         latest: StoredValue::new(0),
         missed: StoredValue::new(None),
     };
-    let f = filter.clone();
-    Feed::subscribe(move |msg| match msg {
-        FeedMsg::Job(job) => {
-            rows.update(|r| apply(r, job, &f, limit, first_page));
-            resync.note(msg);
-        }
-        FeedMsg::Deleted(id) => {
-            rows.update(|r| r.retain(|j| j.id != *id));
-            resync.note(msg);
-        }
-        FeedMsg::Resync => resync.clone().start(),
-    });
+    Feed::subscribe(move |msg| live.receive(msg));
     let older = {
         let (spec, filter) = (spec.clone(), filter.clone());
         move || {
@@ -241,14 +242,14 @@ fn Rows(
     }
 }
 
-/// Reloads a table's rows in the background when its feed (re)opens. The
-/// rows on screen stay while the request runs, and stay as they were if it
-/// fails (the connection may just have dropped again): it is tried again a
-/// few times, and every later reopening reloads anyway. Only the newest
-/// reload's answer is applied, with the feed messages that came meanwhile
-/// replayed onto it ([`replay`]).
+/// A table's rows kept up to date from the feed. When the feed (re)opens,
+/// the rows are reloaded in the background: the rows on screen stay while
+/// the request runs, and stay as they were if it fails (the connection may
+/// just have dropped again); it is tried again a few times, and every later
+/// reopening reloads anyway. Only the newest reload's answer is applied,
+/// with the feed messages that came meanwhile replayed onto it ([`replay`]).
 #[derive(Clone)]
-struct Resync {
+struct LiveRows {
     rows: RwSignal<Vec<Job>>,
     next: RwSignal<Option<i64>>,
     filter: JobFilter,
@@ -259,26 +260,32 @@ struct Resync {
     missed: StoredValue<Option<Vec<FeedMsg>>>,
 }
 
-impl Resync {
+impl LiveRows {
     const TRIES: u32 = 5;
     const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-    fn start(self) {
+    fn receive(&self, msg: &FeedMsg) {
+        if let FeedMsg::Resync = msg {
+            return self.clone().reload();
+        }
+        let filter = &self.filter;
+        self.rows
+            .update(|r| receive(r, msg, filter, self.limit, self.first_page));
+        // Kept for the reload under way, if one is.
+        self.missed.update_value(|m| {
+            if let Some(m) = m {
+                m.push(msg.clone());
+            }
+        });
+    }
+
+    fn reload(self) {
         let generation = self.latest.get_value() + 1;
         self.latest.set_value(generation);
         self.missed.update_value(|m| {
             m.get_or_insert_with(Vec::new);
         });
         self.attempt(generation, 1);
-    }
-
-    /// Keeps a feed message for the reload under way, if one is.
-    fn note(&self, msg: &FeedMsg) {
-        self.missed.update_value(|m| {
-            if let Some(m) = m {
-                m.push(msg.clone());
-            }
-        });
     }
 
     fn attempt(self, generation: u64, try_no: u32) {

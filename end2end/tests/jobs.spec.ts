@@ -83,12 +83,7 @@ test.describe('a connection that drops', () => {
       const cut = proxy.cut(4000);
       await expect(table).toHaveAttribute('data-feed', 'reconnecting');
       // Launched and finished past the proxy, while this page hears nothing.
-      const res = await page.request.post(`${baseURL}/api/jobs`, {
-        data: { template: 'sleep', target: 'web-2', params: { seconds: 1 } },
-        headers: { origin: baseURL! },
-      });
-      expect(res.status(), await res.text()).toBe(201);
-      const id = (await res.json()).id as number;
+      const id = await launchJob(page, 'sleep', 'web-2', { seconds: 1 });
       await waitFinished(page.request, id);
       await cut;
       await expect(table).toHaveAttribute('data-feed', 'live', { timeout: 20_000 });
@@ -110,12 +105,7 @@ test.describe('a connection that drops', () => {
       });
       await proxy.down();
       await expect(table).toHaveAttribute('data-feed', 'reconnecting');
-      const res = await page.request.post(`${baseURL}/api/jobs`, {
-        data: { template: 'sleep', target: 'web-1', params: { seconds: 1 } },
-        headers: { origin: baseURL! },
-      });
-      expect(res.status(), await res.text()).toBe(201);
-      const id = (await res.json()).id as number;
+      const id = await launchJob(page, 'sleep', 'web-1', { seconds: 1 });
       await waitFinished(page.request, id);
       await proxy.up();
       await expect(table).toHaveAttribute('data-feed', 'live', { timeout: 20_000 });

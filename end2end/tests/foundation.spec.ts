@@ -43,8 +43,8 @@ test.describe('a blank note', () => {
   test.use({ allowedConsoleErrors: [/status of 400/] });
 
   test('is refused with a message', async ({ page }) => {
-  const dash = new Dashboard(page);
-  await dash.goto();
+    const dash = new Dashboard(page);
+    await dash.goto();
     await dash.typeNoteWhenHydrated('   ');
     await dash.addNote.click();
     await expect(page.getByRole('alert')).toHaveText('write something first');

@@ -10,16 +10,14 @@ use crate::jobs::table::{JobTable, TableSpec};
 use crate::jobs::widgets::StatePill;
 use crate::jobs::{list_jobs, list_templates, target_overview};
 use crate::journal::JournalPanel;
-use crate::model::job::JobFilter;
+use crate::model::job::{JobFilter, StateSet};
 use crate::targets::LaunchButtons;
-
-const ACTIVE: &str = "queued,running,cancelling";
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let active = TableSpec {
         fixed: JobFilter {
-            state: Some(ACTIVE.into()),
+            state: Some(StateSet::active()),
             ..Default::default()
         },
         filters: false,
@@ -29,7 +27,7 @@ pub fn Dashboard() -> impl IntoView {
     };
     let recent = TableSpec {
         fixed: JobFilter {
-            state: Some("succeeded,failed,cancelled".into()),
+            state: Some(StateSet::finished()),
             ..Default::default()
         },
         filters: false,
@@ -64,7 +62,7 @@ fn MyRunningBanner() -> impl IntoView {
         || (),
         |_| {
             list_jobs(JobFilter {
-                state: Some(ACTIVE.into()),
+                state: Some(StateSet::active()),
                 mine: Some(true),
                 limit: Some(10),
                 ..Default::default()

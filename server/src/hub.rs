@@ -1,15 +1,19 @@
 //! The hub: per-job fan-out of committed log lines and state changes to
-//! live subscribers, and one feed of job changes for the list pages.
+//! live subscribers in this process, and one feed of job changes for the
+//! list pages.
 //!
-//! N.B.: only what the database already holds is published (the log writer
-//! commits first), so a subscriber that falls behind can always catch up
-//! from the database. Each job has one bounded broadcast channel: publishing
-//! never waits for a subscriber, and a subscriber that lags is told how far
-//! (and rebuilds from the database); memory does not grow with slow readers.
+//! N.B.: only what the database already holds is published: every
+//! publisher is a `db::commit::Work` item's `committed` (or runs after its
+//! own commit), so a subscriber that falls behind can always catch up from
+//! the database, and nothing published is ever taken back. Each job has one
+//! bounded broadcast channel: publishing never waits for a subscriber, and
+//! a subscriber that lags is told how far (and rebuilds from the database);
+//! memory does not grow with slow readers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use app::model::event::FeedEvent;
 use app::model::job::{Gap, Job, LogLine, Progress};
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -63,9 +67,9 @@ impl LogBatch {
     }
 }
 
-/// What happens to one job.
+/// What happens to one job, as its live subscribers receive it.
 #[derive(Clone)]
-pub enum JobEvent {
+pub enum Update {
     Lines(Arc<LogBatch>),
     /// Its state (or other fields) changed.
     State(Arc<Job>),
@@ -74,73 +78,173 @@ pub enum JobEvent {
     Gap(Gap),
 }
 
-/// What happens to jobs in general, for list pages.
-#[derive(Clone, Debug)]
-pub enum FeedEvent {
-    Job(Arc<Job>),
-    Deleted(i64),
-}
+/// The hub (one per server process; clones share it).
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
 
-/// The hub (one per server process).
-pub struct Hub {
-    jobs: Mutex<HashMap<i64, broadcast::Sender<JobEvent>>>,
+struct Inner {
+    jobs: Mutex<HashMap<i64, broadcast::Sender<Update>>>,
     feed: broadcast::Sender<FeedEvent>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub {
+        Hub(Arc::new(Inner {
             jobs: Mutex::new(HashMap::new()),
             feed: broadcast::channel(FEED_CHANNEL).0,
-        }
+        }))
     }
 }
 
 impl Hub {
-    /// Subscribes to a job's events (creating its channel).
-    pub fn subscribe(&self, job_id: i64) -> broadcast::Receiver<JobEvent> {
-        let mut jobs = self.jobs.locked();
+    /// Subscribes to a job's updates (creating its channel).
+    pub fn subscribe(&self, job_id: i64) -> broadcast::Receiver<Update> {
+        let mut jobs = self.0.jobs.locked();
         jobs.entry(job_id)
             .or_insert_with(|| broadcast::channel(JOB_CHANNEL).0)
             .subscribe()
     }
 
     /// Publishes to a job's subscribers, if it has any. Never waits.
-    pub fn publish(&self, job_id: i64, event: JobEvent) {
-        let jobs = self.jobs.locked();
+    pub fn publish(&self, job_id: i64, update: Update) {
+        let jobs = self.0.jobs.locked();
         if let Some(tx) = jobs.get(&job_id) {
-            let _ = tx.send(event);
+            let _ = tx.send(update);
         }
     }
 
     /// Publishes a job's new state to its subscribers and the feed.
     pub fn job_changed(&self, job: Job) {
         let job = Arc::new(job);
-        self.publish(job.id, JobEvent::State(job.clone()));
-        let _ = self.feed.send(FeedEvent::Job(job));
+        self.publish(job.id, Update::State(job.clone()));
+        let _ = self.0.feed.send(FeedEvent::Job(job));
     }
 
-    /// The job finished: its channel closes once its last events are out,
+    /// The job finished: its channel closes once its last updates are out,
     /// so its subscribers finish from the database.
     pub fn close(&self, job_id: i64) {
-        self.jobs.locked().remove(&job_id);
+        self.0.jobs.locked().remove(&job_id);
     }
 
     /// Drops channels nobody listens to (of jobs that are still running).
     pub fn prune(&self) {
-        self.jobs.locked().retain(|_, tx| tx.receiver_count() > 0);
+        self.0.jobs.locked().retain(|_, tx| tx.receiver_count() > 0);
     }
 
     pub fn feed(&self) -> broadcast::Receiver<FeedEvent> {
-        self.feed.subscribe()
+        self.0.feed.subscribe()
     }
 
+    /// Retention removed a job.
     pub fn deleted(&self, job_id: i64) {
-        let _ = self.feed.send(FeedEvent::Deleted(job_id));
+        let _ = self.0.feed.send(FeedEvent::Deleted(job_id));
     }
 
     /// Jobs with a live channel (for metrics and tests).
     pub fn channels(&self) -> usize {
-        self.jobs.locked().len()
+        self.0.jobs.locked().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use app::model::job::{JobState, LogStream};
+    use chrono::Utc;
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    use super::*;
+
+    fn line(seq: i64) -> LogLine {
+        LogLine {
+            seq,
+            stream: LogStream::Stdout,
+            ts: Utc::now(),
+            text: format!("line {seq}"),
+        }
+    }
+
+    fn job(id: i64, state: JobState) -> Job {
+        let now = Utc::now();
+        Job {
+            id,
+            template: "t".into(),
+            target: "web-1".into(),
+            params: Default::default(),
+            state,
+            owner: "admin".into(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            warnings: false,
+            progress: None,
+            last_seq: 0,
+            cancel_requested_by: None,
+            node: None,
+            rerun_of: None,
+            omitted: None,
+        }
+    }
+
+    #[test]
+    fn a_job_reaches_only_its_own_subscribers_and_the_feed() {
+        let hub = Hub::default();
+        let mut one = hub.subscribe(1);
+        let mut two = hub.subscribe(2);
+        let mut feed = hub.feed();
+        hub.publish(1, Update::Lines(Arc::new(LogBatch::new(vec![line(1)]))));
+        hub.job_changed(job(1, JobState::Running));
+        assert!(matches!(one.try_recv(), Ok(Update::Lines(b)) if b.last_seq() == 1));
+        assert!(matches!(one.try_recv(), Ok(Update::State(j)) if j.state == JobState::Running));
+        assert!(matches!(two.try_recv(), Err(TryRecvError::Empty)));
+        assert!(matches!(feed.try_recv(), Ok(FeedEvent::Job(j)) if j.id == 1));
+    }
+
+    #[test]
+    fn publishing_to_a_job_nobody_follows_costs_no_channel() {
+        let hub = Hub::default();
+        hub.publish(
+            9,
+            Update::Gap(Gap {
+                from: 1,
+                to: 2,
+                bytes: 3,
+            }),
+        );
+        hub.job_changed(job(9, JobState::Queued));
+        assert_eq!(hub.channels(), 0);
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_told_it_lagged_instead_of_holding_the_publisher() {
+        let hub = Hub::default();
+        let mut slow = hub.subscribe(1);
+        for seq in 1..=(JOB_CHANNEL as i64 + 5) {
+            hub.publish(1, Update::Lines(Arc::new(LogBatch::new(vec![line(seq)]))));
+        }
+        assert!(matches!(slow.try_recv(), Err(TryRecvError::Lagged(5))));
+        assert!(matches!(slow.try_recv(), Ok(Update::Lines(b)) if b.first_seq() == 6));
+    }
+
+    #[test]
+    fn closing_a_job_ends_its_subscribers_and_prune_drops_unwatched_channels() {
+        let hub = Hub::default();
+        let mut rx = hub.subscribe(1);
+        drop(hub.subscribe(2));
+        assert_eq!(hub.channels(), 2);
+        hub.prune();
+        assert_eq!(hub.channels(), 1, "job 2 had no subscriber left");
+        hub.close(1);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Closed)));
+    }
+
+    #[test]
+    fn a_batch_sends_only_the_lines_after_a_subscribers_position() {
+        let batch = LogBatch::new(vec![line(4), line(5), line(6)]);
+        let text = String::from_utf8(batch.sse_after(4).to_vec()).unwrap();
+        assert!(!text.contains("id: 4\n") && text.contains("id: 5\n") && text.contains("id: 6\n"));
+        assert!(batch.sse_after(6).is_empty());
+        assert_eq!(batch.sse_after(0).len(), batch.sse_after(3).len());
     }
 }

@@ -11,6 +11,8 @@ pub mod http;
 pub mod hub;
 pub mod maintenance;
 pub mod metrics;
+pub mod proc;
+pub mod service;
 pub mod startup;
 pub mod state;
 pub mod streams;

@@ -66,13 +66,13 @@ impl Metrics {
     }
 
     /// The Prometheus text, with the database's job counts by state.
-    pub fn render(&self, by_state: &[(String, i64)]) -> String {
+    pub fn render(&self, by_state: &[(JobState, i64)]) -> String {
         let stream_subscribers = self.streams_open();
         let mut out = String::new();
         let count = |s: JobState| {
             by_state
                 .iter()
-                .find(|(k, _)| k == s.as_str())
+                .find(|(k, _)| *k == s)
                 .map_or(0, |(_, n)| *n)
         };
         let _ = writeln!(out, "# HELP opsdeck_jobs Jobs in the database by state.");

@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::{self, DbSetupError};
+use crate::engine::{Engine, Sink};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::state::{AppState, Inner};
 
 /// Why the server could not start. Each says what to do.
@@ -75,16 +78,24 @@ impl Server {
             .site_pkg_dir("pkg")
             .site_addr(local)
             .build();
+        let shutdown = CancellationToken::new();
+        let sink = Sink {
+            committer: db::commit::Committer::start(db.clone()),
+            hub: Hub::default(),
+            metrics: Arc::new(Metrics::default()),
+            shutdown: shutdown.clone(),
+        };
+        let engine = Engine::new(config.clone(), db.clone(), reader.clone(), sink.clone());
         let state = AppState::new(Inner {
             config,
-            committer: db::commit::Committer::start(db.clone()),
+            committer: sink.committer,
             db,
             reader,
             leptos,
-            shutdown: CancellationToken::new(),
-            engine: Default::default(),
-            hub: Default::default(),
-            metrics: Default::default(),
+            shutdown,
+            engine,
+            hub: sink.hub,
+            metrics: sink.metrics,
             terminals: Default::default(),
         });
         Ok(Server { state, listener })
@@ -108,9 +119,15 @@ impl Server {
             "opsdeck is listening on http://{}",
             state.leptos.site_addr
         );
-        let serving = tokio::spawn(crate::http::serve::serve(listener, app, token.clone()));
+        let streams = crate::http::route_table().event_streams();
+        let serving = tokio::spawn(crate::http::serve::serve(
+            listener,
+            app,
+            streams,
+            token.clone(),
+        ));
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
-        let engine = tokio::spawn(crate::engine::run(state.clone()));
+        let engine = tokio::spawn(state.engine.clone().run());
         token.cancelled().await;
         tracing::info!("shutting down: letting in-flight requests finish");
         match tokio::time::timeout(grace, serving).await {

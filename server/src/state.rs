@@ -1,6 +1,8 @@
 //! The one shared state of a running server, handed to axum handlers by
 //! `State`, to server functions through the `Backend` context, and to the
-//! background tasks. Cheap to clone.
+//! service layer. Cheap to clone. It only wires the parts together: the
+//! engine, the streams and the hub each get the handles they use
+//! ([`crate::engine::Sink`], [`crate::streams::StreamDeps`]), never this.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -11,9 +13,11 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::db::commit::Committer;
 use crate::engine::Engine;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::streams::StreamDeps;
 
 /// A handle to the running server's state.
 #[derive(Clone)]
@@ -28,8 +32,9 @@ pub struct Inner {
     /// The heavy reads (log pages, stream replays, lists): on SQLite they
     /// run beside the one writer connection (`db::connect_reader`).
     pub reader: DatabaseConnection,
-    /// The engine's writes, committed in groups on `db` (`db::commit`).
-    pub committer: crate::db::commit::Committer,
+    /// The engine's writes and every job transition, committed in groups on
+    /// `db` (`db::commit`).
+    pub committer: Committer,
     /// Where the built front-end lives and how it is named.
     pub leptos: LeptosOptions,
     /// Cancelled when the server shuts down: long-lived streams and
@@ -40,7 +45,7 @@ pub struct Inner {
     /// Live fan-out of committed log lines and job changes.
     pub hub: Hub,
     /// This process's counters for `/metrics`.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Open browser terminal sessions.
     pub terminals: crate::terminal::Terminals,
 }
@@ -48,6 +53,17 @@ pub struct Inner {
 impl AppState {
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// What an event stream uses.
+    pub fn stream_deps(&self) -> StreamDeps {
+        StreamDeps {
+            reader: self.reader.clone(),
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            keepalive: self.config.server.stream_keepalive,
+        }
     }
 }
 

@@ -6,6 +6,10 @@
 
 use leptos::prelude::*;
 
+use crate::model::event::FeedEvent;
+#[cfg(feature = "hydrate")]
+use crate::model::event::FeedEventKind;
+
 /// The state of a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conn {
@@ -174,17 +178,9 @@ pub fn ConnBanner(conn: RwSignal<Conn>) -> impl IntoView {
     }
 }
 
-/// One job change from the feed.
-#[derive(Debug, Clone)]
-pub enum FeedMsg {
-    Job(Box<crate::model::job::Job>),
-    Deleted(i64),
-    Resync,
-}
-
 /// Who listens to the feed: (id, callback).
 #[cfg(feature = "hydrate")]
-type Subscribers = std::rc::Rc<std::cell::RefCell<Vec<(u64, std::rc::Rc<dyn Fn(&FeedMsg)>)>>>;
+type Subscribers = std::rc::Rc<std::cell::RefCell<Vec<(u64, std::rc::Rc<dyn Fn(&FeedEvent)>)>>>;
 
 /// The page's one connection to `/api/events`, shared by every job table
 /// on it (browser only; on the server it carries nothing).
@@ -219,7 +215,7 @@ impl Feed {
                     let list: Vec<_> =
                         subs.with_value(|s| s.borrow().iter().map(|(_, f)| f.clone()).collect());
                     for f in list {
-                        f(&FeedMsg::Resync);
+                        f(&FeedEvent::Resync);
                     }
                 }
                 now
@@ -230,7 +226,7 @@ impl Feed {
 
     /// Calls `f` for every job change until the calling component goes away.
     #[allow(unused_variables)]
-    pub fn subscribe(f: impl Fn(&FeedMsg) + 'static) {
+    pub fn subscribe(f: impl Fn(&FeedEvent) + 'static) {
         #[cfg(feature = "hydrate")]
         {
             let Some(feed) = use_context::<Feed>() else {
@@ -247,16 +243,12 @@ impl Feed {
                 feed.started.set_value(true);
                 let subs = feed.subscribers.get_value();
                 let on: Handler = std::rc::Rc::new(move |event: &str, data: &str| {
-                    let msg = match event {
-                        "job" => serde_json::from_str(data)
-                            .ok()
-                            .map(|j| FeedMsg::Job(Box::new(j))),
-                        "job.deleted" => serde_json::from_str::<serde_json::Value>(data)
-                            .ok()
-                            .and_then(|v| v["id"].as_i64())
-                            .map(FeedMsg::Deleted),
-                        "resync" => Some(FeedMsg::Resync),
-                        _ => None,
+                    let msg = match FeedEvent::decode(event, data) {
+                        Ok(msg) => msg,
+                        Err(e) => {
+                            leptos::logging::warn!("{e}");
+                            None
+                        }
                     };
                     if let Some(msg) = msg {
                         let list: Vec<_> = subs.borrow().iter().map(|(_, f)| f.clone()).collect();
@@ -269,7 +261,7 @@ impl Feed {
                 // The page's feed lives as long as the page.
                 let live = open(
                     std::rc::Rc::new(|| "/api/events".to_string()),
-                    &["job", "job.deleted", "resync"],
+                    FeedEventKind::names(),
                     on,
                     feed.conn,
                 );

@@ -270,7 +270,7 @@ fn start_stream(
 ) {
     use std::rc::Rc;
 
-    use crate::model::job::{Gap, Progress};
+    use crate::model::event::{JobEvent, JobEventKind};
 
     if job.get_untracked().state.is_finished() {
         conn.set(Conn::Closed);
@@ -278,48 +278,45 @@ fn start_stream(
     }
     let url: Rc<dyn Fn() -> String> =
         Rc::new(move || format!("/api/jobs/{id}/events?after={}", model.received.get_value()));
-    let on: crate::jobs::live::Handler = Rc::new(move |event: &str, data: &str| {
+    let on: crate::jobs::live::Handler = Rc::new(move |name: &str, data: &str| {
+        let event = match JobEvent::decode(name, data) {
+            Ok(Some(event)) => event,
+            Ok(None) => return true,
+            Err(e) => {
+                leptos::logging::warn!("{e}");
+                // An end without a job (it was deleted) still ends.
+                return name != JobEventKind::End.name();
+            }
+        };
         match event {
-            "log" => {
-                if let Ok(line) = serde_json::from_str::<LogLine>(data) {
-                    model.push(line);
-                }
+            JobEvent::Log(line) => {
+                model.push(line);
             }
-            "state" => {
-                if let Ok(j) = serde_json::from_str::<Job>(data) {
-                    if j.progress.is_some() {
-                        progress.set(j.progress.clone());
+            JobEvent::State(j) => {
+                if j.progress.is_some() {
+                    progress.set(j.progress.clone());
+                }
+                if j.omitted.is_some() {
+                    model.gap.set(j.omitted);
+                }
+                model.last_seq.update(|l| *l = (*l).max(j.last_seq));
+                update_job(job, j);
+            }
+            JobEvent::Progress(p) => progress.set(Some(p)),
+            JobEvent::Gap(g) => {
+                model.gap.update(|cur| {
+                    if cur.is_none() {
+                        *cur = Some(g);
                     }
-                    if j.omitted.is_some() {
-                        model.gap.set(j.omitted);
-                    }
-                    model.last_seq.update(|l| *l = (*l).max(j.last_seq));
-                    update_job(job, j);
-                }
+                });
+                model.received.set_value(g.to);
             }
-            "progress" => {
-                if let Ok(p) = serde_json::from_str::<Progress>(data) {
-                    progress.set(Some(p));
+            JobEvent::End(j) => {
+                model.last_seq.update(|l| *l = (*l).max(j.last_seq));
+                if j.omitted.is_some() {
+                    model.gap.set(j.omitted);
                 }
-            }
-            "gap" => {
-                if let Ok(g) = serde_json::from_str::<Gap>(data) {
-                    model.gap.update(|cur| {
-                        if cur.is_none() {
-                            *cur = Some(g);
-                        }
-                    });
-                    model.received.set_value(g.to);
-                }
-            }
-            "end" => {
-                if let Ok(j) = serde_json::from_str::<Job>(data) {
-                    model.last_seq.update(|l| *l = (*l).max(j.last_seq));
-                    if j.omitted.is_some() {
-                        model.gap.set(j.omitted);
-                    }
-                    job.set(j);
-                }
+                job.set(j);
                 // The failure panel needs the stderr tail.
                 leptos::task::spawn_local(async move {
                     if let Ok(v) = view_job(id).await {
@@ -328,11 +325,10 @@ fn start_stream(
                 });
                 return false;
             }
-            _ => {}
         }
         true
     });
-    let live = crate::jobs::live::open(url, &["log", "state", "progress", "gap", "end"], on, conn);
+    let live = crate::jobs::live::open(url, JobEventKind::names(), on, conn);
     let live = send_wrapper::SendWrapper::new(live);
     on_cleanup(move || live.stop());
 }

@@ -7,10 +7,12 @@ use leptos_router::components::Form;
 use leptos_router::hooks::use_query_map;
 
 use crate::components::ErrorList;
-use crate::jobs::live::{Feed, FeedMsg};
+use crate::error::AppError;
+use crate::jobs::live::Feed;
 use crate::jobs::widgets::{JobDuration, StatePill, Time};
 use crate::jobs::{list_jobs, list_targets, list_templates};
-use crate::model::job::{Job, JobFilter, JobState};
+use crate::model::event::FeedEvent;
+use crate::model::job::{Job, JobFilter, JobState, StateSet};
 
 /// How a table is set up by the page that shows it.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -30,9 +32,9 @@ pub struct TableSpec {
 pub fn matches(job: &Job, filter: &JobFilter) -> bool {
     let states_ok = filter
         .state
-        .as_deref()
+        .as_ref()
         .filter(|s| !s.is_empty())
-        .is_none_or(|s| s.split(',').any(|x| x.trim() == job.state.as_str()));
+        .is_none_or(|s| s.contains(job.state));
     states_ok
         && filter
             .template
@@ -61,13 +63,13 @@ fn stage(state: JobState) -> u8 {
 /// reload that read the database after it) and is skipped.
 pub fn receive(
     rows: &mut Vec<Job>,
-    msg: &FeedMsg,
+    msg: &FeedEvent,
     filter: &JobFilter,
     limit: usize,
     first_page: bool,
 ) {
     match msg {
-        FeedMsg::Job(job) => {
+        FeedEvent::Job(job) => {
             let older = rows
                 .iter()
                 .any(|r| r.id == job.id && stage(r.state) > stage(job.state));
@@ -75,8 +77,8 @@ pub fn receive(
                 apply(rows, job, filter, limit, first_page);
             }
         }
-        FeedMsg::Deleted(id) => rows.retain(|j| j.id != *id),
-        FeedMsg::Resync => {}
+        FeedEvent::Deleted(id) => rows.retain(|j| j.id != *id),
+        FeedEvent::Resync => {}
     }
 }
 
@@ -87,7 +89,7 @@ pub fn receive(
 /// comes later over the feed, so the rows end right either way.
 pub fn replay(
     rows: &mut Vec<Job>,
-    missed: &[FeedMsg],
+    missed: &[FeedEvent],
     filter: &JobFilter,
     limit: usize,
     first_page: bool,
@@ -121,32 +123,44 @@ pub fn apply(rows: &mut Vec<Job>, job: &Job, filter: &JobFilter, limit: usize, f
 pub fn JobTable(spec: TableSpec) -> impl IntoView {
     let query = use_query_map();
     let spec = StoredValue::new(spec);
-    let filter = Memo::new(move |_| {
+    // A bad filter in the URL (`?state=done`) is shown as the error the
+    // server would give, without asking it.
+    let filter = Memo::new(move |_| -> Result<JobFilter, AppError> {
         let s = spec.get_value();
         let q = query.get();
-        let pick = |fixed: &Option<String>, key: &str| {
-            fixed.clone().or_else(|| {
-                if s.filters {
-                    q.get(key).filter(|v| !v.is_empty())
-                } else {
-                    None
-                }
-            })
-        };
-        JobFilter {
-            state: pick(&s.fixed.state, "state"),
-            template: pick(&s.fixed.template, "template"),
-            target: pick(&s.fixed.target, "target"),
-            before: if s.filters {
-                q.get("before").and_then(|b| b.parse().ok())
+        let from_url = |key: &str| {
+            if s.filters {
+                q.get(key).filter(|v| !v.is_empty())
             } else {
                 None
-            },
+            }
+        };
+        let state = match (&s.fixed.state, from_url("state")) {
+            (Some(fixed), _) => Some(fixed.clone()),
+            (None, Some(text)) => Some(
+                text.parse::<StateSet>()
+                    .map_err(|e| AppError::field("state", e))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(JobFilter {
+            state,
+            template: s.fixed.template.clone().or_else(|| from_url("template")),
+            target: s.fixed.target.clone().or_else(|| from_url("target")),
+            before: from_url("before").and_then(|b| b.parse().ok()),
             limit: Some(s.limit),
             mine: s.fixed.mine,
-        }
+        })
     });
-    let page = Resource::new(move || filter.get(), list_jobs);
+    let page = Resource::new(
+        move || filter.get(),
+        |f| async move {
+            match f {
+                Ok(f) => list_jobs(f).await,
+                Err(e) => Err(e),
+            }
+        },
+    );
 
     view! {
         {move || spec.with_value(|s| s.filters).then(|| view! { <Filters spec=spec.get_value() /> })}
@@ -158,7 +172,7 @@ pub fn JobTable(spec: TableSpec) -> impl IntoView {
                             <Rows
                                 initial=p.jobs
                                 next_before=p.next_before
-                                filter=filter.get_untracked()
+                                filter=filter.get_untracked().unwrap_or_default()
                                 spec=spec.get_value()
                             />
                         }
@@ -196,11 +210,11 @@ fn Rows(
             next.get().filter(|_| spec.filters).map(|before| {
                 let mut url = format!("{}?before={before}", spec.path);
                 for (k, v) in [
-                    ("state", &filter.state),
-                    ("template", &filter.template),
-                    ("target", &filter.target),
+                    ("state", filter.state.as_ref().map(StateSet::to_string)),
+                    ("template", filter.template.clone()),
+                    ("target", filter.target.clone()),
                 ] {
-                    if let Some(v) = v.as_ref().filter(|_| spec.fixed_param(k).is_none()) {
+                    if let Some(v) = v.filter(|_| !spec.fixes(k)) {
                         url.push_str(&format!("&{k}={v}"));
                     }
                 }
@@ -257,15 +271,15 @@ struct LiveRows {
     first_page: bool,
     latest: StoredValue<u64>,
     /// The feed messages since the first unanswered reload started.
-    missed: StoredValue<Option<Vec<FeedMsg>>>,
+    missed: StoredValue<Option<Vec<FeedEvent>>>,
 }
 
 impl LiveRows {
     const TRIES: u32 = 5;
     const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-    fn receive(&self, msg: &FeedMsg) {
-        if let FeedMsg::Resync = msg {
+    fn receive(&self, msg: &FeedEvent) {
+        if let FeedEvent::Resync = msg {
             return self.clone().reload();
         }
         let filter = &self.filter;
@@ -323,12 +337,13 @@ impl LiveRows {
 }
 
 impl TableSpec {
-    fn fixed_param(&self, key: &str) -> Option<&String> {
+    /// Whether the page fixes the filter `key`.
+    fn fixes(&self, key: &str) -> bool {
         match key {
-            "state" => self.fixed.state.as_ref(),
-            "template" => self.fixed.template.as_ref(),
-            "target" => self.fixed.target.as_ref(),
-            _ => None,
+            "state" => self.fixed.state.is_some(),
+            "template" => self.fixed.template.is_some(),
+            "target" => self.fixed.target.is_some(),
+            _ => false,
         }
     }
 }
@@ -386,7 +401,7 @@ fn Filters(spec: TableSpec) -> impl IntoView {
             <label for="f-state">"State"</label>
             <select id="f-state" name="state">
                 <option value="" selected=move || current("state").is_empty()>"any"</option>
-                <option value="queued,running,cancelling" selected=move || current("state") == "queued,running,cancelling">
+                <option value=StateSet::active().to_string() selected=move || current("state") == StateSet::active().to_string()>
                     "active"
                 </option>
                 {JobState::ALL
@@ -464,7 +479,7 @@ mod tests {
     #[test]
     fn live_changes_move_jobs_in_and_out_of_a_filtered_list() {
         let active = JobFilter {
-            state: Some("queued,running".into()),
+            state: Some(StateSet::new([JobState::Queued, JobState::Running])),
             ..Default::default()
         };
         let mut rows = vec![job(5, JobState::Running), job(3, JobState::Queued)];
@@ -485,8 +500,8 @@ mod tests {
         rows.iter().map(|j| (j.id, j.state)).collect()
     }
 
-    fn msg(id: i64, state: JobState) -> FeedMsg {
-        FeedMsg::Job(Box::new(job(id, state)))
+    fn msg(id: i64, state: JobState) -> FeedEvent {
+        FeedEvent::Job(std::sync::Arc::new(job(id, state)))
     }
 
     #[test]
@@ -497,7 +512,7 @@ mod tests {
         let missed = [
             msg(5, JobState::Queued),
             msg(4, JobState::Succeeded),
-            FeedMsg::Deleted(3),
+            FeedEvent::Deleted(3),
         ];
         replay(&mut rows, &missed, &all, 10, true);
         assert_eq!(
@@ -519,7 +534,7 @@ mod tests {
     #[test]
     fn a_filtered_answer_ends_right_whichever_messages_it_had_seen() {
         let active = JobFilter {
-            state: Some("queued,running,cancelling".into()),
+            state: Some(StateSet::active()),
             ..Default::default()
         };
         // Job 6 started and finished while the request was out; the

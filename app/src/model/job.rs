@@ -158,11 +158,13 @@ impl LogStream {
         }
     }
 
-    pub fn from_code(code: i16) -> LogStream {
+    /// The stream stored as `code`; `None` for a code no version wrote.
+    pub fn from_code(code: i16) -> Option<LogStream> {
         match code {
-            0 => LogStream::Stdout,
-            1 => LogStream::Stderr,
-            _ => LogStream::System,
+            0 => Some(LogStream::Stdout),
+            1 => Some(LogStream::Stderr),
+            2 => Some(LogStream::System),
+            _ => None,
         }
     }
 }
@@ -195,10 +197,91 @@ pub struct NewJob {
     pub params: Map<String, Value>,
 }
 
+/// A set of job states, written `queued,running` on the wire (query
+/// strings, forms): parsed once, here, with an error naming a bad value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateSet(Vec<JobState>);
+
+impl StateSet {
+    pub fn new(states: impl IntoIterator<Item = JobState>) -> StateSet {
+        let mut v: Vec<JobState> = Vec::new();
+        for s in states {
+            if !v.contains(&s) {
+                v.push(s);
+            }
+        }
+        StateSet(v)
+    }
+
+    /// Queued, running or cancelling: what the dashboard calls active.
+    pub fn active() -> StateSet {
+        StateSet::new([JobState::Queued, JobState::Running, JobState::Cancelling])
+    }
+
+    /// Succeeded, failed or cancelled.
+    pub fn finished() -> StateSet {
+        StateSet::new(JobState::ALL.into_iter().filter(|s| s.is_finished()))
+    }
+
+    pub fn contains(&self, state: JobState) -> bool {
+        self.0.contains(&state)
+    }
+
+    pub fn states(&self) -> &[JobState] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::str::FromStr for StateSet {
+    type Err = String;
+
+    /// `queued, running` → both; an empty string → the empty set.
+    fn from_str(s: &str) -> Result<StateSet, String> {
+        let mut states = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let state = JobState::parse(part).ok_or_else(|| {
+                format!("`{part}` is not a job state: use queued, running, cancelling, succeeded, failed or cancelled")
+            })?;
+            states.push(state);
+        }
+        Ok(StateSet::new(states))
+    }
+}
+
+impl std::fmt::Display for StateSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(s.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for StateSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StateSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StateSet, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Filters for job lists (`GET /api/jobs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobFilter {
-    pub state: Option<String>,
+    /// Any of these states (none or empty: every state).
+    pub state: Option<StateSet>,
     pub template: Option<String>,
     pub target: Option<String>,
     /// Only jobs with a smaller id (the next page).
@@ -252,30 +335,20 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn states_round_trip_and_classify() {
-        for s in JobState::ALL {
-            assert_eq!(JobState::parse(s.as_str()), Some(s));
-        }
-        assert!(JobState::Cancelled.is_finished());
-        assert!(!JobState::Cancelling.is_finished());
-        assert!(JobState::Cancelling.is_active());
-    }
-
-    #[test]
-    fn the_job_json_has_the_fields_of_the_contract() {
-        let job = Job {
+    /// A job in `state`, for tests.
+    pub fn sample_job(state: JobState) -> Job {
+        Job {
             id: 42,
             template: "backup".into(),
             target: "web-1".into(),
             params: serde_json::json!({"path": "/srv"})
                 .as_object()
-                .unwrap()
-                .clone(),
-            state: JobState::Running,
+                .cloned()
+                .unwrap_or_default(),
+            state,
             owner: "alice".into(),
             created_at: Utc::now(),
             started_at: Some(Utc::now()),
@@ -292,7 +365,42 @@ mod tests {
             node: Some("n1".into()),
             rerun_of: None,
             omitted: None,
-        };
+        }
+    }
+
+    #[test]
+    fn state_sets_parse_once_and_name_a_bad_value() {
+        let set: StateSet = " queued, running ,queued".parse().unwrap();
+        assert_eq!(set.states(), [JobState::Queued, JobState::Running]);
+        assert_eq!(set.to_string(), "queued,running");
+        assert!(set.contains(JobState::Running) && !set.contains(JobState::Failed));
+        assert!("".parse::<StateSet>().unwrap().is_empty());
+        let err = "queued,done".parse::<StateSet>().unwrap_err();
+        assert!(err.starts_with("`done` is not a job state"), "{err}");
+        let f: JobFilter = serde_json::from_str(r#"{"state":"failed,cancelled"}"#).unwrap();
+        assert_eq!(
+            f.state,
+            Some(StateSet::new([JobState::Failed, JobState::Cancelled]))
+        );
+        assert_eq!(
+            serde_json::to_value(&f).unwrap()["state"],
+            "failed,cancelled"
+        );
+    }
+
+    #[test]
+    fn states_round_trip_and_classify() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+        assert!(JobState::Cancelled.is_finished());
+        assert!(!JobState::Cancelling.is_finished());
+        assert!(JobState::Cancelling.is_active());
+    }
+
+    #[test]
+    fn the_job_json_has_the_fields_of_the_contract() {
+        let job = sample_job(JobState::Running);
         let v = serde_json::to_value(&job).unwrap();
         for key in [
             "id",

@@ -215,6 +215,23 @@ pub enum Exclusive {
     None,
 }
 
+impl Exclusive {
+    pub const ALL: [Exclusive; 3] = [Exclusive::Target, Exclusive::Global, Exclusive::None];
+
+    /// The name in the configuration and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusive::Target => "target",
+            Exclusive::Global => "global",
+            Exclusive::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Exclusive> {
+        Exclusive::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
 /// How a template reports progress in its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

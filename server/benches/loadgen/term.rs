@@ -61,10 +61,11 @@ pub async fn term(a: TermArgs) -> Result<()> {
 
 /// `seq 1 N` on a PTY of our own, read as fast as we can.
 async fn pty_throughput(lines: u64) -> Result<Value> {
-    use server::terminal::pty::{spawn, Read};
+    use server::proc::pty::{spawn, Read};
     let argv = vec!["seq".to_string(), "1".into(), lines.to_string()];
+    let env = server::proc::Environment::for_terminal(&[], None);
     let t0 = Instant::now();
-    let (master, mut child) = spawn(&argv, &[], 200, 50)?;
+    let (master, mut child) = spawn(&argv, &env, None, 200, 50)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut bytes = 0u64;
     loop {

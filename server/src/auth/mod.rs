@@ -6,13 +6,14 @@
 //! - [`policy`] makes every finer decision (which jobs a caller sees, which
 //!   targets they may launch on); handlers and the backend ask it, never decide
 //!   themselves.
-//! - [`login`] signs in with rate limiting and equal timing; [`accounts`]
-//!   manages users and tokens, writing the audit log.
+//! - [`session`] resolves a session cookie or an API token into a user (the
+//!   guard's one way to know who asks); [`password`] and [`secret`] hash.
+//!
+//! Signing in and managing users are use cases: `service::signin`,
+//! `service::accounts`.
 
-pub mod accounts;
 pub mod bootstrap;
 pub mod guard;
-pub mod login;
 pub mod password;
 pub mod policy;
 pub mod secret;

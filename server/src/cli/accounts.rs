@@ -8,7 +8,7 @@ use app::model::user::Role;
 use clap::Subcommand;
 use sea_orm::DatabaseConnection;
 
-use crate::auth::accounts::{self, Actor};
+use crate::service::accounts::{self, Actor};
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {

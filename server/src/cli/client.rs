@@ -7,7 +7,8 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use app::model::job::{Job, JobPage, JobState, LogLine, LogPage, LogStream, Progress};
+use app::model::event::JobEvent;
+use app::model::job::{Job, JobPage, JobState, LogLine, LogPage, LogStream};
 use app::model::template::TemplateInfo;
 use app::model::time::{format_duration_secs, format_utc};
 use clap::Args;
@@ -289,66 +290,54 @@ async fn follow(api: &Api, id: i64, after: i64) -> Result<ExitCode, Fail> {
             while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
                 let block: Vec<u8> = buf.drain(..pos + 2).collect();
                 let text = String::from_utf8_lossy(&block[..pos]);
-                let (mut event, mut data) = ("message", String::new());
+                let (mut name, mut data) = (String::new(), String::new());
                 for l in text.lines() {
                     if let Some(v) = l.strip_prefix("event: ") {
-                        event = if v == "log" {
-                            "log"
-                        } else if v == "progress" {
-                            "progress"
-                        } else if v == "end" {
-                            "end"
-                        } else if v == "gap" {
-                            "gap"
-                        } else {
-                            "other"
-                        };
+                        name = v.to_string();
                     } else if let Some(v) = l.strip_prefix("data: ") {
                         data.push_str(v);
                     }
                 }
+                let event = match JobEvent::decode(&name, &data) {
+                    Ok(Some(event)) => event,
+                    Ok(None) => continue,
+                    Err(e) => return Err(Fail(format!("the server sent {e}"))),
+                };
                 match event {
-                    "log" => {
-                        if let Ok(line) = serde_json::from_str::<LogLine>(&data) {
-                            if line.seq > last {
-                                last = line.seq;
-                                print_line(&line, bar.as_ref());
-                            }
+                    JobEvent::Log(line) => {
+                        if line.seq > last {
+                            last = line.seq;
+                            print_line(&line, bar.as_ref());
                         }
                     }
-                    "gap" => {
-                        if let Ok(g) = serde_json::from_str::<Value>(&data) {
-                            eprintln!(
-                                "opsdeck: lines {}–{} were omitted (log over its size limit)",
-                                g["from"], g["to"]
+                    JobEvent::Gap(g) => {
+                        eprintln!(
+                            "opsdeck: lines {}–{} were omitted (log over its size limit)",
+                            g.from, g.to
+                        );
+                    }
+                    JobEvent::Progress(p) => {
+                        let b = bar.get_or_insert_with(|| {
+                            let b = ProgressBar::new(1000);
+                            b.set_style(
+                                ProgressStyle::with_template(
+                                    "{bar:40.cyan/blue} {percent:>3}% {msg}",
+                                )
+                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
                             );
-                        }
+                            b
+                        });
+                        b.set_position((p.percent.unwrap_or(0.0) * 10.0) as u64);
+                        b.set_message(p.message.unwrap_or_default());
                     }
-                    "progress" => {
-                        if let Ok(p) = serde_json::from_str::<Progress>(&data) {
-                            let b = bar.get_or_insert_with(|| {
-                                let b = ProgressBar::new(1000);
-                                b.set_style(
-                                    ProgressStyle::with_template(
-                                        "{bar:40.cyan/blue} {percent:>3}% {msg}",
-                                    )
-                                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                                );
-                                b
-                            });
-                            b.set_position((p.percent.unwrap_or(0.0) * 10.0) as u64);
-                            b.set_message(p.message.unwrap_or_default());
-                        }
-                    }
-                    "end" => {
+                    JobEvent::End(job) => {
                         if let Some(b) = bar.take() {
                             b.finish_and_clear();
                         }
-                        let job: Job = serde_json::from_str(&data)?;
                         eprintln!("opsdeck: job {} {}", job.id, job.state_label());
                         return Ok(exit_code(&job));
                     }
-                    _ => {}
+                    JobEvent::State(_) => {}
                 }
             }
         }

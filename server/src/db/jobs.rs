@@ -1,8 +1,10 @@
-//! `jobs`: the queue. Every state change is a compare-and-set on `state`, so
-//! two replicas (or a cancel racing an exit) can never both win; the claim is
-//! one statement.
+//! `jobs`: the queue. Every state change is a compare-and-set on `state`
+//! ([`change_state`], applied only by `engine::transition`), so two replicas
+//! (or a cancel racing an exit) can never both win; the claim is one
+//! statement ([`claim_in`]).
 
-use app::model::job::{Gap, Job, JobFilter, JobState, Progress};
+use app::model::job::{Gap, Job, JobFilter, JobState, Progress, StateSet};
+use app::model::template::Exclusive;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -51,12 +53,102 @@ pub mod entity {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub use entity::Model as JobRow;
 use entity::{ActiveModel, Column, Entity};
 
+/// A row of `jobs`, typed: what every function here returns.
+/// N.B.: a value in the database that no version of opsdeck writes (a
+/// state, an exclusivity) is an error naming the row, never a guess.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub id: i64,
+    pub template: String,
+    pub target: String,
+    /// The parameters as stored (a JSON object).
+    pub params: String,
+    pub state: JobState,
+    pub exclusive: Exclusive,
+    pub owner_id: i64,
+    pub owner: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub warnings: bool,
+    pub progress: Option<String>,
+    pub cancel_requested_by: Option<String>,
+    pub node: Option<String>,
+    pub pgid: Option<i32>,
+    pub pgid_start: Option<i64>,
+    pub last_seq: i64,
+    pub log_bytes: i64,
+    pub omitted_from: Option<i64>,
+    pub omitted_to: Option<i64>,
+    pub omitted_bytes: i64,
+    pub rerun_of: Option<i64>,
+}
+
+impl TryFrom<entity::Model> for JobRow {
+    type Error = DbErr;
+
+    fn try_from(m: entity::Model) -> Result<JobRow, DbErr> {
+        let state = JobState::parse(&m.state).ok_or_else(|| {
+            DbErr::Type(format!(
+                "job {}: `{}` in jobs.state is not a job state",
+                m.id, m.state
+            ))
+        })?;
+        let exclusive = Exclusive::parse(&m.exclusive).ok_or_else(|| {
+            DbErr::Type(format!(
+                "job {}: `{}` in jobs.exclusive is not target, global or none",
+                m.id, m.exclusive
+            ))
+        })?;
+        Ok(JobRow {
+            id: m.id,
+            template: m.template,
+            target: m.target,
+            params: m.params,
+            state,
+            exclusive,
+            owner_id: m.owner_id,
+            owner: m.owner,
+            created_at: m.created_at,
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            updated_at: m.updated_at,
+            exit_code: m.exit_code,
+            error: m.error,
+            warnings: m.warnings,
+            progress: m.progress,
+            cancel_requested_by: m.cancel_requested_by,
+            node: m.node,
+            pgid: m.pgid,
+            pgid_start: m.pgid_start,
+            last_seq: m.last_seq,
+            log_bytes: m.log_bytes,
+            omitted_from: m.omitted_from,
+            omitted_to: m.omitted_to,
+            omitted_bytes: m.omitted_bytes,
+            rerun_of: m.rerun_of,
+        })
+    }
+}
+
+/// Types every row of a query.
+fn typed(models: Vec<entity::Model>) -> Result<Vec<JobRow>, DbErr> {
+    models.into_iter().map(JobRow::try_from).collect()
+}
+
+fn typed_one(model: Option<entity::Model>) -> Result<Option<JobRow>, DbErr> {
+    model.map(JobRow::try_from).transpose()
+}
+
 impl JobRow {
-    pub fn state(&self) -> JobState {
-        JobState::parse(&self.state).unwrap_or(JobState::Failed)
+    /// The stored parameters (an empty map if they do not parse).
+    pub fn params(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&self.params).unwrap_or_default()
     }
 
     pub fn to_job(&self) -> Job {
@@ -64,8 +156,8 @@ impl JobRow {
             id: self.id,
             template: self.template.clone(),
             target: self.target.clone(),
-            params: serde_json::from_str(&self.params).unwrap_or_default(),
-            state: self.state(),
+            params: self.params(),
+            state: self.state,
             owner: self.owner.clone(),
             created_at: self.created_at,
             started_at: self.started_at,
@@ -73,10 +165,7 @@ impl JobRow {
             exit_code: self.exit_code,
             error: self.error.clone(),
             warnings: self.warnings,
-            progress: self
-                .progress
-                .as_deref()
-                .and_then(|p| serde_json::from_str::<Progress>(p).ok()),
+            progress: self.progress(),
             last_seq: self.last_seq,
             cancel_requested_by: self.cancel_requested_by.clone(),
             node: self.node.clone(),
@@ -91,6 +180,13 @@ impl JobRow {
             },
         }
     }
+
+    /// The stored progress, if any.
+    pub fn progress(&self) -> Option<Progress> {
+        self.progress
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<Progress>(p).ok())
+    }
 }
 
 /// A job to enqueue (already validated).
@@ -98,7 +194,7 @@ pub struct Enqueue<'a> {
     pub template: &'a str,
     pub target: &'a str,
     pub params: &'a serde_json::Map<String, serde_json::Value>,
-    pub exclusive: &'a str,
+    pub exclusive: Exclusive,
     pub owner_id: i64,
     pub owner: &'a str,
     pub rerun_of: Option<i64>,
@@ -111,7 +207,7 @@ pub async fn insert(db: &impl ConnectionTrait, e: Enqueue<'_>) -> Result<JobRow,
         target: Set(e.target.to_string()),
         params: Set(serde_json::Value::Object(e.params.clone()).to_string()),
         state: Set(JobState::Queued.as_str().to_string()),
-        exclusive: Set(e.exclusive.to_string()),
+        exclusive: Set(e.exclusive.as_str().to_string()),
         owner_id: Set(e.owner_id),
         owner: Set(e.owner.to_string()),
         created_at: Set(now),
@@ -125,10 +221,11 @@ pub async fn insert(db: &impl ConnectionTrait, e: Enqueue<'_>) -> Result<JobRow,
     }
     .insert(db)
     .await
+    .and_then(JobRow::try_from)
 }
 
 pub async fn by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<JobRow>, DbErr> {
-    Entity::find_by_id(id).one(db).await
+    typed_one(Entity::find_by_id(id).one(db).await?)
 }
 
 /// Which jobs a caller may see.
@@ -164,9 +261,8 @@ pub async fn list(
             )
         }
     }
-    if let Some(state) = f.state.as_deref().filter(|s| !s.is_empty()) {
-        let states: Vec<&str> = state.split(',').map(str::trim).collect();
-        q = q.filter(Column::State.is_in(states));
+    if let Some(states) = f.state.as_ref().filter(|s| !s.is_empty()) {
+        q = q.filter(Column::State.is_in(states.states().iter().map(|s| s.as_str())));
     }
     if let Some(t) = f.template.as_deref().filter(|s| !s.is_empty()) {
         q = q.filter(Column::Template.eq(t));
@@ -177,7 +273,7 @@ pub async fn list(
     if let Some(before) = f.before {
         q = q.filter(Column::Id.lt(before));
     }
-    let mut rows = q.limit(limit + 1).all(db).await?;
+    let mut rows = typed(q.limit(limit + 1).all(db).await?)?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = if more {
@@ -245,42 +341,70 @@ pub async fn claim_in(txn: &DatabaseTransaction, node: &str) -> Result<Option<Jo
         // SQLite: the transaction already holds the one write lock.
         _ => "",
     };
-    JobRow::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        CLAIM_SQL.replace("{LOCK}", lock),
-        [now.into(), node.into()],
-    ))
-    .one(txn)
-    .await
+    typed_one(
+        entity::Model::find_by_statement(Statement::from_sql_and_values(
+            backend,
+            CLAIM_SQL.replace("{LOCK}", lock),
+            [now.into(), node.into()],
+        ))
+        .one(txn)
+        .await?,
+    )
 }
 
-/// Moves `id` from one of `from` to `to`, setting `extra` columns; true if it
-/// was in one of `from` (the compare-and-set succeeded).
-async fn transition(
+/// A compare-and-set of one job's state: what `engine::transition` applies.
+pub struct StateChange<'a> {
+    pub id: i64,
+    /// The states the job must be in; otherwise nothing is written.
+    pub from: &'a [JobState],
+    pub to: JobState,
+    /// Other columns set with it.
+    pub set: Vec<(Column, sea_orm::Value)>,
+    /// Lines appended to the log with it: `last_seq` grows by this many
+    /// (from `position`'s, if given, else from the stored one).
+    pub lines: i64,
+    /// Their bytes, added to `log_bytes` likewise.
+    pub bytes: i64,
+    /// The log's position as its writer left it, stored with the change.
+    pub position: Option<&'a LogPosition>,
+}
+
+/// Applies a [`StateChange`] in one statement; the row as it is now, or
+/// `None` if the job was in none of `from` (then nothing was written).
+pub async fn change_state(
     db: &impl ConnectionTrait,
-    id: i64,
-    from: &[JobState],
-    to: JobState,
-    extra: Vec<(Column, sea_orm::Value)>,
-) -> Result<bool, DbErr> {
-    let r = transition_query(id, from, to, extra).exec(db).await?;
-    Ok(r.rows_affected == 1)
-}
-
-/// The compare-and-set update of [`transition`].
-fn transition_query(
-    id: i64,
-    from: &[JobState],
-    to: JobState,
-    extra: impl IntoIterator<Item = (Column, sea_orm::Value)>,
-) -> sea_orm::UpdateMany<Entity> {
+    c: StateChange<'_>,
+) -> Result<Option<JobRow>, DbErr> {
     let cols = [
-        (Column::State, to.as_str().into()),
+        (Column::State, c.to.as_str().into()),
         (Column::UpdatedAt, Utc::now().into()),
     ];
-    setting(cols.into_iter().chain(extra))
-        .filter(Column::Id.eq(id))
-        .filter(Column::State.is_in(from.iter().map(|s| s.as_str())))
+    let mut q = setting(cols.into_iter().chain(c.set))
+        .filter(Column::Id.eq(c.id))
+        .filter(Column::State.is_in(c.from.iter().map(|s| s.as_str())));
+    match c.position {
+        Some(p) => {
+            let moved = LogPosition {
+                last_seq: p.last_seq + c.lines,
+                log_bytes: p.log_bytes + c.bytes,
+                ..*p
+            };
+            q = moved.apply(q);
+        }
+        None if c.lines > 0 => {
+            q = q
+                .col_expr(Column::LastSeq, Expr::col(Column::LastSeq).add(c.lines))
+                .col_expr(Column::LogBytes, Expr::col(Column::LogBytes).add(c.bytes));
+        }
+        None => {}
+    }
+    if db.get_database_backend().support_returning() {
+        typed_one(q.exec_with_returning(db).await?.into_iter().next())
+    } else if q.exec(db).await?.rows_affected == 1 {
+        by_id(db, c.id).await
+    } else {
+        Ok(None)
+    }
 }
 
 /// An update of every job (filter it) that sets `cols`.
@@ -293,52 +417,8 @@ fn setting(
         })
 }
 
-/// running → queued again: a claim that will not run (shutdown began
-/// between the claim and its start).
-pub async fn unclaim(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
-    transition(
-        db,
-        id,
-        &[JobState::Running],
-        JobState::Queued,
-        vec![
-            (Column::StartedAt, Option::<DateTime<Utc>>::None.into()),
-            (Column::Node, Option::<String>::None.into()),
-        ],
-    )
-    .await
-}
-
-/// queued → cancelled at once.
-pub async fn cancel_queued(db: &impl ConnectionTrait, id: i64, by: &str) -> Result<bool, DbErr> {
-    let now = Utc::now();
-    transition(
-        db,
-        id,
-        &[JobState::Queued],
-        JobState::Cancelled,
-        vec![
-            (Column::CancelRequestedBy, by.into()),
-            (Column::FinishedAt, now.into()),
-        ],
-    )
-    .await
-}
-
-/// running → cancelling.
-pub async fn mark_cancelling(db: &impl ConnectionTrait, id: i64, by: &str) -> Result<bool, DbErr> {
-    transition(
-        db,
-        id,
-        &[JobState::Running],
-        JobState::Cancelling,
-        vec![(Column::CancelRequestedBy, by.into())],
-    )
-    .await
-}
-
 /// How a run ended.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
     pub state: JobState,
     pub exit_code: Option<i32>,
@@ -347,55 +427,25 @@ pub struct Finish {
     pub progress: Option<Progress>,
 }
 
-/// running/cancelling → a finished state, in one statement; the finished
-/// row, or `None` if the job was no longer running or cancelling (then
-/// nothing was written).
-pub async fn finish(
-    db: &impl ConnectionTrait,
-    id: i64,
-    f: &Finish,
-) -> Result<Option<JobRow>, DbErr> {
-    finish_setting(db, id, f, Vec::new()).await
-}
-
-/// [`finish`], setting `extra` columns too.
-async fn finish_setting(
-    db: &impl ConnectionTrait,
-    id: i64,
-    f: &Finish,
-    extra: Vec<(Column, sea_orm::Value)>,
-) -> Result<Option<JobRow>, DbErr> {
-    let q = transition_query(
-        id,
-        &[JobState::Running, JobState::Cancelling],
-        f.state,
-        finish_columns(f).into_iter().chain(extra),
-    );
-    if db.get_database_backend().support_returning() {
-        Ok(q.exec_with_returning(db).await?.into_iter().next())
-    } else if q.exec(db).await?.rows_affected == 1 {
-        by_id(db, id).await
-    } else {
-        Ok(None)
+impl Finish {
+    /// The columns a finish sets.
+    pub fn columns(&self) -> Vec<(Column, sea_orm::Value)> {
+        let progress = self
+            .progress
+            .as_ref()
+            .map(|p| serde_json::to_string(p).unwrap_or_default());
+        vec![
+            (Column::FinishedAt, Utc::now().into()),
+            (Column::ExitCode, self.exit_code.into()),
+            (Column::Error, self.error.clone().into()),
+            (Column::Warnings, self.warnings.into()),
+            (Column::Progress, progress.into()),
+        ]
     }
 }
 
-fn finish_columns(f: &Finish) -> Vec<(Column, sea_orm::Value)> {
-    let progress = f
-        .progress
-        .as_ref()
-        .map(|p| serde_json::to_string(p).unwrap_or_default());
-    vec![
-        (Column::FinishedAt, Utc::now().into()),
-        (Column::ExitCode, f.exit_code.into()),
-        (Column::Error, f.error.clone().into()),
-        (Column::Warnings, f.warnings.into()),
-        (Column::Progress, progress.into()),
-    ]
-}
-
 /// Where a job's stored log stands, and its process group once known.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogPosition {
     pub last_seq: i64,
     pub log_bytes: i64,
@@ -406,8 +456,9 @@ pub struct LogPosition {
 }
 
 impl LogPosition {
-    fn columns(&self) -> Vec<(Column, sea_orm::Value)> {
-        let mut cols = vec![
+    /// Sets this position's columns in `q`.
+    fn apply(&self, q: sea_orm::UpdateMany<Entity>) -> sea_orm::UpdateMany<Entity> {
+        let mut cols: Vec<(Column, sea_orm::Value)> = vec![
             (Column::LastSeq, self.last_seq.into()),
             (Column::LogBytes, self.log_bytes.into()),
         ];
@@ -420,7 +471,8 @@ impl LogPosition {
             cols.push((Column::Pgid, pgid.into()));
             cols.push((Column::PgidStart, start.into()));
         }
-        cols
+        cols.into_iter()
+            .fold(q, |q, (col, value)| q.col_expr(col, Expr::value(value)))
     }
 }
 
@@ -430,51 +482,48 @@ pub async fn set_log_position(
     id: i64,
     p: &LogPosition,
 ) -> Result<(), DbErr> {
-    setting(p.columns())
+    p.apply(Entity::update_many())
         .filter(Column::Id.eq(id))
         .exec(db)
         .await
         .map(|_| ())
-}
-
-/// [`finish`] with the log's final position, in one statement.
-pub async fn finish_with_log(
-    db: &impl ConnectionTrait,
-    id: i64,
-    f: &Finish,
-    p: &LogPosition,
-) -> Result<Option<JobRow>, DbErr> {
-    finish_setting(db, id, f, p.columns()).await
 }
 
 pub async fn set_progress(db: &impl ConnectionTrait, id: i64, p: &Progress) -> Result<(), DbErr> {
-    Entity::update_many()
-        .col_expr(
-            Column::Progress,
-            Expr::value(serde_json::to_string(p).unwrap_or_default()),
-        )
-        .filter(Column::Id.eq(id))
-        .exec(db)
-        .await
-        .map(|_| ())
+    setting([(
+        Column::Progress,
+        serde_json::to_string(p).unwrap_or_default().into(),
+    )])
+    .filter(Column::Id.eq(id))
+    .exec(db)
+    .await
+    .map(|_| ())
 }
 
 /// Jobs a node was running or cancelling.
 pub async fn active_on_node(db: &DatabaseConnection, node: &str) -> Result<Vec<JobRow>, DbErr> {
-    Entity::find()
-        .filter(Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]))
-        .filter(Column::Node.eq(node))
-        .all(db)
-        .await
+    typed(
+        Entity::find()
+            .filter(
+                Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]),
+            )
+            .filter(Column::Node.eq(node))
+            .all(db)
+            .await?,
+    )
 }
 
 /// Jobs running or cancelling on nodes other than `node`.
 pub async fn active_elsewhere(db: &DatabaseConnection, node: &str) -> Result<Vec<JobRow>, DbErr> {
-    Entity::find()
-        .filter(Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]))
-        .filter(Column::Node.ne(node))
-        .all(db)
-        .await
+    typed(
+        Entity::find()
+            .filter(
+                Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]),
+            )
+            .filter(Column::Node.ne(node))
+            .all(db)
+            .await?,
+    )
 }
 
 /// Finished jobs older than `cutoff`, oldest first, at most `limit`.
@@ -491,11 +540,7 @@ pub async fn finished_before(
         .select_only()
         .column(Column::Id)
         .filter(Column::FinishedAt.lt(cutoff))
-        .filter(Column::State.is_in([
-            JobState::Succeeded.as_str(),
-            JobState::Failed.as_str(),
-            JobState::Cancelled.as_str(),
-        ]))
+        .filter(Column::State.is_in(StateSet::finished().states().iter().map(|s| s.as_str())))
         .order_by_asc(Column::Id)
         .limit(limit)
         .into_model::<Id>()
@@ -523,13 +568,13 @@ pub async fn delete(db: &DatabaseConnection, ids: &[i64]) -> Result<(), DbErr> {
 }
 
 /// How many jobs are in each state.
-pub async fn count_by_state(db: &DatabaseConnection) -> Result<Vec<(String, i64)>, DbErr> {
+pub async fn count_by_state(db: &DatabaseConnection) -> Result<Vec<(JobState, i64)>, DbErr> {
     #[derive(FromQueryResult)]
     struct Count {
         state: String,
         n: i64,
     }
-    Ok(Entity::find()
+    Entity::find()
         .select_only()
         .column(Column::State)
         .column_as(Column::Id.count(), "n")
@@ -538,8 +583,15 @@ pub async fn count_by_state(db: &DatabaseConnection) -> Result<Vec<(String, i64)
         .all(db)
         .await?
         .into_iter()
-        .map(|c| (c.state, c.n))
-        .collect())
+        .map(|c| {
+            JobState::parse(&c.state).map(|s| (s, c.n)).ok_or_else(|| {
+                DbErr::Type(format!(
+                    "{} job(s) have `{}` in jobs.state, which is not a job state",
+                    c.n, c.state
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Records that `node` is alive.
@@ -582,9 +634,70 @@ pub async fn latest_on_target(
     db: &DatabaseConnection,
     target: &str,
 ) -> Result<Option<JobRow>, DbErr> {
-    Entity::find()
-        .filter(Column::Target.eq(target))
-        .order_by_desc(Column::Id)
-        .one(db)
-        .await
+    typed_one(
+        Entity::find()
+            .filter(Column::Target.eq(target))
+            .order_by_desc(Column::Id)
+            .one(db)
+            .await?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(state: &str, exclusive: &str) -> entity::Model {
+        let now = Utc::now();
+        entity::Model {
+            id: 7,
+            template: "t".into(),
+            target: "web-1".into(),
+            params: "{}".into(),
+            state: state.into(),
+            exclusive: exclusive.into(),
+            owner_id: 1,
+            owner: "admin".into(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            exit_code: None,
+            error: None,
+            warnings: false,
+            progress: None,
+            cancel_requested_by: None,
+            node: None,
+            pgid: None,
+            pgid_start: None,
+            last_seq: 0,
+            log_bytes: 0,
+            omitted_from: None,
+            omitted_to: None,
+            omitted_bytes: 0,
+            rerun_of: None,
+        }
+    }
+
+    #[test]
+    fn a_row_reads_back_typed() {
+        let row = JobRow::try_from(model("cancelling", "global")).unwrap();
+        assert_eq!(row.state, JobState::Cancelling);
+        assert_eq!(row.exclusive, Exclusive::Global);
+    }
+
+    #[test]
+    fn an_unknown_value_is_an_error_that_names_the_row() {
+        let err = JobRow::try_from(model("exploded", "target")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Type Error: job 7: `exploded` in jobs.state is not a job state"
+        );
+        let err = JobRow::try_from(model("queued", "sometimes")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("job 7: `sometimes` in jobs.exclusive"),
+            "{err}"
+        );
+    }
 }

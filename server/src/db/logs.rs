@@ -1,12 +1,17 @@
 //! `job_logs`: one row per output line, keyed `(job_id, seq)`. Written in
-//! batches by the engine's log writer (the one place that assigns `seq`
-//! while a job runs) and read in pages by the API and the streams.
+//! batches by the engine's log writer and by `engine::transition` (system
+//! lines that come with a state change), and read in pages by the API and
+//! the streams.
+//!
+//! N.B.: one rule numbers every line, [`Seqs`]: the next seq after the
+//! job's `last_seq`, stored in the same transaction as the line. The log
+//! writer keeps its `Seqs` in memory while it owns a running job; a
+//! transition takes its own from the row it just changed.
 
 use app::model::job::{LogLine, LogStream};
 use chrono::{DateTime, TimeZone, Utc};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
-    TransactionTrait, Value,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, Value,
 };
 
 #[derive(FromQueryResult)]
@@ -17,13 +22,57 @@ struct Row {
     text: String,
 }
 
-impl From<Row> for LogLine {
-    fn from(r: Row) -> LogLine {
+/// Types the rows read for `job_id`; a stream code no version writes is an
+/// error naming the line.
+fn typed(job_id: i64, rows: Vec<Row>) -> Result<Vec<LogLine>, DbErr> {
+    rows.into_iter()
+        .map(|r| {
+            let stream = LogStream::from_code(r.stream).ok_or_else(|| {
+                DbErr::Type(format!(
+                    "job {job_id}, line {}: {} in job_logs.stream is not a stream (0 stdout, 1 stderr, 2 system)",
+                    r.seq, r.stream
+                ))
+            })?;
+            Ok(LogLine {
+                seq: r.seq,
+                stream,
+                ts: Utc.timestamp_millis_opt(r.ts).single().unwrap_or_default(),
+                text: r.text,
+            })
+        })
+        .collect()
+}
+
+/// Numbers a job's lines: each gets the seq after the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seqs {
+    last: i64,
+}
+
+impl Seqs {
+    /// Numbering after a log whose last stored seq is `last`.
+    pub fn after(last: i64) -> Seqs {
+        Seqs { last }
+    }
+
+    /// Hands out the next seq.
+    pub fn take(&mut self) -> i64 {
+        self.last += 1;
+        self.last
+    }
+
+    /// The last seq handed out.
+    pub fn last(&self) -> i64 {
+        self.last
+    }
+
+    /// A line with the next seq.
+    pub fn line(&mut self, stream: LogStream, text: String, ts: DateTime<Utc>) -> LogLine {
         LogLine {
-            seq: r.seq,
-            stream: LogStream::from_code(r.stream),
-            ts: Utc.timestamp_millis_opt(r.ts).single().unwrap_or_default(),
-            text: r.text,
+            seq: self.take(),
+            stream,
+            ts,
+            text,
         }
     }
 }
@@ -104,16 +153,14 @@ pub async fn page(
 ) -> Result<Vec<LogLine>, DbErr> {
     let backend = db.get_database_backend();
     let sql = "SELECT seq, stream, ts, text FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-    Ok(Row::find_by_statement(Statement::from_sql_and_values(
+    let rows = Row::find_by_statement(Statement::from_sql_and_values(
         backend,
         sql,
         [job_id.into(), after.into(), (limit as i64).into()],
     ))
     .all(db)
-    .await?
-    .into_iter()
-    .map(Into::into)
-    .collect())
+    .await?;
+    typed(job_id, rows)
 }
 
 /// Lines with `seq < before`, in order, the last `limit` of them.
@@ -125,16 +172,14 @@ pub async fn page_before(
 ) -> Result<Vec<LogLine>, DbErr> {
     let backend = db.get_database_backend();
     let sql = "SELECT seq, stream, ts, text FROM job_logs WHERE job_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
-    let mut lines: Vec<LogLine> = Row::find_by_statement(Statement::from_sql_and_values(
+    let rows = Row::find_by_statement(Statement::from_sql_and_values(
         backend,
         sql,
         [job_id.into(), before.into(), (limit as i64).into()],
     ))
     .all(db)
-    .await?
-    .into_iter()
-    .map(Into::into)
-    .collect();
+    .await?;
+    let mut lines = typed(job_id, rows)?;
     lines.reverse();
     Ok(lines)
 }
@@ -148,16 +193,14 @@ pub async fn tail_of_stream(
 ) -> Result<Vec<LogLine>, DbErr> {
     let backend = db.get_database_backend();
     let sql = "SELECT seq, stream, ts, text FROM job_logs WHERE job_id = $1 AND stream = $2 ORDER BY seq DESC LIMIT $3";
-    let mut lines: Vec<LogLine> = Row::find_by_statement(Statement::from_sql_and_values(
+    let rows = Row::find_by_statement(Statement::from_sql_and_values(
         backend,
         sql,
         [job_id.into(), stream.code().into(), (n as i64).into()],
     ))
     .all(db)
-    .await?
-    .into_iter()
-    .map(Into::into)
-    .collect();
+    .await?;
+    let mut lines = typed(job_id, rows)?;
     lines.reverse();
     Ok(lines)
 }
@@ -194,36 +237,6 @@ pub async fn set_text(
     ))
     .await
     .map(|_| ())
-}
-
-/// Appends a `system` line to a job that no writer is running for (a queued
-/// job being cancelled, a job being recovered): the next seq after the job's
-/// `last_seq`, in one transaction.
-pub async fn append_system(
-    db: &DatabaseConnection,
-    job_id: i64,
-    text: &str,
-) -> Result<LogLine, DbErr> {
-    let txn = db.begin().await?;
-    let last = super::jobs::by_id(&txn, job_id)
-        .await?
-        .map_or(0, |j| j.last_seq);
-    let line = LogLine {
-        seq: last + 1,
-        stream: LogStream::System,
-        ts: now_millis(),
-        text: text.to_string(),
-    };
-    insert_batch(&txn, job_id, std::slice::from_ref(&line)).await?;
-    let backend = txn.get_database_backend();
-    txn.execute(Statement::from_sql_and_values(
-        backend,
-        "UPDATE jobs SET last_seq = $1, log_bytes = log_bytes + $2 WHERE id = $3",
-        [line.seq.into(), (text.len() as i64).into(), job_id.into()],
-    ))
-    .await?;
-    txn.commit().await?;
-    Ok(line)
 }
 
 /// Now, at the precision lines are stored with (milliseconds), so a line

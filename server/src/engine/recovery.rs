@@ -3,20 +3,22 @@
 //! restarted") and kills what is left of their process groups (guarded
 //! against pid reuse). With several replicas, each proves it is alive with
 //! heartbeats, and the jobs of a replica that stopped beating are failed by
-//! the others.
+//! the others. Every such end is the job's one transition, audited as
+//! `job.interrupted` by `system`.
+
+use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::db::jobs::{self, Finish, JobRow};
-use crate::db::logs;
-use crate::engine::{process, runner};
-use crate::state::AppState;
-use app::model::job::JobState;
+use crate::db::jobs::{self, JobRow};
+use crate::engine::transition::Transition;
+use crate::engine::{runner, Engine};
+use crate::proc::group as process;
 
 /// Recovers this node's jobs. Runs before the first claim.
-pub async fn recover(state: &AppState) {
-    let node = &state.config.server.node;
-    let rows = match jobs::active_on_node(&state.db, node).await {
+pub async fn recover(engine: &Engine) {
+    let node = &engine.config().server.node;
+    let rows = match jobs::active_on_node(&engine.0.db, node).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::error!(error = %e, "cannot look for interrupted jobs");
@@ -35,45 +37,47 @@ pub async fn recover(state: &AppState) {
             "interrupted: server restarted".to_string()
         };
         tracing::warn!(job = row.id, killed, "{text}");
-        interrupt(state, &row, &text, "interrupted: server restarted").await;
+        interrupt(engine, &row, text, "interrupted: server restarted").await;
     }
 }
 
 /// Fails an active job that nothing runs any more.
-async fn interrupt(state: &AppState, row: &JobRow, line: &str, error: &str) {
-    if let Err(e) = logs::append_system(&state.db, row.id, line).await {
-        tracing::error!(job = row.id, error = %e, "cannot write the system line");
-    }
-    let f = Finish {
-        state: JobState::Failed,
-        exit_code: None,
-        error: Some(error.to_string()),
-        warnings: false,
-        progress: row.to_job().progress,
-    };
-    match jobs::finish(&state.db, row.id, &f).await {
-        Ok(finished) => runner::announce_end(state, row.id, finished).await,
+async fn interrupt(engine: &Engine, row: &JobRow, line: String, error: &str) {
+    let sink = engine.sink();
+    let t = Arc::new(Transition::fail(
+        &sink.hub,
+        row,
+        line,
+        error.to_string(),
+        true,
+    ));
+    match sink.committer.commit(t.clone()).await {
+        Ok(()) if t.row().is_some() => {}
+        // Finished meanwhile by someone else: say what it is now.
+        Ok(()) => runner::announce_current(engine, row.id).await,
         Err(e) => tracing::error!(job = row.id, error = %e, "cannot fail the interrupted job"),
     }
 }
 
 /// Beats every `heartbeat_interval`; fails the jobs of replicas silent for
 /// three intervals.
-pub async fn heartbeats(state: AppState) {
-    let every = state.config.jobs.heartbeat_interval;
-    let node = state.config.server.node.clone();
+pub async fn heartbeats(engine: Engine) {
+    let every = engine.config().jobs.heartbeat_interval;
+    let node = engine.config().server.node.clone();
+    let shutdown = engine.sink().shutdown.clone();
+    let db = engine.0.db.clone();
     let started = Utc::now();
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = jobs::heartbeat(&state.db, &node, started).await {
+        if let Err(e) = jobs::heartbeat(&db, &node, started).await {
             tracing::warn!(error = %e, "cannot record the heartbeat");
             continue;
         }
-        let Ok(others) = jobs::active_elsewhere(&state.db, &node).await else {
+        let Ok(others) = jobs::active_elsewhere(&db, &node).await else {
             continue;
         };
         let silent_for =
@@ -82,13 +86,13 @@ pub async fn heartbeats(state: AppState) {
             let Some(other) = row.node.clone() else {
                 continue;
             };
-            let last = jobs::last_heartbeat(&state.db, &other).await.ok().flatten();
+            let last = jobs::last_heartbeat(&db, &other).await.ok().flatten();
             if last.is_none_or(|at| Utc::now() - at > silent_for) {
                 let text = format!("interrupted: node `{other}` stopped sending heartbeats");
                 tracing::warn!(job = row.id, node = %other, "{text}");
-                interrupt(&state, &row, &text, &text).await;
+                interrupt(&engine, &row, text.clone(), &text).await;
             }
         }
-        state.hub.prune();
+        engine.sink().hub.prune();
     }
 }

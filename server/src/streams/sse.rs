@@ -1,6 +1,7 @@
 //! The SSE wire format: events are written by hand (not one frame per
 //! event) so a batch of lines becomes one buffer, encoded once and shared.
 
+use app::model::event::JobEventKind;
 use app::model::job::LogLine;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -13,7 +14,9 @@ pub fn encode_lines(lines: &[LogLine]) -> EncodedBatch {
     let mut offsets = Vec::with_capacity(lines.len());
     for line in lines {
         offsets.push((line.seq, buf.len()));
-        buf.put_slice(b"event: log\nid: ");
+        buf.put_slice(b"event: ");
+        buf.put_slice(JobEventKind::Log.name().as_bytes());
+        buf.put_slice(b"\nid: ");
         buf.put_slice(line.seq.to_string().as_bytes());
         buf.put_slice(b"\ndata: ");
         // N.B.: JSON never contains a raw newline, so one data line suffices.
@@ -26,13 +29,18 @@ pub fn encode_lines(lines: &[LogLine]) -> EncodedBatch {
     }
 }
 
-/// One event with a JSON payload.
-pub fn event<T: Serialize>(name: &str, data: &T) -> Bytes {
-    let mut buf = BytesMut::with_capacity(256);
+/// One event named `name` (a kind's `name()`) with a JSON payload.
+pub fn event<T: Serialize + ?Sized>(name: &str, data: &T) -> Bytes {
+    event_json(name, &serde_json::to_string(data).unwrap_or_default())
+}
+
+/// One event named `name` whose payload is already JSON.
+pub fn event_json(name: &str, json: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(json.len() + name.len() + 16);
     buf.put_slice(b"event: ");
     buf.put_slice(name.as_bytes());
     buf.put_slice(b"\ndata: ");
-    let _ = serde_json::to_writer((&mut buf).writer(), data);
+    buf.put_slice(json.as_bytes());
     buf.put_slice(b"\n\n");
     buf.freeze()
 }

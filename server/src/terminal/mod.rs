@@ -1,17 +1,18 @@
 //! The browser terminal: `GET /api/targets/{id}/terminal` upgrades to a
 //! WebSocket bound to a shell on a PTY (DESIGN.md, "Terminal (WebSocket)").
 //!
-//! - [`pty`] starts the shell in its own session with the PTY as its
-//!   controlling terminal;
+//! - `proc::pty` starts the shell (through the one spawn of `proc`) in its
+//!   own session with the PTY as its controlling terminal and an explicit
+//!   environment (`proc::env`), never the server's own;
 //! - [`session`] keeps it alive across dropped sockets for a grace period,
 //!   with flow control and a replay ring;
 //! - [`text`] cuts output at whole UTF-8 characters; [`record`] writes
 //!   asciicast v2 recordings.
 //!
 //! The guard has already authenticated the caller and refused a cross-site
-//! upgrade; [`open`] applies the target's terminal policy.
+//! upgrade; [`open`] asks `service::terminals` whether this caller may
+//! open one on this target.
 
-pub mod pty;
 pub mod record;
 pub mod session;
 pub mod text;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use app::backend::Caller;
 use app::error::AppError;
 use app::model::terminal::{valid_size, ClientFrame, ServerFrame};
+use app::model::user::CurrentUser;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -29,11 +31,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
 
-use crate::auth::policy;
 use crate::config::{Target, TargetAccess, TerminalConfig};
-use crate::db::audit;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
+use crate::proc::Environment;
+use crate::service::terminals;
 use crate::state::AppState;
 pub use session::Terminals;
 use session::{Out, Session, Spec};
@@ -139,27 +141,7 @@ pub async fn open(
     ApiQuery(q): ApiQuery<TerminalQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let user = policy::require_user(&c)?.clone();
-    let target = s
-        .config
-        .target(&target_id)
-        .filter(|t| user.is_admin() || policy::may_launch(&user, t))
-        .ok_or_else(|| AppError::NotFound(format!("no target `{target_id}`")))?
-        .clone();
-    if !policy::may_open_terminal(&user, &target) {
-        return Err(AppError::Forbidden(if target.terminal {
-            format!(
-                "your role may not open a terminal on `{}`: ask an admin",
-                target.id
-            )
-        } else {
-            format!(
-                "target `{}` does not allow terminals (`terminal = true` in its config)",
-                target.id
-            )
-        })
-        .into());
-    }
+    let (user, target) = terminals::authorize(&s, &c, &target_id)?;
     let (cols, rows) = (q.cols.unwrap_or(80), q.rows.unwrap_or(24));
     if !valid_size(cols, rows) {
         return Err(
@@ -180,7 +162,7 @@ pub async fn open(
         .and_then(|id| s.terminals.find(id, user.id, &target.id));
     let (session, resumed) = match resumed {
         Some(session) => (session, true),
-        None => (start(&s, &c, &target, cols, rows).await?, false),
+        None => (start(&s, &c, &user, &target, cols, rows).await?, false),
     };
     if resumed {
         let _ = session.resize(cols, rows);
@@ -190,15 +172,15 @@ pub async fn open(
         .into_response())
 }
 
-/// Starts a new session for the caller on `target`.
+/// Starts a new session for `user` on `target`.
 async fn start(
     s: &AppState,
     c: &Caller,
+    user: &CurrentUser,
     target: &Target,
     cols: u16,
     rows: u16,
 ) -> Result<Arc<Session>, AppError> {
-    let user = policy::require_user(c)?;
     let cfg = &s.config.terminal;
     let open = s.terminals.count_for(user.id);
     if open >= cfg.max_sessions_per_user {
@@ -237,6 +219,7 @@ async fn start(
         username: user.username.clone(),
         target: target.id.clone(),
         argv: argv.clone(),
+        env: Environment::for_terminal(&s.config.jobs.base_env, None),
         cols,
         rows,
         recorder,
@@ -246,27 +229,20 @@ async fn start(
     let ip = c.ip.clone();
     let on_end = move |session: Arc<Session>, end: session::Ending| {
         tokio::spawn(async move {
-            let detail = serde_json::json!({
-                "session": session.id,
-                "code": end.code,
-                "seconds": end.duration.as_secs(),
-                "reason": end.reason,
-                "recording": recorded.then(|| session.id.clone()),
-            });
-            if let Err(e) = audit::insert(
+            terminals::ended(
                 &db,
-                audit::Record {
-                    actor: &session.username,
-                    action: "terminal.end",
-                    subject: &session.target,
-                    detail: Some(detail),
+                terminals::Ended {
+                    username: &session.username,
                     ip: ip.as_deref(),
+                    target: &session.target,
+                    session: &session.id,
+                    code: end.code,
+                    seconds: end.duration.as_secs(),
+                    reason: end.reason.as_deref(),
+                    recorded,
                 },
             )
-            .await
-            {
-                tracing::error!(error = %e, "cannot write the audit log");
-            }
+            .await;
         });
     };
     let session = s
@@ -278,23 +254,7 @@ async fn start(
             .clone()
             .watch(cfg.grace, cfg.idle_timeout, s.shutdown.clone()),
     );
-    audit::insert(
-        &s.db,
-        audit::Record {
-            actor: &user.username,
-            action: "terminal.start",
-            subject: &target.id,
-            detail: Some(serde_json::json!({
-                "session": id,
-                "kind": target.kind(),
-                "command": argv,
-                "recording": recorded.then(|| id.clone()),
-            })),
-            ip: c.ip.as_deref(),
-        },
-    )
-    .await
-    .map_err(|e| crate::http::error::db_error(e, "writing the audit log"))?;
+    terminals::started(s, user, c.ip.as_deref(), target, &id, &argv, recorded).await?;
     Ok(session)
 }
 
@@ -304,7 +264,7 @@ pub async fn recording(
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    policy::require_admin(&c)?;
+    terminals::may_read_recording(&c)?;
     if !record::valid_id(&id) {
         return Err(AppError::field("id", "not a session id (32 lowercase hex digits)").into());
     }

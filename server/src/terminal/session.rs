@@ -19,10 +19,11 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::pty::{self, Master, Read};
 use super::record::Recorder;
 use super::text::{Ring, Utf8Stream};
-use crate::engine::process::{group_alive, signal_group};
+use crate::proc::group::{group_alive, signal_group};
+use crate::proc::pty::{self, Master, Read};
+use crate::proc::{Child, Environment};
 use crate::sync::Locked;
 
 /// How much recent output a reattaching browser gets back.
@@ -56,6 +57,8 @@ pub struct Spec {
     pub username: String,
     pub target: String,
     pub argv: Vec<String>,
+    /// Exactly the shell's environment (`proc::env`).
+    pub env: Environment,
     pub cols: u16,
     pub rows: u16,
     pub recorder: Option<Recorder>,
@@ -132,9 +135,13 @@ impl Terminals {
     where
         F: FnOnce(Arc<Session>, Ending) + Send + 'static,
     {
-        let env = [("TERM", "xterm-256color"), ("COLORTERM", "truecolor")];
-        let (master, child) = pty::spawn(&spec.argv, &env, spec.cols, spec.rows)?;
-        let pgid = child.id().map_or(-1, |p| p as i32);
+        let home = spec
+            .env
+            .get("HOME")
+            .map(std::path::Path::new)
+            .filter(|h| h.is_dir());
+        let (master, child) = pty::spawn(&spec.argv, &spec.env, home, spec.cols, spec.rows)?;
+        let pgid = child.id();
         let session = Arc::new(Session {
             id: spec.id,
             user_id: spec.user_id,
@@ -281,7 +288,7 @@ impl Session {
 
     /// Reads the PTY until the shell and everything holding the terminal
     /// are gone; returns the exit code (128 + signal when killed).
-    async fn pump(self: Arc<Self>, mut child: tokio::process::Child) -> Ending {
+    async fn pump(self: Arc<Self>, mut child: Child) -> Ending {
         let mut buf = vec![0u8; CHUNK];
         let mut text = Utf8Stream::default();
         let mut code: Option<i32> = None;

@@ -681,7 +681,7 @@ async fn retention_deletes_old_finished_jobs_and_their_logs() {
         ))
         .await
         .unwrap();
-    let deleted = server::engine::retention::sweep(&e.app.state, 30)
+    let deleted = server::engine::retention::sweep(&e.app.state.db, e.app.state.engine.sink(), 30)
         .await
         .unwrap();
     assert_eq!(deleted, 1);
@@ -776,6 +776,16 @@ fn a_server_killed_mid_job_marks_it_interrupted_at_restart_and_kills_its_orphans
             cookie: session_cookie(&login),
             ..admin
         };
+        let (_, audit) = admin.get_json("/api/audit?action=job.interrupted").await;
+        let subject = format!("job {id}");
+        assert!(
+            audit["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["actor"] == "system" && a["subject"] == subject.as_str()),
+            "the interruption is audited with it: {audit}"
+        );
         admin.all_lines(id).await
     });
     let last = lines.last().unwrap();

@@ -398,7 +398,7 @@ async fn the_feed_carries_the_jobs_a_caller_may_see_and_their_deletion() {
         ))
         .await
         .unwrap();
-    server::engine::retention::sweep(&e.app.state, 30)
+    server::engine::retention::sweep(&e.app.state.db, e.app.state.engine.sink(), 30)
         .await
         .unwrap();
     loop {

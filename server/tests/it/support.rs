@@ -136,6 +136,17 @@ impl BinServer {
 
     /// Like [`BinServer::start`]; `admin_password` goes to OPSDECK_ADMIN_PASSWORD.
     pub fn start_with(dir: &Path, extra_toml: &str, admin_password: Option<&str>) -> BinServer {
+        BinServer::start_env(dir, extra_toml, admin_password, &[])
+    }
+
+    /// Like [`BinServer::start_with`], with more variables in the server's
+    /// own environment.
+    pub fn start_env(
+        dir: &Path,
+        extra_toml: &str,
+        admin_password: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> BinServer {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = format!(
@@ -150,6 +161,7 @@ impl BinServer {
             Some(p) => cmd.env("OPSDECK_ADMIN_PASSWORD", p),
             None => cmd.env_remove("OPSDECK_ADMIN_PASSWORD"),
         };
+        cmd.envs(env.iter().copied());
         let child = cmd
             .arg("--config")
             .arg(&path)

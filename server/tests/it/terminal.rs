@@ -409,3 +409,61 @@ async fn the_per_user_limit_refuses_one_more_session() {
     let bob = app.login("bob", USER_PASSWORD).await;
     let _c = Term::open(&app, &bob, "/api/targets/db-1/terminal").await;
 }
+
+#[test]
+fn neither_a_terminal_shell_nor_a_job_sees_the_servers_own_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{ENGINE_CONFIG}\n[terminal]\nshell = [\"/bin/bash\", \"--norc\", \"--noprofile\"]\n\n[[templates]]\nid = \"env\"\nscript = 'echo \"probe=[${{OPSDECK_PROBE_SECRET:-unset}}] pass=[${{OPSDECK_ADMIN_PASSWORD:-unset}}]\"'\nexclusive = \"none\"\n"
+    );
+    let server = BinServer::start_env(
+        dir.path(),
+        &toml,
+        Some(ADMIN_PASSWORD),
+        &[("OPSDECK_PROBE_SECRET", "s3cret")],
+    );
+    let cookie = server.admin_cookie();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = format!("ws://{}/api/targets/t1/terminal", server.addr)
+            .into_client_request()
+            .unwrap();
+        let h = req.headers_mut();
+        h.insert("cookie", format!("opsdeck_session={cookie}").parse().unwrap());
+        h.insert("origin", server.url("").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let input = json!({"type": "input", "data": "echo \"probe=[${OPSDECK_PROBE_SECRET:-unset}] pass=[${OPSDECK_ADMIN_PASSWORD:-unset}] term=[$TERM] home=[${HOME:+set}]\"; exit\r"});
+        ws.send(Message::Text(input.to_string().into())).await.unwrap();
+        let mut screen = String::new();
+        while let Ok(Some(Ok(msg))) =
+            tokio::time::timeout(Duration::from_secs(15), ws.next()).await
+        {
+            if let Message::Text(t) = msg {
+                let frame: Value = serde_json::from_str(&t).unwrap();
+                match frame["type"].as_str() {
+                    Some("output") => screen.push_str(frame["data"].as_str().unwrap()),
+                    Some("exit") => break,
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            screen.contains("probe=[unset] pass=[unset] term=[xterm-256color] home=[set]"),
+            "the shell saw: {screen}"
+        );
+
+        let admin = Client {
+            http: reqwest::Client::new(),
+            base: server.url(""),
+            cookie: Some(cookie.clone()),
+            bearer: None,
+        };
+        let id = admin.launch_ok("env", "t2", json!({})).await;
+        admin.wait_finished(id, 20).await;
+        let lines = admin.all_lines(id).await;
+        assert_eq!(texts(&lines, "stdout"), ["probe=[unset] pass=[unset]"]);
+    });
+}

@@ -13,15 +13,15 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use crate::db::logs;
-use crate::engine::service;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::routes::{Access, Kind, Rule};
+use crate::service::jobs as service;
 use crate::state::AppState;
 
 pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
     let r = |m: Method, p: &str| Rule::new(m, p, Kind::Api, Access::Authenticated);
+    let stream = |p: &str| Rule::new(Method::GET, p, Kind::EventStream, Access::Authenticated);
     vec![
         (r(Method::GET, "/api/templates"), get(templates)),
         (r(Method::GET, "/api/targets"), get(targets)),
@@ -31,8 +31,8 @@ pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
         (r(Method::POST, "/api/jobs/{id}/cancel"), post(cancel)),
         (r(Method::POST, "/api/jobs/{id}/rerun"), post(rerun)),
         (r(Method::GET, "/api/jobs/{id}/log"), get(log)),
-        (r(Method::GET, "/api/jobs/{id}/events"), get(events)),
-        (r(Method::GET, "/api/events"), get(feed)),
+        (stream("/api/jobs/{id}/events"), get(events)),
+        (stream("/api/events"), get(feed)),
     ]
 }
 
@@ -121,41 +121,14 @@ async fn log(
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Response> {
     let id = job_id(&id)?;
-    let after = q.after.unwrap_or(0);
     match q.format.as_deref() {
         None | Some("json") => Ok(Json::<LogPage>(
-            s.job_log(&c, id, after, q.limit.unwrap_or(1000)).await?,
+            s.job_log(&c, id, q.after.unwrap_or(0), q.limit.unwrap_or(1000))
+                .await?,
         )
         .into_response()),
         Some("text") => {
-            let row = service::visible_row(&s, &c, id).await?;
-            if after < 0 {
-                return Err(AppError::field("after", "`after` is a seq: 0 or more").into());
-            }
-            let filename = format!("job-{}-{}.log", row.id, row.template);
-            let db = s.reader.clone();
-            let body = futures::stream::unfold(Some(after), move |cursor| {
-                let db = db.clone();
-                async move {
-                    let after = cursor?;
-                    match logs::page(&db, id, after, 10_000).await {
-                        Ok(lines) if lines.is_empty() => None,
-                        Ok(lines) => {
-                            let next = lines.last().map(|l| l.seq);
-                            let mut text = String::with_capacity(lines.len() * 64);
-                            for l in &lines {
-                                text.push_str(&l.text);
-                                text.push('\n');
-                            }
-                            Some((Ok::<_, std::io::Error>(bytes::Bytes::from(text)), next))
-                        }
-                        Err(e) => {
-                            tracing::error!(job = id, error = %e, "log download failed midway");
-                            Some((Err(std::io::Error::other("database error")), None))
-                        }
-                    }
-                }
-            });
+            let (filename, body) = service::log_text(&s, &c, id, q.after).await?;
             Ok((
                 [
                     (
@@ -193,22 +166,13 @@ async fn events(
     headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {
-    let id = job_id(&id)?;
-    let after = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .ok_or_else(|| {
-                AppError::field("Last-Event-ID", "`Last-Event-ID` is a seq: a whole number")
-            })?,
-        None => q.after.unwrap_or(0),
+    let last_event_id = match headers.get("last-event-id") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            AppError::field("Last-Event-ID", "`Last-Event-ID` is a seq: a whole number")
+        })?),
+        None => None,
     };
-    if after < 0 {
-        return Err(AppError::field("after", "`after` is a seq: 0 or more").into());
-    }
-    let job = service::get(&s, &c, id).await?;
-    let stream = crate::streams::job::JobStream::new(s, job, after);
+    let stream = service::stream(&s, &c, job_id(&id)?, q.after, last_event_id).await?;
     Ok(crate::streams::response(stream, |mut st| async move {
         st.next_chunk().await.map(|b| (b, st))
     }))
@@ -216,8 +180,7 @@ async fn events(
 
 /// `GET /api/events`: the feed of job changes the caller may see.
 async fn feed(State(s): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Response> {
-    let user = c.user()?.clone();
-    let stream = crate::streams::feed::FeedStream::new(s, user);
+    let stream = service::feed(&s, &c)?;
     Ok(crate::streams::response(stream, |mut st| async move {
         st.next_chunk().await.map(|b| (b, st))
     }))

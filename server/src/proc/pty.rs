@@ -5,11 +5,13 @@
 //! output, writing input and setting the window size.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::pty::{openpty, Winsize};
 use tokio::io::unix::AsyncFd;
-use tokio::process::{Child, Command};
+
+use super::{Child, Environment, Io, Spec};
 
 /// The master side of a PTY, registered with tokio.
 pub struct Master(AsyncFd<OwnedFd>);
@@ -33,53 +35,36 @@ fn winsize(cols: u16, rows: u16) -> Winsize {
     }
 }
 
-/// Starts `argv` on a new PTY of `cols` x `rows`.
+/// Starts `argv` on a new PTY of `cols` x `rows`, through the one spawn
+/// ([`super::spawn`]): a new session with the PTY as its controlling
+/// terminal, exactly the environment `env`, in `cwd`.
 pub fn spawn(
     argv: &[String],
-    env: &[(&str, &str)],
+    env: &Environment,
+    cwd: Option<&Path>,
     cols: u16,
     rows: u16,
 ) -> std::io::Result<(Master, Child)> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| std::io::Error::other("the terminal command is empty"))?;
     let pty = openpty(Some(&winsize(cols, rows)), None).map_err(std::io::Error::from)?;
-    // The master must not leak into the child (it would keep the PTY open).
-    fcntl(&pty.master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
+    // Neither side may leak into the child: it opens the slave by name.
+    for fd in [&pty.master, &pty.slave] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
+    }
     let flags = OFlag::from_bits_truncate(
         fcntl(&pty.master, FcntlArg::F_GETFL).map_err(std::io::Error::from)?,
     );
     fcntl(&pty.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))
         .map_err(std::io::Error::from)?;
-
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(pty.slave.try_clone()?)
-        .stdout(pty.slave.try_clone()?)
-        .stderr(pty.slave.try_clone()?)
-        .current_dir(home_dir())
-        .kill_on_drop(false);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // SAFETY: between fork and exec only async-signal-safe calls: setsid and
-    // ioctl. stdin (fd 0) is the slave by then.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    // Our copies of the slave side close here (the Command held three dups
-    // and `pty.slave` is dropped), so the master reads EIO once the child
-    // and everything it started have closed the terminal.
-    drop(cmd);
+    let path = nix::unistd::ttyname(&pty.slave).map_err(std::io::Error::from)?;
+    let child = super::spawn(Spec {
+        argv,
+        env,
+        cwd,
+        io: Io::Terminal(&path),
+    })?;
+    // N.B.: our slave side closes only now, after the child opened its own
+    // (posix_spawn returns after the exec): the master reads EIO once the
+    // child and everything it started have closed the terminal.
     drop(pty.slave);
     // SAFETY: the OwnedFd is moved into the AsyncFd and stays open, the
     // same descriptor, until the AsyncFd drops it.
@@ -97,13 +82,6 @@ fn read_raw(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Read> {
             Err(e) => Err(e.into()),
         };
     }
-}
-
-fn home_dir() -> std::path::PathBuf {
-    std::env::var_os("HOME")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(|| "/".into())
 }
 
 impl Master {

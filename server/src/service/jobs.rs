@@ -1,38 +1,58 @@
 //! Job operations as the API and the pages offer them: list templates and
 //! targets, launch (validate, enqueue, wake), read, cancel, rerun, read the
-//! log. Every one asks `auth::policy` first.
+//! log, open its event stream or the feed. Every one asks `auth::policy`
+//! first.
+
+use std::sync::{Arc, Mutex};
 
 use app::backend::Caller;
 use app::error::AppError;
 use app::model::job::{
-    Job, JobFilter, JobPage, JobState, JobView, LogPage, LogStream, NewJob, TargetSummary,
+    Job, JobFilter, JobPage, JobState, JobView, LogLine, LogPage, LogStream, NewJob, TargetSummary,
 };
 use app::model::template::{validate_params, Exclusive, TargetInfo, TemplateInfo};
-use app::model::user::CurrentUser;
-use std::sync::{Arc, Mutex};
-
-use serde_json::json;
+use sea_orm::DbErr;
 
 use crate::auth::policy;
 use crate::config::Template;
-use crate::db::audit::{self, Record};
+use crate::db::audit;
 use crate::db::commit::Work;
 use crate::db::jobs::{self, Enqueue, JobRow};
 use crate::db::logs;
 use crate::engine::runner::StopReason;
+use crate::engine::transition::{job_record, Actor, Transition};
 use crate::http::error::db_error;
+use crate::hub::Hub;
 use crate::state::AppState;
+use crate::streams::feed::FeedStream;
+use crate::streams::job::JobStream;
 use crate::sync::Locked;
 
 /// The most lines one log page holds.
 pub const MAX_LOG_PAGE: u64 = 10_000;
 
-fn exclusive_str(e: Exclusive) -> &'static str {
-    match e {
-        Exclusive::Target => "target",
-        Exclusive::Global => "global",
-        Exclusive::None => "none",
+/// Where a reader resumes a job's log: after `after` (a query parameter)
+/// or after `Last-Event-ID` (an EventSource reconnecting), which wins.
+/// N.B.: the one check of a resume cursor.
+pub fn resume_after(after: Option<i64>, last_event_id: Option<&str>) -> Result<i64, AppError> {
+    let after = match last_event_id {
+        Some(v) => v.trim().parse::<i64>().map_err(|_| {
+            AppError::field("Last-Event-ID", "`Last-Event-ID` is a seq: a whole number")
+        })?,
+        None => after.unwrap_or(0),
+    };
+    if after < 0 {
+        return Err(AppError::field("after", "`after` is a seq: 0 or more"));
     }
+    Ok(after)
+}
+
+/// Who the caller acts as, for audit entries.
+fn actor_of(caller: &Caller) -> Result<Actor, AppError> {
+    Ok(Actor {
+        name: caller.user()?.username.clone(),
+        ip: caller.ip.clone(),
+    })
 }
 
 /// Templates the caller may run, with the targets they may run them on.
@@ -127,40 +147,31 @@ pub async fn launch(
     let params = validate_params(&template.params, &new.params, &|p, v| {
         regex_match(template, p, v)
     })?;
-    // N.B.: `queued` is published inside the inserting transaction, so it
-    // reaches the feed before any runner can claim the job (a claim needs
-    // the committed row, or comes later in the same transaction) and never
-    // after its `running` or its end.
     let launch = Arc::new(Launch {
-        state: state.clone(),
+        hub: state.hub.clone(),
         template: template.id.clone(),
         target: target.id.clone(),
         params,
-        exclusive: exclusive_str(template.exclusive),
+        exclusive: template.exclusive,
         owner_id: user.id,
-        owner: user.username.clone(),
+        actor: actor_of(caller)?,
         rerun_of,
-        ip: caller.ip.clone(),
         row: Mutex::new(None),
     });
-    let committed = state.committer.commit(launch.clone()).await;
-    let row = launch.row.locked().take();
-    let row = match (committed, row) {
-        (Ok(()), Some(row)) => row,
-        (result, row) => {
-            if let Some(row) = row {
-                state.hub.deleted(row.id);
-            }
-            let e = result
-                .err()
-                .unwrap_or_else(|| sea_orm::DbErr::Custom("the job was not stored".into()));
-            return Err(db_error(e, "enqueueing a job"));
-        }
-    };
-    let job = row.to_job();
+    state
+        .committer
+        .commit(launch.clone())
+        .await
+        .map_err(|e| db_error(e, "enqueueing a job"))?;
+    let row = launch.row.locked().take().ok_or_else(|| {
+        db_error(
+            DbErr::Custom("the job was not stored".into()),
+            "enqueueing a job",
+        )
+    })?;
     state.engine.wake();
     tracing::info!(job = row.id, template = %row.template, target = %row.target, owner = %row.owner, "job queued");
-    Ok(job)
+    Ok(row.to_job())
 }
 
 /// The string-pattern check: the pattern is the template's compiled regex.
@@ -173,24 +184,26 @@ fn regex_match(template: &Template, pattern_of: &str, value: &str) -> bool {
 }
 
 /// A launch, applied in the writer's next group transaction: the `queued`
-/// row, its audit entry, and the `queued` event.
+/// row and its audit entry; announced once committed.
+/// N.B.: the commit announces `queued` before it answers anyone, so the
+/// feed has it before any runner can claim the job (a claim needs the
+/// committed row) and never after its `running` or its end.
 struct Launch {
-    state: AppState,
+    hub: Hub,
     template: String,
     target: String,
     params: serde_json::Map<String, serde_json::Value>,
-    exclusive: &'static str,
+    exclusive: Exclusive,
     owner_id: i64,
-    owner: String,
+    actor: Actor,
     rerun_of: Option<i64>,
-    ip: Option<String>,
     /// The stored row (the last try's, if a group was retried).
     row: Mutex<Option<JobRow>>,
 }
 
 #[async_trait::async_trait]
 impl Work for Launch {
-    async fn apply(&self, txn: &sea_orm::DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+    async fn apply(&self, txn: &sea_orm::DatabaseTransaction) -> Result<(), DbErr> {
         let row = jobs::insert(
             txn,
             Enqueue {
@@ -199,64 +212,22 @@ impl Work for Launch {
                 params: &self.params,
                 exclusive: self.exclusive,
                 owner_id: self.owner_id,
-                owner: &self.owner,
+                owner: &self.actor.name,
                 rerun_of: self.rerun_of,
             },
         )
         .await?;
-        let before = self.row.locked().replace(row.clone());
-        // Applied again after its group rolled back: the first try's row,
-        // already announced, never was (PostgreSQL does not reuse its id).
-        if let Some(gone) = before.filter(|b| b.id != row.id) {
-            self.state.hub.deleted(gone.id);
-        }
         let subject = format!("job {}", row.id);
-        let record = job_record(
-            &self.owner,
-            "job.launch",
-            &subject,
-            &row,
-            self.ip.as_deref(),
-        );
-        audit::insert(txn, record).await?;
-        self.state.hub.job_changed(row.to_job());
+        audit::insert(txn, job_record(&self.actor, "job.launch", &subject, &row)).await?;
+        *self.row.locked() = Some(row);
         Ok(())
     }
-}
 
-/// The audit entry of an action on a job.
-fn job_record<'a>(
-    actor: &'a str,
-    action: &'a str,
-    subject: &'a str,
-    row: &JobRow,
-    ip: Option<&'a str>,
-) -> Record<'a> {
-    Record {
-        actor,
-        action,
-        subject,
-        detail: Some(json!({
-            "template": row.template,
-            "target": row.target,
-            "params": serde_json::from_str::<serde_json::Value>(&row.params).unwrap_or_default(),
-        })),
-        ip,
+    fn committed(&self) {
+        if let Some(row) = self.row.locked().as_ref() {
+            self.hub.job_changed(row.to_job());
+        }
     }
-}
-
-async fn audit_job(
-    db: &impl sea_orm::ConnectionTrait,
-    caller: &Caller,
-    user: &CurrentUser,
-    action: &str,
-    row: &JobRow,
-) -> Result<(), AppError> {
-    let subject = format!("job {}", row.id);
-    let record = job_record(&user.username, action, &subject, row, caller.ip.as_deref());
-    audit::insert(db, record)
-        .await
-        .map_err(|e| db_error(e, "writing the audit log"))
 }
 
 /// A job the caller may see, or 404.
@@ -280,18 +251,6 @@ pub async fn list(
     filter: JobFilter,
 ) -> Result<JobPage, AppError> {
     let user = policy::require_user(caller)?;
-    if let Some(s) = filter.state.as_deref().filter(|s| !s.is_empty()) {
-        if let Some(bad) = s
-            .split(',')
-            .map(str::trim)
-            .find(|x| JobState::parse(x).is_none())
-        {
-            return Err(AppError::field(
-                "state",
-                format!("`{bad}` is not a job state: use queued, running, cancelling, succeeded, failed or cancelled"),
-            ));
-        }
-    }
     let owned: Vec<String> = policy::launchable_targets(user, &state.config)
         .into_iter()
         .map(|t| t.id.clone())
@@ -311,13 +270,12 @@ pub async fn list(
 }
 
 /// Cancels a job: queued → cancelled at once; running → cancelling, and
-/// the runner stops its process group. 409 once it has finished.
+/// the runner stops its process group. 409 once it has finished. Each is
+/// the job's one transition: state, line and audit entry together.
 pub async fn cancel(state: &AppState, caller: &Caller, id: i64) -> Result<Job, AppError> {
-    let user = policy::require_user(caller)?.clone();
+    let actor = actor_of(caller)?;
     let row = visible_row(state, caller, id).await?;
-    let db = &state.db;
-    let by = user.username.as_str();
-    match row.state() {
+    let changed = match row.state {
         s if s.is_finished() => {
             return Err(AppError::Conflict(format!(
                 "job {id} has already finished ({s}); there is nothing to cancel"
@@ -325,54 +283,51 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: i64) -> Result<Job, A
         }
         JobState::Cancelling => return Ok(row.to_job()),
         JobState::Queued => {
-            if jobs::cancel_queued(db, id, by)
-                .await
-                .map_err(|e| db_error(e, "cancelling a job"))?
-            {
-                logs::append_system(db, id, &format!("cancelled by {by} before it started"))
-                    .await
-                    .map_err(|e| db_error(e, "writing a system line"))?;
-                state.hub.close(id);
-            } else {
+            let queued = Transition::cancel_queued(&state.hub, id, actor.clone());
+            match transition(state, queued).await? {
+                Some(row) => Some(row),
                 // It was claimed meanwhile: cancel it as a running job.
-                cancel_running(state, id, by).await?;
+                None => cancel_running(state, id, actor).await?,
             }
         }
-        _ => cancel_running(state, id, by).await?,
+        _ => cancel_running(state, id, actor).await?,
+    };
+    if let Some(row) = changed {
+        return Ok(row.to_job());
     }
-    audit_job(&state.db, caller, &user, "job.cancel", &row).await?;
-    let job = jobs::by_id(db, id)
+    // Lost to another change: say what the job is now.
+    let now = jobs::by_id(&state.db, id)
         .await
         .map_err(|e| db_error(e, "reading a job"))?
-        .map(|r| r.to_job())
         .ok_or_else(|| AppError::NotFound(format!("no job {id}")))?;
-    state.hub.job_changed(job.clone());
-    Ok(job)
+    if now.state.is_finished() {
+        return Err(AppError::Conflict(format!(
+            "job {id} has already finished ({})",
+            now.state
+        )));
+    }
+    Ok(now.to_job())
 }
 
-async fn cancel_running(state: &AppState, id: i64, by: &str) -> Result<(), AppError> {
-    if jobs::mark_cancelling(&state.db, id, by)
+/// Applies a transition; the row after it, or `None` if it lost.
+async fn transition(state: &AppState, t: Transition) -> Result<Option<JobRow>, AppError> {
+    let t = Arc::new(t);
+    state
+        .committer
+        .commit(t.clone())
         .await
-        .map_err(|e| db_error(e, "cancelling a job"))?
-    {
+        .map_err(|e| db_error(e, "changing a job's state"))?;
+    Ok(t.row())
+}
+
+async fn cancel_running(state: &AppState, id: i64, by: Actor) -> Result<Option<JobRow>, AppError> {
+    let name = by.name.clone();
+    let row = transition(state, Transition::cancel_running(&state.hub, id, by)).await?;
+    if row.is_some() {
         // Here, the runner hears it now; elsewhere, its replica polls.
-        state
-            .engine
-            .stop_job(id, StopReason::Cancel { by: by.to_string() });
-        Ok(())
-    } else {
-        let now = jobs::by_id(&state.db, id)
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.state());
-        match now {
-            Some(s) if s.is_finished() => Err(AppError::Conflict(format!(
-                "job {id} has already finished ({s})"
-            ))),
-            _ => Ok(()),
-        }
+        state.engine.stop_job(id, StopReason::Cancel { by: name });
     }
+    Ok(row)
 }
 
 /// Enqueues a copy of a finished job (re-validated against today's config).
@@ -401,9 +356,7 @@ pub async fn log(
     limit: u64,
 ) -> Result<LogPage, AppError> {
     let row = visible_row(state, caller, id).await?;
-    if after < 0 {
-        return Err(AppError::field("after", "`after` is a seq: 0 or more"));
-    }
+    let after = resume_after(Some(after), None)?;
     let lines = logs::page(&state.reader, id, after, limit.clamp(1, MAX_LOG_PAGE))
         .await
         .map_err(|e| db_error(e, "reading a log"))?;
@@ -478,4 +431,86 @@ pub async fn overview(state: &AppState, caller: &Caller) -> Result<Vec<TargetSum
         out.push(TargetSummary { target, last_job });
     }
     Ok(out)
+}
+
+/// The whole log from `after` as plain text, read in pages as it is sent,
+/// and the file name to offer it under.
+pub async fn log_text(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    after: Option<i64>,
+) -> Result<
+    (
+        String,
+        impl futures::Stream<Item = std::io::Result<bytes::Bytes>>,
+    ),
+    AppError,
+> {
+    let row = visible_row(state, caller, id).await?;
+    let after = resume_after(after, None)?;
+    let filename = format!("job-{}-{}.log", row.id, row.template);
+    let db = state.reader.clone();
+    let body = futures::stream::unfold(Some(after), move |cursor| {
+        let db = db.clone();
+        async move {
+            let after = cursor?;
+            match logs::page(&db, id, after, MAX_LOG_PAGE).await {
+                Ok(lines) if lines.is_empty() => None,
+                Ok(lines) => {
+                    let next = lines.last().map(|l: &LogLine| l.seq);
+                    let mut text = String::with_capacity(lines.len() * 64);
+                    for l in &lines {
+                        text.push_str(&l.text);
+                        text.push('\n');
+                    }
+                    Some((Ok(bytes::Bytes::from(text)), next))
+                }
+                Err(e) => {
+                    tracing::error!(job = id, error = %e, "log download failed midway");
+                    Some((Err(std::io::Error::other("database error")), None))
+                }
+            }
+        }
+    });
+    Ok((filename, body))
+}
+
+/// A job's event stream for the caller, resuming after `after` or
+/// `Last-Event-ID`.
+pub async fn stream(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    after: Option<i64>,
+    last_event_id: Option<&str>,
+) -> Result<JobStream, AppError> {
+    let after = resume_after(after, last_event_id)?;
+    let job = get(state, caller, id).await?;
+    Ok(JobStream::new(state.stream_deps(), job, after))
+}
+
+/// The feed of job changes, filtered to what the caller may see.
+pub fn feed(state: &AppState, caller: &Caller) -> Result<FeedStream, AppError> {
+    let user = policy::require_user(caller)?.clone();
+    let config = state.config.clone();
+    let visible =
+        Arc::new(move |job: &Job| policy::may_see(&user, &job.owner, &job.target, &config));
+    Ok(FeedStream::new(state.stream_deps(), visible))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_cursor_is_checked_once_and_last_event_id_wins() {
+        assert_eq!(resume_after(None, None), Ok(0));
+        assert_eq!(resume_after(Some(5), None), Ok(5));
+        assert_eq!(resume_after(Some(5), Some(" 9 ")), Ok(9));
+        let bad = resume_after(None, Some("nine")).unwrap_err();
+        assert_eq!(bad.field_name(), Some("Last-Event-ID"));
+        let negative = resume_after(Some(-1), None).unwrap_err();
+        assert_eq!(negative.field_name(), Some("after"));
+    }
 }

@@ -1,6 +1,6 @@
-//! Managing users and API tokens, with an audit entry for every change.
-//! Used by the web UI and the REST API (after the policy checks in the
-//! backend) and by the `opsdeck user` / `opsdeck token` commands (as `cli`).
+//! Managing users and API tokens by an actor, with an audit entry for every
+//! change. Used by [`super::users`] (a signed-in caller, after the policy
+//! checks) and by the `opsdeck user` / `opsdeck token` commands (as `cli`).
 
 use app::error::AppError;
 use app::model::user::{

@@ -1,6 +1,10 @@
-//! Starting a job's process: `posix_spawn` with `POSIX_SPAWN_SETSID`, so
-//! the process leads its own session (and process group) from its first
-//! instruction, its stdin is /dev/null, and stdout and stderr are pipes.
+//! Starting a process: `posix_spawn` with `POSIX_SPAWN_SETSID`, so the
+//! process leads its own session (and process group) from its first
+//! instruction, with exactly the environment it is given. A job's stdin is
+//! /dev/null and its stdout and stderr are pipes; a terminal's three are
+//! the PTY's slave side, opened in the child after `setsid` (glibc applies
+//! the session flag before the file actions), so it becomes the
+//! controlling terminal, as a login does.
 //!
 //! N.B.: why not `tokio::process::Command` with a `pre_exec(setsid)`: a
 //! `pre_exec` hook makes the standard library `fork()` the whole server
@@ -25,7 +29,29 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
-/// A started job process.
+use super::env::Environment;
+
+/// What to start.
+pub struct Spec<'a> {
+    pub argv: &'a [String],
+    /// Exactly the environment it gets.
+    pub env: &'a Environment,
+    /// Its working directory (else the server's).
+    pub cwd: Option<&'a Path>,
+    pub io: Io<'a>,
+}
+
+/// Where its stdin, stdout and stderr go.
+#[derive(Debug, Clone, Copy)]
+pub enum Io<'a> {
+    /// stdin from /dev/null; stdout and stderr to pipes ([`Child::stdout`]).
+    Pipes,
+    /// All three to this terminal (a PTY's slave side), which becomes its
+    /// controlling terminal.
+    Terminal(&'a Path),
+}
+
+/// A started process.
 pub struct Child {
     pid: i32,
     pub stdout: Option<pipe::Receiver>,
@@ -34,36 +60,30 @@ pub struct Child {
     status: Option<ExitStatus>,
 }
 
-/// The PATH searched when the job's environment sets none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// Starts `argv` with exactly the environment `env`, in `workdir` if given.
-/// A bare program name is looked up in the PATH of `env`.
-pub fn spawn(
-    argv: &[String],
-    env: &[(String, String)],
-    workdir: Option<&Path>,
-) -> io::Result<Child> {
-    let Some(program) = argv.first() else {
+/// Starts `spec.argv`. A bare program name is looked up in the PATH of
+/// `spec.env`.
+pub fn spawn(spec: Spec<'_>) -> io::Result<Child> {
+    let Some(program) = spec.argv.first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
-    let path_var = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-    let program = resolve(program, path_var)?;
+    let program = resolve(program, spec.env.path())?;
 
     let c_program = cstring(program.as_os_str())?;
-    let c_argv = argv
+    let c_argv = spec
+        .argv
         .iter()
         .map(|a| cstring(OsStr::new(a)))
         .collect::<io::Result<Vec<_>>>()?;
-    let c_env = env
-        .iter()
+    let c_env = spec
+        .env
+        .vars()
         .map(|(k, v)| cstring(OsStr::new(&format!("{k}={v}"))))
         .collect::<io::Result<Vec<_>>>()?;
-    let c_workdir = workdir.map(|w| cstring(w.as_os_str())).transpose()?;
+    let c_workdir = spec.cwd.map(|w| cstring(w.as_os_str())).transpose()?;
+    let c_terminal = match spec.io {
+        Io::Terminal(path) => Some(cstring(path.as_os_str())?),
+        Io::Pipes => None,
+    };
     let mut argv_p: Vec<*mut libc::c_char> = c_argv.iter().map(|c| c.as_ptr().cast_mut()).collect();
     argv_p.push(std::ptr::null_mut());
     let mut env_p: Vec<*mut libc::c_char> = c_env.iter().map(|c| c.as_ptr().cast_mut()).collect();
@@ -71,8 +91,13 @@ pub fn spawn(
 
     // Close-on-exec on both ends: the child gets its ends by dup2, which
     // clears the flag on the copies only.
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let pipes = match spec.io {
+        Io::Pipes => Some((
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?,
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?,
+        )),
+        Io::Terminal(_) => None,
+    };
 
     let mut pid: libc::pid_t = 0;
     // SAFETY: the attribute and file-action objects are initialised before
@@ -84,23 +109,49 @@ pub fn spawn(
             libc::posix_spawn_file_actions_destroy,
         )?;
         let mut attr = SpawnObject::new(libc::posix_spawnattr_init, libc::posix_spawnattr_destroy)?;
-        check(libc::posix_spawn_file_actions_addopen(
-            &mut actions.obj,
-            0,
-            c"/dev/null".as_ptr(),
-            libc::O_RDONLY,
-            0,
-        ))?;
-        check(libc::posix_spawn_file_actions_adddup2(
-            &mut actions.obj,
-            out_w.as_raw_fd(),
-            1,
-        ))?;
-        check(libc::posix_spawn_file_actions_adddup2(
-            &mut actions.obj,
-            err_w.as_raw_fd(),
-            2,
-        ))?;
+        match (&pipes, &c_terminal) {
+            (Some(((_, out_w), (_, err_w))), _) => {
+                check(libc::posix_spawn_file_actions_addopen(
+                    &mut actions.obj,
+                    0,
+                    c"/dev/null".as_ptr(),
+                    libc::O_RDONLY,
+                    0,
+                ))?;
+                check(libc::posix_spawn_file_actions_adddup2(
+                    &mut actions.obj,
+                    out_w.as_raw_fd(),
+                    1,
+                ))?;
+                check(libc::posix_spawn_file_actions_adddup2(
+                    &mut actions.obj,
+                    err_w.as_raw_fd(),
+                    2,
+                ))?;
+            }
+            (None, Some(tty)) => {
+                // N.B.: opened without O_NOCTTY by a session leader that has
+                // no terminal yet: it becomes the controlling terminal.
+                check(libc::posix_spawn_file_actions_addopen(
+                    &mut actions.obj,
+                    0,
+                    tty.as_ptr(),
+                    libc::O_RDWR,
+                    0,
+                ))?;
+                check(libc::posix_spawn_file_actions_adddup2(
+                    &mut actions.obj,
+                    0,
+                    1,
+                ))?;
+                check(libc::posix_spawn_file_actions_adddup2(
+                    &mut actions.obj,
+                    0,
+                    2,
+                ))?;
+            }
+            (None, None) => unreachable!("pipes or a terminal"),
+        }
         if let Some(dir) = &c_workdir {
             check(libc::posix_spawn_file_actions_addchdir_np(
                 &mut actions.obj,
@@ -138,7 +189,10 @@ pub fn spawn(
         )
     };
     // The child holds its own copies of the write ends now.
-    drop((out_w, err_w));
+    let readers = pipes.map(|((out_r, out_w), (err_r, err_w))| {
+        drop((out_w, err_w));
+        (out_r, err_r)
+    });
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
@@ -155,10 +209,17 @@ pub fn spawn(
     }
     // SAFETY: the fd was just returned by pidfd_open and is ours alone.
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let (stdout, stderr) = match readers {
+        Some((out_r, err_r)) => (
+            Some(pipe::Receiver::from_owned_fd(out_r)?),
+            Some(pipe::Receiver::from_owned_fd(err_r)?),
+        ),
+        None => (None, None),
+    };
     Ok(Child {
         pid,
-        stdout: Some(pipe::Receiver::from_owned_fd(out_r)?),
-        stderr: Some(pipe::Receiver::from_owned_fd(err_r)?),
+        stdout,
+        stderr,
         // SAFETY: an OwnedFd keeps its one fd open, unchanged, until the
         // AsyncFd that owns it drops it.
         pidfd: unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
@@ -284,11 +345,20 @@ mod tests {
         text
     }
 
-    fn env() -> Vec<(String, String)> {
-        vec![
-            ("PATH".into(), DEFAULT_PATH.into()),
-            ("GREETING".into(), "hi".into()),
-        ]
+    fn env() -> Environment {
+        let mut env = Environment::default();
+        env.set("PATH", super::super::env::DEFAULT_PATH);
+        env.set("GREETING", "hi");
+        env
+    }
+
+    fn piped<'a>(argv: &'a [String], env: &'a Environment, cwd: Option<&'a Path>) -> Spec<'a> {
+        Spec {
+            argv,
+            env,
+            cwd,
+            io: Io::Pipes,
+        }
     }
 
     #[tokio::test]
@@ -299,7 +369,8 @@ mod tests {
             "echo $GREETING $(pwd); echo err >&2; cut -d' ' -f5,6 /proc/$$/stat; exit 3",
         ]
         .map(String::from);
-        let mut child = spawn(&argv, &env(), Some(Path::new("/tmp"))).unwrap();
+        let env = env();
+        let mut child = spawn(piped(&argv, &env, Some(Path::new("/tmp")))).unwrap();
         let out = read_all(child.stdout.take()).await;
         let err = read_all(child.stderr.take()).await;
         let status = child.wait().await.unwrap();
@@ -322,15 +393,16 @@ mod tests {
 
     #[tokio::test]
     async fn signals_and_missing_programs_are_reported() {
+        let env = env();
         let argv = ["sh", "-c", "kill -TERM $$"].map(String::from);
-        let mut child = spawn(&argv, &env(), None).unwrap();
+        let mut child = spawn(piped(&argv, &env, None)).unwrap();
         assert_eq!(child.wait().await.unwrap().signal(), Some(libc::SIGTERM));
 
-        let missing = spawn(&["no-such-program-here".into()], &env(), None)
+        let missing = spawn(piped(&["no-such-program-here".into()], &env, None))
             .err()
             .unwrap();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
-        let missing = spawn(&["/nonexistent/program".into()], &env(), None)
+        let missing = spawn(piped(&["/nonexistent/program".into()], &env, None))
             .err()
             .unwrap();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
@@ -341,7 +413,8 @@ mod tests {
         // The server ignores SIGPIPE; glibc's posix_spawn would leave its
         // internal signals (32, 33) ignored.
         let argv = ["cat", "/proc/self/status"].map(String::from);
-        let mut child = spawn(&argv, &env(), None).unwrap();
+        let env = env();
+        let mut child = spawn(piped(&argv, &env, None)).unwrap();
         let out = read_all(child.stdout.take()).await;
         assert_eq!(child.wait().await.unwrap().code(), Some(0));
         let mask = |field: &str| {

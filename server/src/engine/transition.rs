@@ -1,0 +1,281 @@
+//! The one transition. Every change of a job's state — a run that ends
+//! (exit, spawn failure, timeout, cancel), a cancel of a queued or running
+//! job, recovery at start, a claim given back at shutdown — is a
+//! [`Transition`], applied through `db::commit` in one transaction with
+//! everything that belongs to it:
+//!
+//! 1. the compare-and-set of the state (nothing is written if the job is
+//!    not in one of the expected states: a cancel racing an exit, or two
+//!    replicas, can never both win) with the columns that go with it (the
+//!    finish fields, who cancelled, the log's last position);
+//! 2. its `system` lines, numbered after the job's `last_seq` by the same
+//!    rule as every other line (`db::logs::Seqs`), with `last_seq` and
+//!    `log_bytes` moved in the same statement as the state (a run's end
+//!    carries none of its own: the log writer numbered its summary line
+//!    with the rest of its last batch, which this transition stores);
+//! 3. its audit entry.
+//!
+//! Then, and only after the commit, the hub hears of it ([`Work::committed`]):
+//! the lines, the new state, and for a finished job the end of its channel.
+//! A crash at any moment leaves the job either before the transition or
+//! after all of it.
+
+use std::sync::{Arc, Mutex};
+
+use app::model::job::{JobState, LogLine, LogStream};
+use sea_orm::{DatabaseTransaction, DbErr};
+use serde_json::json;
+
+use crate::db::commit::Work;
+use crate::db::jobs::{self, entity::Column, Finish, JobRow, LogPosition, StateChange};
+use crate::db::{audit, logs};
+use crate::hub::{Hub, LogBatch, Update};
+use crate::sync::Locked;
+
+/// The states a job runs in: a process group may exist.
+pub const ACTIVE: &[JobState] = &[JobState::Running, JobState::Cancelling];
+
+/// Who an audit entry names, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub ip: Option<String>,
+}
+
+impl Actor {
+    /// opsdeck itself (recovery, a lost node).
+    pub fn system() -> Actor {
+        Actor {
+            name: "system".into(),
+            ip: None,
+        }
+    }
+}
+
+/// The audit entry a transition writes.
+#[derive(Debug, Clone)]
+struct Audit {
+    actor: Actor,
+    action: &'static str,
+}
+
+/// One change of one job's state, with its lines and audit entry.
+pub struct Transition {
+    job_id: i64,
+    from: &'static [JobState],
+    to: JobState,
+    set: Vec<(Column, sea_orm::Value)>,
+    /// `system` lines appended with it.
+    lines: Vec<String>,
+    audit: Option<Audit>,
+    /// The log's position as the job's writer leaves it (a run's end).
+    position: Option<LogPosition>,
+    hub: Hub,
+    /// The row after the change, if it won (the last try's).
+    row: Mutex<Option<JobRow>>,
+    /// Its lines as stored.
+    stored: Mutex<Vec<LogLine>>,
+}
+
+impl Transition {
+    fn new(hub: &Hub, job_id: i64, from: &'static [JobState], to: JobState) -> Transition {
+        Transition {
+            job_id,
+            from,
+            to,
+            set: Vec::new(),
+            lines: Vec::new(),
+            audit: None,
+            position: None,
+            hub: hub.clone(),
+            row: Mutex::new(None),
+            stored: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn line(mut self, text: impl Into<String>) -> Transition {
+        self.lines.push(text.into());
+        self
+    }
+
+    fn audited(mut self, actor: Actor, action: &'static str) -> Transition {
+        self.audit = Some(Audit { actor, action });
+        self
+    }
+
+    /// A run ends as `finish` says, storing the log's final `position`:
+    /// the log writer's last batch applies it, with the lines the writer
+    /// numbered (its summary line the last of them).
+    pub fn finish(hub: &Hub, job_id: i64, finish: &Finish, position: LogPosition) -> Transition {
+        let mut t = Transition::new(hub, job_id, ACTIVE, finish.state);
+        t.set = finish.columns();
+        t.position = Some(position);
+        t
+    }
+
+    /// A job that has no process (any more) fails: it could not start, or
+    /// recovery found it interrupted. `line` says why in its log; `error`
+    /// is its error; an audit entry by `system` is written when `audited`.
+    pub fn fail(hub: &Hub, job: &JobRow, line: String, error: String, audited: bool) -> Transition {
+        let finish = Finish {
+            state: JobState::Failed,
+            exit_code: None,
+            error: Some(error),
+            warnings: false,
+            progress: job.progress(),
+        };
+        let mut t = Transition::new(hub, job.id, ACTIVE, JobState::Failed).line(line);
+        t.set = finish.columns();
+        if audited {
+            t = t.audited(Actor::system(), "job.interrupted");
+        }
+        t
+    }
+
+    /// queued → cancelled at once, with a line saying who.
+    pub fn cancel_queued(hub: &Hub, job_id: i64, by: Actor) -> Transition {
+        let line = format!("cancelled by {} before it started", by.name);
+        let mut t =
+            Transition::new(hub, job_id, &[JobState::Queued], JobState::Cancelled).line(line);
+        t.set = vec![
+            (Column::CancelRequestedBy, by.name.clone().into()),
+            (Column::FinishedAt, chrono::Utc::now().into()),
+        ];
+        t.audited(by, "job.cancel")
+    }
+
+    /// running → cancelling; the runner then stops the process group and
+    /// ends the job `cancelled` (its lines say each step).
+    pub fn cancel_running(hub: &Hub, job_id: i64, by: Actor) -> Transition {
+        let mut t = Transition::new(hub, job_id, &[JobState::Running], JobState::Cancelling);
+        t.set = vec![(Column::CancelRequestedBy, by.name.clone().into())];
+        t.audited(by, "job.cancel")
+    }
+
+    /// running → queued again: a claim that will not run (shutdown began
+    /// between the claim and its start).
+    pub fn unclaim(hub: &Hub, job_id: i64) -> Transition {
+        let mut t = Transition::new(hub, job_id, &[JobState::Running], JobState::Queued);
+        t.set = vec![
+            (
+                Column::StartedAt,
+                Option::<chrono::DateTime<chrono::Utc>>::None.into(),
+            ),
+            (Column::Node, Option::<String>::None.into()),
+        ];
+        t
+    }
+
+    /// The row after the change, if it won (after the commit).
+    pub fn row(&self) -> Option<JobRow> {
+        self.row.locked().clone()
+    }
+
+    /// Applies the change inside `txn` (see the module comment).
+    pub async fn apply_in(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        self.apply_with(txn, &[]).await.map(|_| ())
+    }
+
+    /// Applies the change inside `txn`, inserting `before` (lines its
+    /// writer numbered, up to the position it carries) ahead of its own
+    /// lines in the same statement; true if it won. If it lost, nothing is
+    /// written (`before` neither: the caller stores those itself).
+    pub async fn apply_with(
+        &self,
+        txn: &DatabaseTransaction,
+        before: &[LogLine],
+    ) -> Result<bool, DbErr> {
+        let bytes: usize = self.lines.iter().map(String::len).sum();
+        let n = self.lines.len() as i64;
+        let row = jobs::change_state(
+            txn,
+            StateChange {
+                id: self.job_id,
+                from: self.from,
+                to: self.to,
+                set: self.set.clone(),
+                lines: n,
+                bytes: bytes as i64,
+                position: self.position.as_ref(),
+            },
+        )
+        .await?;
+        let Some(row) = row else {
+            *self.row.locked() = None;
+            self.stored.locked().clear();
+            return Ok(false);
+        };
+        let mut seqs = logs::Seqs::after(row.last_seq - n);
+        let ts = logs::now_millis();
+        let lines: Vec<LogLine> = self
+            .lines
+            .iter()
+            .map(|text| seqs.line(LogStream::System, text.clone(), ts))
+            .collect();
+        if before.is_empty() {
+            logs::insert_batch(txn, self.job_id, &lines).await?;
+        } else if !lines.is_empty() {
+            let mut all = Vec::with_capacity(before.len() + lines.len());
+            all.extend_from_slice(before);
+            all.extend_from_slice(&lines);
+            logs::insert_batch(txn, self.job_id, &all).await?;
+        } else {
+            logs::insert_batch(txn, self.job_id, before).await?;
+        }
+        if let Some(a) = &self.audit {
+            let subject = format!("job {}", row.id);
+            audit::insert(txn, job_record(&a.actor, a.action, &subject, &row)).await?;
+        }
+        *self.row.locked() = Some(row);
+        *self.stored.locked() = lines;
+        Ok(true)
+    }
+
+    /// Announces the committed change: its lines, the new state, and the
+    /// end of a finished job's channel.
+    pub fn announce(&self) {
+        let Some(row) = self.row.locked().clone() else {
+            return;
+        };
+        let lines = std::mem::take(&mut *self.stored.locked());
+        if !lines.is_empty() {
+            self.hub
+                .publish(row.id, Update::Lines(Arc::new(LogBatch::new(lines))));
+        }
+        self.hub.job_changed(row.to_job());
+        if row.state.is_finished() {
+            self.hub.close(row.id);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Work for Transition {
+    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        self.apply_in(txn).await
+    }
+
+    fn committed(&self) {
+        self.announce();
+    }
+}
+
+/// The audit entry of an action on a job: who, and what the job is.
+pub fn job_record<'a>(
+    actor: &'a Actor,
+    action: &'a str,
+    subject: &'a str,
+    row: &JobRow,
+) -> audit::Record<'a> {
+    audit::Record {
+        actor: &actor.name,
+        action,
+        subject,
+        detail: Some(json!({
+            "template": row.template,
+            "target": row.target,
+            "params": serde_json::Value::Object(row.params()),
+        })),
+        ip: actor.ip.as_deref(),
+    }
+}

@@ -1,0 +1,25 @@
+//! The use cases: what the pages (through the Leptos `Backend`), the REST
+//! API, the terminal endpoint and the CLI's offline commands ask of the
+//! server. The only code that calls `auth::policy`, and the only code a
+//! request reaches the database through: each asks the policy first, then
+//! reads or changes the database (changes to jobs through the engine's one
+//! transition), and answers with the app's models or an `AppError` whose
+//! status DESIGN.md assigns. Each validation of input (a parameter, a
+//! resume cursor, a state filter) lives once, here or in `app::model`.
+//!
+//! - [`jobs`]: templates and targets, launch, list, read, cancel, rerun,
+//!   logs and their streams;
+//! - [`accounts`]: users and tokens by an actor (the web UI's admin, or the
+//!   `opsdeck user`/`token` commands), with the audit entries;
+//! - [`users`]: the same for a signed-in caller, with the policy applied;
+//! - [`signin`]: signing in (rate-limited) and out;
+//! - [`terminals`]: who may open a console where, and its audit entries;
+//! - [`journal`], [`audit`]: the journal notes and the audit log.
+
+pub mod accounts;
+pub mod audit;
+pub mod jobs;
+pub mod journal;
+pub mod signin;
+pub mod terminals;
+pub mod users;

@@ -1,5 +1,6 @@
-//! The log pipeline of one running job. Readers (stdout, stderr) and the
-//! runner (system lines) send to one writer task, which
+//! The log pipeline of one job running here. Its supervisor
+//! (`engine::supervise`: stdout, stderr, system lines) sends to one writer
+//! task, which
 //! - numbers and caps the lines ([`CappedLog`]: the head, a marker, the
 //!   last `tail_lines`), in arrival order, so seqs are 1, 2, 3, … with no gap;
 //! - commits them through `db::commit` in batches (1,000 lines, or 5 ms
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use app::model::job::{Gap, LogStream, Progress};
 use app::model::template::ProgressKind;
-use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -34,6 +34,7 @@ use crate::db::jobs::{self, Finish, JobRow, LogPosition};
 use crate::db::logs;
 use crate::engine::logcap::{CappedLog, Flush};
 use crate::engine::progress;
+use crate::engine::supervise::Out;
 use crate::engine::transition::Transition;
 use crate::engine::Sink;
 use crate::hub::{LogBatch, Update};
@@ -58,22 +59,6 @@ pub struct End {
     pub claim_for: Option<String>,
 }
 
-/// What the writer receives.
-pub enum Msg {
-    /// Lines read from one stream at `ts`.
-    Lines(LogStream, Vec<String>, DateTime<Utc>),
-    /// A line from opsdeck itself; committed at once.
-    System(String),
-    /// A line from opsdeck itself that may wait for the batch (the opening
-    /// `running on …` line: a job that ends at once then costs one commit).
-    Note(String),
-    /// The job's process group and its leader's start time, stored with
-    /// the next batch (within `BATCH_WAIT`).
-    Process { pgid: i32, start: i64 },
-    /// How the job ended: stored with the last batch, in its transaction.
-    End(End),
-}
-
 /// Limits of one job's log.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -95,7 +80,9 @@ pub struct Summary {
 
 /// Handle to a running writer.
 pub struct LogWriter {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Out>,
+    /// The end, handed over by [`LogWriter::finish`].
+    end: Arc<Mutex<Option<End>>>,
     task: JoinHandle<Summary>,
 }
 
@@ -103,6 +90,7 @@ impl LogWriter {
     /// Starts the writer of `job_id`, whose last stored seq is `last_seq`.
     pub fn start(sink: Sink, job_id: i64, last_seq: i64, limits: Limits) -> LogWriter {
         let (tx, rx) = mpsc::channel(CHANNEL);
+        let end = Arc::new(Mutex::new(None));
         let writer = Writer {
             sink,
             job_id,
@@ -114,38 +102,24 @@ impl LogWriter {
             progress_stored: Instant::now() - PROGRESS_STORE_EVERY,
             progress_published: Instant::now() - PROGRESS_PUBLISH_EVERY,
             process: None,
+            end_slot: end.clone(),
             end: None,
             finished: None,
             next: None,
         };
         let task = tokio::spawn(writer.run(rx));
-        LogWriter { tx, task }
+        LogWriter { tx, end, task }
     }
 
-    /// A sender for a reader.
-    pub fn sender(&self) -> mpsc::Sender<Msg> {
+    /// A sender for the job's output.
+    pub fn sender(&self) -> mpsc::Sender<Out> {
         self.tx.clone()
     }
 
-    /// Writes a system line.
-    pub async fn system(&self, text: impl Into<String>) {
-        let _ = self.tx.send(Msg::System(text.into())).await;
-    }
-
-    /// Writes a system line with the next batch.
-    pub async fn note(&self, text: impl Into<String>) {
-        let _ = self.tx.send(Msg::Note(text.into())).await;
-    }
-
-    /// Records the job's process group with the next batch.
-    pub async fn process(&self, pgid: i32, start: i64) {
-        let _ = self.tx.send(Msg::Process { pgid, start }).await;
-    }
-
     /// Commits everything still pending with the job's end (its progress
-    /// filled in from the log) and stops.
+    /// filled in from the log) and stops, once every sender is gone.
     pub async fn finish(self, end: End) -> Summary {
-        let _ = self.tx.send(Msg::End(end)).await;
+        *self.end.locked() = Some(end);
         drop(self.tx);
         self.task.await.unwrap_or_default()
     }
@@ -163,6 +137,8 @@ struct Writer {
     progress_published: Instant,
     /// A process group not stored yet.
     process: Option<(i32, i64)>,
+    /// Where [`LogWriter::finish`] leaves the end.
+    end_slot: Arc<Mutex<Option<End>>>,
     /// The job's end, stored with the last batch.
     end: Option<End>,
     finished: Option<JobRow>,
@@ -170,7 +146,7 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> Summary {
+    async fn run(mut self, mut rx: mpsc::Receiver<Out>) -> Summary {
         let mut closed = false;
         while !closed {
             let received = if self.progress_unstored || self.progress_unpublished {
@@ -212,6 +188,7 @@ impl Writer {
             }
         }
         // Whatever is pending goes with the end: one commit.
+        self.end = self.end_slot.locked().take();
         self.commit(true).await;
         Summary {
             last_seq: self
@@ -224,9 +201,9 @@ impl Writer {
     }
 
     /// Takes a message; true if it should be committed at once.
-    fn accept(&mut self, msg: Msg) -> bool {
+    fn accept(&mut self, msg: Out) -> bool {
         match msg {
-            Msg::Lines(stream, texts, ts) => {
+            Out::Lines(stream, texts, ts) => {
                 for text in texts {
                     if self.progress_kind != ProgressKind::None {
                         if let Some(p) = progress::parse(self.progress_kind, &text) {
@@ -239,20 +216,16 @@ impl Writer {
                 }
                 false
             }
-            Msg::System(text) => {
+            Out::System(text) => {
                 self.log.push(LogStream::System, text, logs::now_millis());
                 true
             }
-            Msg::Note(text) => {
+            Out::Note(text) => {
                 self.log.push(LogStream::System, text, logs::now_millis());
                 false
             }
-            Msg::Process { pgid, start } => {
+            Out::Process { pgid, start } => {
                 self.process = Some((pgid, start));
-                false
-            }
-            Msg::End(end) => {
-                self.end = Some(end);
                 false
             }
         }

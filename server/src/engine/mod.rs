@@ -19,6 +19,7 @@ pub mod progress;
 pub mod recovery;
 pub mod retention;
 pub mod runner;
+pub mod supervise;
 pub mod transition;
 
 use std::collections::HashMap;

@@ -18,7 +18,7 @@ WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 E2E_DB_DIR := target/e2e
 
-.PHONY: help setup toolchain npm chromium build run test check fmt clippy cargo-test e2e bench clean-e2e
+.PHONY: help setup toolchain npm chromium build run test check fmt clippy cargo-test pg-clean e2e bench clean-e2e
 
 help:
 	@echo "make run    build and start opsdeck on http://127.0.0.1:3000 (demo configuration, SQLite under data/)"
@@ -80,8 +80,21 @@ clippy:
 	cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 
 # One invocation: app's tests get `ssr` through server, and nothing is built twice.
-cargo-test:
+# Then the integration suite again with every server on PostgreSQL (a fresh
+# database per server, on the machine's PostgreSQL 15: .ci/run starts it).
+cargo-test: pg-clean
 	cargo test --release -p app -p migration -p server
+	OPSDECK_TEST_DB=postgres cargo test --release -p server --test it
+	@$(MAKE) --no-print-directory pg-clean
+
+# Test databases left behind: each is named opsdeck_{it,bin}_PID_N after the
+# test process that made it; those of processes no longer running are dropped.
+PSQL := psql -h 127.0.0.1 -U postgres -d test -qtA
+pg-clean:
+	@pg_isready -h 127.0.0.1 -p 5432 -q || { echo "PostgreSQL is not running on 127.0.0.1:5432: start it (.ci/run does) with: pg_ctlcluster --skip-systemctl-redirect \$$(ls /etc/postgresql) main start"; exit 1; }
+	@for db in $$($(PSQL) -c "SELECT datname FROM pg_database WHERE datname ~ '^opsdeck_(it|bin)_[0-9]+_'"); do \
+	  pid=$$(echo "$$db" | cut -d_ -f3); [ -d /proc/$$pid ] && continue; \
+	  $(PSQL) -c "DROP DATABASE IF EXISTS $$db WITH (FORCE)" >/dev/null; done
 
 clean-e2e:
 	rm -rf $(E2E_DB_DIR)

@@ -711,15 +711,12 @@ fn the_first_start_creates_admin_with_a_random_password_written_once_to_the_log(
 #[test]
 fn the_first_admin_password_can_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
+    let db_url = bin_database(dir.path());
     std::fs::write(
         dir.path().join("c.toml"),
-        format!(
-            "[server]\ndatabase_url = \"sqlite://{}/o.db\"\n",
-            dir.path().display()
-        ),
+        format!("[server]\ndatabase_url = \"{db_url}\"\n"),
     )
     .unwrap();
-    let db_url = format!("sqlite://{}/o.db", dir.path().display());
     // `user list` opens (and bootstraps nothing in) the database; then serve once.
     let out = Command::new(opsdeck_bin())
         .args(["serve", "--addr", "127.0.0.1:0"])

@@ -730,19 +730,12 @@ fn a_server_killed_mid_job_marks_it_interrupted_at_restart_and_kills_its_orphans
     // SIGKILL: no chance to clean up. Its job's processes run on as orphans.
     server.signal(nix::sys::signal::Signal::SIGKILL);
     server.wait_exit(Duration::from_secs(5));
-    let db = dir.path().join("opsdeck.db");
-    let pgid: i32 = {
-        let out = std::process::Command::new("sqlite3")
-            .arg(&db)
-            .arg(format!("SELECT pgid FROM jobs WHERE id = {id}"))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let pgid: i32 = rt.block_on(query_column(
+        &server.database_url,
+        &format!("SELECT pgid FROM jobs WHERE id = {id}"),
+    ))[0]
+        .parse()
+        .unwrap();
     assert!(
         group_has_members(pgid),
         "the orphans still run after the SIGKILL"

@@ -101,44 +101,29 @@ async fn every_end_path_stores_its_state_its_system_line_and_its_audit_entry_tog
     }
 }
 
-/// Whether a cancelled-or-not queued job is whole in the database file:
+/// Whether a cancelled-or-not queued job is whole in the database:
 /// (state, its system lines, its `job.cancel` audit entries).
-fn stored(db: &std::path::Path, id: i64) -> (String, i64, i64) {
-    let q = |sql: String| {
-        let out = std::process::Command::new("sqlite3")
-            .arg(db)
-            .arg(sql)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let state = q(format!("SELECT state FROM jobs WHERE id = {id}"));
-    let lines = q(format!(
+async fn stored(url: &str, id: i64) -> (String, i64, i64) {
+    let one = |sql: String| async move { query_column(url, &sql).await.remove(0) };
+    let state = one(format!("SELECT state FROM jobs WHERE id = {id}")).await;
+    let lines = one(format!(
         "SELECT COUNT(*) FROM job_logs WHERE job_id = {id} AND stream = 2"
     ))
+    .await
     .parse()
     .unwrap();
-    let audits = q(format!(
+    let audits = one(format!(
         "SELECT COUNT(*) FROM audit_log WHERE action = 'job.cancel' AND subject = 'job {id}'"
     ))
+    .await
     .parse()
     .unwrap();
     (state, lines, audits)
 }
 
 /// Kills what the killed server's jobs left running.
-fn kill_orphans(db: &std::path::Path) {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg("SELECT pgid FROM jobs WHERE pgid IS NOT NULL")
-        .output()
-        .unwrap();
-    for pgid in String::from_utf8_lossy(&out.stdout).lines() {
+async fn kill_orphans(url: &str) {
+    for pgid in query_column(url, "SELECT pgid FROM jobs WHERE pgid IS NOT NULL").await {
         if let Ok(pgid) = pgid.trim().parse::<i32>() {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pgid),
@@ -196,9 +181,11 @@ fn a_server_killed_right_after_a_cancel_leaves_the_job_whole_or_untouched() {
         rt.block_on(async {
             let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await;
         });
-        let db = dir.path().join("opsdeck.db");
-        let state = stored(&db, queued);
-        kill_orphans(&db);
+        let state = rt.block_on(async {
+            let state = stored(&server.database_url, queued).await;
+            kill_orphans(&server.database_url).await;
+            state
+        });
         assert!(
             state == ("queued".into(), 0, 0) || state == ("cancelled".into(), 1, 1),
             "after a kill {delay_us} µs into the cancel: {state:?} is half a cancel"

@@ -1,4 +1,9 @@
 //! Test helpers: a real server per test, the real binary, and PostgreSQL.
+//!
+//! Every server a test starts gets a database of its own on the engine
+//! `OPSDECK_TEST_DB` names: `sqlite` (the default: a file in the test's temp
+//! dir) or `postgres` (a fresh database on the machine's PostgreSQL, dropped
+//! afterwards). `make test` runs the whole suite once with each.
 
 #![allow(dead_code)]
 
@@ -19,6 +24,53 @@ pub struct TestApp {
     pub dir: TempDir,
     pub client: reqwest::Client,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Its PostgreSQL database, when it made one (dropped with it).
+    _pg: Option<PgDatabase>,
+}
+
+/// Whether this run's servers use PostgreSQL (`OPSDECK_TEST_DB=postgres`).
+pub fn on_postgres() -> bool {
+    match std::env::var("OPSDECK_TEST_DB").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("OPSDECK_TEST_DB is `{other}`: use sqlite or postgres"),
+    }
+}
+
+/// A database for one server of a test: a SQLite file in `dir`, or a
+/// fresh PostgreSQL database (kept alive by the returned handle).
+pub async fn fresh_database(dir: &Path) -> (String, Option<PgDatabase>) {
+    if on_postgres() {
+        let pg = PgDatabase::create().await;
+        (pg.url(), Some(pg))
+    } else {
+        (
+            format!("sqlite://{}", dir.join("opsdeck.db").display()),
+            None,
+        )
+    }
+}
+
+/// Rows of `sql` (one column, as text) from the database at `url`, read
+/// without the server (which may be dead).
+pub async fn query_column(url: &str, sql: &str) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(url).await.unwrap();
+    let rows = db
+        .query_all(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let out = rows
+        .iter()
+        .map(|r| {
+            r.try_get_by_index::<String>(0)
+                .or_else(|_| r.try_get_by_index::<i64>(0).map(|n| n.to_string()))
+                .or_else(|_| r.try_get_by_index::<i32>(0).map(|n| n.to_string()))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+        .collect();
+    db.close().await.ok();
+    out
 }
 
 /// Builds a [`TestApp`].
@@ -82,9 +134,11 @@ impl TestAppBuilder {
         .unwrap_or_else(|e| panic!("test config: {e}"));
         config.server.addr = "127.0.0.1:0".parse().unwrap();
         config.auth.bootstrap_password = Some(ADMIN_PASSWORD.to_string());
-        config.server.database_url = self
-            .database_url
-            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("opsdeck.db").display()));
+        let (url, pg) = match self.database_url {
+            Some(url) => (url, None),
+            None => fresh_database(dir.path()).await,
+        };
+        config.server.database_url = url;
         let server = Server::build(config)
             .await
             .unwrap_or_else(|e| panic!("server start: {e}"));
@@ -101,6 +155,7 @@ impl TestAppBuilder {
             dir,
             client,
             task,
+            _pg: pg,
         }
     }
 }
@@ -125,6 +180,43 @@ pub struct BinServer {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     pub stderr_path: PathBuf,
+    /// Its database (`OPSDECK_TEST_DB`): the same for every start in `dir`.
+    pub database_url: String,
+}
+
+/// The database URL of the servers started in `dir`: a SQLite file there,
+/// or a PostgreSQL database named after the directory, created once.
+pub fn bin_database(dir: &Path) -> String {
+    if !on_postgres() {
+        return format!("sqlite://{}/opsdeck.db", dir.display());
+    }
+    let marker = dir.join("postgres-url");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return url;
+    }
+    let name = format!(
+        "opsdeck_bin_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let status = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-q",
+            "-c",
+        ])
+        .arg(format!("CREATE DATABASE {name}"))
+        .status()
+        .expect("psql");
+    assert!(status.success(), "cannot create {name}");
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    std::fs::write(&marker, &url).unwrap();
+    url
 }
 
 impl BinServer {
@@ -149,9 +241,9 @@ impl BinServer {
     ) -> BinServer {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let database_url = bin_database(dir);
         let config = format!(
-            "[server]\naddr = \"{addr}\"\ndatabase_url = \"sqlite://{}/opsdeck.db\"\nshutdown_timeout = \"20s\"\n{extra_toml}",
-            dir.display()
+            "[server]\naddr = \"{addr}\"\ndatabase_url = \"{database_url}\"\nshutdown_timeout = \"20s\"\n{extra_toml}"
         );
         let path = dir.join("opsdeck.toml");
         std::fs::write(&path, config).unwrap();
@@ -175,6 +267,7 @@ impl BinServer {
             addr,
             dir: dir.to_path_buf(),
             stderr_path,
+            database_url,
         };
         server.wait_healthy();
         server

@@ -7,6 +7,7 @@ mod m20261123_000001_create_journal;
 mod m20261123_000002_create_accounts;
 mod m20261123_000003_create_jobs;
 mod m20261123_000004_index_jobs_by_target;
+mod m20261205_000010_agents;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_create_accounts::Migration),
             Box::new(m20261123_000003_create_jobs::Migration),
             Box::new(m20261123_000004_index_jobs_by_target::Migration),
+            Box::new(m20261205_000010_agents::Migration),
         ]
     }
 }

@@ -140,6 +140,11 @@ impl Hub {
         let _ = self.0.feed.send(FeedEvent::Deleted(job_id));
     }
 
+    /// An agent's status changed.
+    pub fn agent_changed(&self, agent: app::model::agent::AgentInfo) {
+        let _ = self.0.feed.send(FeedEvent::Agent(Arc::new(agent)));
+    }
+
     /// Jobs with a live channel (for metrics and tests).
     pub fn channels(&self) -> usize {
         self.0.jobs.locked().len()
@@ -183,6 +188,7 @@ mod tests {
             cancel_requested_by: None,
             node: None,
             rerun_of: None,
+            agent: None,
             omitted: None,
         }
     }

@@ -1,6 +1,8 @@
 //! The opsdeck server: configuration, database, HTTP surface and the
 //! command line. `main.rs` only calls [`cli::main`]; tests use the modules.
 
+pub mod agent;
+pub mod agents;
 pub mod auth;
 pub mod backend;
 pub mod cli;

@@ -85,7 +85,14 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             shutdown: shutdown.clone(),
         };
-        let engine = Engine::new(config.clone(), db.clone(), reader.clone(), sink.clone());
+        let agents = crate::agents::Agents::default();
+        let engine = Engine::new(
+            config.clone(),
+            db.clone(),
+            reader.clone(),
+            sink.clone(),
+            agents.clone(),
+        );
         let state = AppState::new(Inner {
             config,
             committer: sink.committer,
@@ -97,6 +104,8 @@ impl Server {
             hub: sink.hub,
             metrics: sink.metrics,
             terminals: Default::default(),
+            agents,
+            agent_terminals: Default::default(),
         });
         Ok(Server { state, listener })
     }

@@ -48,6 +48,11 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     /// Open browser terminal sessions.
     pub terminals: crate::terminal::Terminals,
+    /// The agents connected to this server.
+    pub agents: crate::agents::Agents,
+    /// Terminals on agents' hosts waiting for, or relayed over, the
+    /// agent's connection.
+    pub agent_terminals: crate::agents::terminal::Relays,
 }
 
 impl AppState {

@@ -78,7 +78,7 @@ pub fn receive(
             }
         }
         FeedEvent::Deleted(id) => rows.retain(|j| j.id != *id),
-        FeedEvent::Resync => {}
+        FeedEvent::Resync | FeedEvent::Agent(_) => {}
     }
 }
 
@@ -472,6 +472,7 @@ mod tests {
             cancel_requested_by: None,
             node: None,
             rerun_of: None,
+            agent: None,
             omitted: None,
         }
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::agent::AgentInfo;
 use crate::model::job::{Gap, Job, LogLine, Progress};
 
 /// Why an event could not be decoded.
@@ -129,13 +130,16 @@ pub enum FeedEventKind {
     Deleted,
     /// The caller fell too far behind: reload the list.
     Resync,
+    /// An agent connected, went silent or away, or was revoked.
+    Agent,
 }
 
 impl FeedEventKind {
-    pub const ALL: [FeedEventKind; 3] = [
+    pub const ALL: [FeedEventKind; 4] = [
         FeedEventKind::Job,
         FeedEventKind::Deleted,
         FeedEventKind::Resync,
+        FeedEventKind::Agent,
     ];
 
     /// The SSE event name.
@@ -144,6 +148,7 @@ impl FeedEventKind {
             FeedEventKind::Job => "job",
             FeedEventKind::Deleted => "job.deleted",
             FeedEventKind::Resync => "resync",
+            FeedEventKind::Agent => "agent",
         }
     }
 
@@ -151,10 +156,11 @@ impl FeedEventKind {
         FeedEventKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    const NAMES: [&'static str; 3] = [
+    const NAMES: [&'static str; 4] = [
         FeedEventKind::Job.name(),
         FeedEventKind::Deleted.name(),
         FeedEventKind::Resync.name(),
+        FeedEventKind::Agent.name(),
     ];
 
     /// Every name, for an EventSource's listeners.
@@ -180,6 +186,7 @@ pub enum FeedEvent {
     Job(Arc<Job>),
     Deleted(i64),
     Resync,
+    Agent(Arc<AgentInfo>),
 }
 
 impl FeedEvent {
@@ -188,6 +195,7 @@ impl FeedEvent {
             FeedEvent::Job(_) => FeedEventKind::Job,
             FeedEvent::Deleted(_) => FeedEventKind::Deleted,
             FeedEvent::Resync => FeedEventKind::Resync,
+            FeedEvent::Agent(_) => FeedEventKind::Agent,
         }
     }
 
@@ -202,6 +210,7 @@ impl FeedEvent {
             FeedEventKind::Job => FeedEvent::Job(Arc::new(payload(n, data)?)),
             FeedEventKind::Deleted => FeedEvent::Deleted(payload::<JobId>(n, data)?.id),
             FeedEventKind::Resync => FeedEvent::Resync,
+            FeedEventKind::Agent => FeedEvent::Agent(Arc::new(payload(n, data)?)),
         }))
     }
 
@@ -211,6 +220,7 @@ impl FeedEvent {
             FeedEvent::Job(job) => serde_json::to_string(&**job),
             FeedEvent::Deleted(id) => serde_json::to_string(&JobId { id: *id }),
             FeedEvent::Resync => serde_json::to_string(&Resync {}),
+            FeedEvent::Agent(agent) => serde_json::to_string(&**agent),
         };
         json.unwrap_or_default()
     }

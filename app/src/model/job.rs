@@ -115,6 +115,9 @@ pub struct Job {
     pub node: Option<String>,
     /// The job this one re-runs.
     pub rerun_of: Option<i64>,
+    /// The agent it runs (or ran) on, for an agent target.
+    #[serde(default)]
+    pub agent: Option<String>,
     /// Lines omitted from the middle of an over-long log.
     pub omitted: Option<Gap>,
 }
@@ -364,6 +367,7 @@ pub(crate) mod tests {
             cancel_requested_by: None,
             node: Some("n1".into()),
             rerun_of: None,
+            agent: None,
             omitted: None,
         }
     }

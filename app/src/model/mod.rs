@@ -1,6 +1,7 @@
 //! Typed models shared by the server (REST API, SSE encoder, server functions)
 //! and the browser (WASM components). Defined once, here.
 
+pub mod agent;
 pub mod event;
 pub mod job;
 pub mod journal;

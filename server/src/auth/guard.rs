@@ -48,6 +48,14 @@ pub async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) ->
             .into_response();
     };
     let config = &g.app.config;
+    if rule.access == Access::Agent {
+        let caller = Caller {
+            ip: client_ip(&req, config.server.trust_forwarded_for),
+            ..Caller::default()
+        };
+        req.extensions_mut().insert(caller);
+        return next.run(req).await;
+    }
     let headers = req.headers();
 
     let mut caller = Caller {
@@ -123,7 +131,7 @@ pub async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) ->
     let signed_in = caller.user.is_some();
     let admin = caller.user.as_ref().is_some_and(|u| u.is_admin());
     match (rule.access, rule.kind) {
-        (Access::Public, _) => {}
+        (Access::Public | Access::Agent, _) => {}
         (_, Kind::Page) if !signed_in => {
             let target = req
                 .uri()

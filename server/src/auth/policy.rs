@@ -84,3 +84,13 @@ pub fn may_see(user: &CurrentUser, owner: &str, target: &str, config: &Config) -
         || owner == user.username
         || config.target(target).is_some_and(|t| may_launch(user, t))
 }
+
+/// Whether `user` may see the agent `name`'s status: admins; operators
+/// who may launch on one of its targets.
+pub fn may_see_agent(user: &CurrentUser, name: &str, config: &Config) -> bool {
+    user.is_admin()
+        || config
+            .targets
+            .iter()
+            .any(|t| t.agent() == Some(name) && may_launch(user, t))
+}

@@ -2,6 +2,7 @@
 //! Options are read here, once, and turned into a [`Config`].
 
 mod accounts;
+mod agents;
 mod client;
 
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Manage API tokens (on the server host, against its database).
     #[command(subcommand)]
     Token(accounts::TokenCommand),
+    /// Run an agent (`--server URL --token-file FILE`), or enrol, list and
+    /// revoke agents on the server host (`add NAME`, `list`, `revoke NAME`).
+    Agent(agents::AgentArgs),
     /// Launch a job on a running server (OPSDECK_URL, OPSDECK_TOKEN).
     Run(client::RunArgs),
     /// List jobs on a running server, newest first.
@@ -108,6 +112,15 @@ pub fn main() -> ExitCode {
         Command::Token(cmd) => with_config(&cli, |config| {
             with_database(&config, |db| Box::pin(accounts::token(db, cmd)))
         }),
+        Command::Agent(args) => match args.command {
+            None => crate::agent::main(args.run),
+            Some(cmd) => with_config(&cli, |config| {
+                let c = config.clone();
+                with_database(&config, move |db| {
+                    Box::pin(async move { agents::manage(db, &c, cmd).await })
+                })
+            }),
+        },
     }
 }
 

@@ -6,7 +6,7 @@
 //! unknown target) stop the server with an error that names the file, the line
 //! and the key. Nothing else in the server reads configuration or environment.
 
-mod units;
+pub mod units;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -83,6 +83,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub retention: RetentionConfig,
     pub terminal: TerminalConfig,
+    pub agents: AgentsConfig,
     pub targets: Vec<Target>,
     pub templates: Vec<Template>,
 }
@@ -146,12 +147,35 @@ pub struct JobsConfig {
 /// The server's environment variables a job inherits.
 const PASSED_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
 
+/// The variables of this process's own environment a job starts with
+/// (`PASSED_ENV`): nothing else of it, which may hold secrets.
+pub fn passed_env() -> Vec<(String, String)> {
+    PASSED_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
 /// `[retention]`
 #[derive(Debug, Clone)]
 pub struct RetentionConfig {
     /// Delete finished jobs older than this many days; `None` keeps everything.
     pub days: Option<u32>,
     pub interval: Duration,
+}
+
+/// `[agents]`: remote agents' liveness.
+#[derive(Debug, Clone)]
+pub struct AgentsConfig {
+    /// Silent this long, an agent shows as unreachable on its targets and
+    /// jobs (its jobs keep running: they are only failed when it is lost).
+    pub unreachable_after: Duration,
+    /// Silent this long, an agent's running jobs are failed "agent lost".
+    pub lost_after: Duration,
+    /// How often agent and server send each other a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Connections one agent token may hold open at once.
+    pub max_connections_per_token: usize,
 }
 
 /// `[terminal]`
@@ -181,9 +205,17 @@ pub enum RoleName {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetAccess {
     Local,
-    Docker { container: String },
-    Ssh { host: String, port: Option<u16> },
-    Agent,
+    Docker {
+        container: String,
+    },
+    Ssh {
+        host: String,
+        port: Option<u16>,
+    },
+    /// On the host of the agent enrolled under this name.
+    Agent {
+        agent: String,
+    },
 }
 
 /// `[[targets]]`
@@ -208,7 +240,15 @@ impl Target {
             TargetAccess::Local => TargetKind::Local,
             TargetAccess::Docker { .. } => TargetKind::Docker,
             TargetAccess::Ssh { .. } => TargetKind::Ssh,
-            TargetAccess::Agent => TargetKind::Agent,
+            TargetAccess::Agent { .. } => TargetKind::Agent,
+        }
+    }
+
+    /// The agent this target is reached through, if any.
+    pub fn agent(&self) -> Option<&str> {
+        match &self.access {
+            TargetAccess::Agent { agent } => Some(agent),
+            _ => None,
         }
     }
 }
@@ -382,6 +422,8 @@ struct RawConfig {
     #[serde(default)]
     terminal: RawTerminal,
     #[serde(default)]
+    agents: RawAgents,
+    #[serde(default)]
     targets: Vec<Spanned<RawTarget>>,
     #[serde(default)]
     templates: Vec<Spanned<RawTemplate>>,
@@ -429,6 +471,15 @@ struct RawRetention {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawAgents {
+    unreachable_after: Option<ConfigDuration>,
+    lost_after: Option<Spanned<ConfigDuration>>,
+    heartbeat_interval: Option<ConfigDuration>,
+    max_connections_per_token: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawTerminal {
     shell: Option<Spanned<Vec<String>>>,
     grace: Option<ConfigDuration>,
@@ -454,6 +505,7 @@ struct RawTarget {
     container: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
     port: Option<u16>,
+    agent: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -567,10 +619,7 @@ impl RawConfig {
             kill_grace: dur(j.kill_grace, 10),
             poll_interval: j.poll_interval.map_or(Duration::from_secs(2), |d| d.0),
             heartbeat_interval: dur(j.heartbeat_interval, 10),
-            base_env: PASSED_ENV
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-                .collect(),
+            base_env: passed_env(),
         };
 
         let retention = RetentionConfig {
@@ -604,6 +653,29 @@ impl RawConfig {
             recordings_dir: t
                 .recordings_dir
                 .unwrap_or_else(|| PathBuf::from("data/recordings")),
+        };
+
+        let a = self.agents;
+        let unreachable_after = dur(a.unreachable_after, 30);
+        let lost_after = match a.lost_after {
+            Some(l) if l.get_ref().0 <= unreachable_after => {
+                return Err(ctx.error(
+                    l.span(),
+                    "agents.lost_after",
+                    format!(
+                        "must be longer than agents.unreachable_after ({}s)",
+                        unreachable_after.as_secs()
+                    ),
+                ))
+            }
+            Some(l) => l.into_inner().0,
+            None => Duration::from_secs(600).max(unreachable_after * 2),
+        };
+        let agents = AgentsConfig {
+            unreachable_after,
+            lost_after,
+            heartbeat_interval: dur(a.heartbeat_interval, 5).max(Duration::from_millis(100)),
+            max_connections_per_token: a.max_connections_per_token.unwrap_or(2).max(1),
         };
 
         let mut targets = Vec::new();
@@ -643,6 +715,7 @@ impl RawConfig {
             jobs,
             retention,
             terminal,
+            agents,
             targets,
             templates,
         })
@@ -741,6 +814,7 @@ impl RawTarget {
                 format!("`{id}` is not a valid id: use ^[a-z0-9][a-z0-9_.-]{{0,62}}$"),
             ));
         }
+        let agent_key = self.agent.clone();
         let access = match self.kind.get_ref() {
             TargetKind::Local => TargetAccess::Local,
             TargetKind::Docker => {
@@ -779,13 +853,32 @@ impl RawTarget {
                 }
             }
             TargetKind::Agent => {
-                return Err(ctx.error(
-                    self.kind.span(),
-                    &key("kind"),
-                    "agent targets are not available in this version: use local, docker or ssh",
-                ))
+                let a = self.agent.clone().ok_or_else(|| {
+                    ctx.error(
+                        span.clone(),
+                        &key("agent"),
+                        "an agent target needs `agent`: the name it was enrolled under (`opsdeck agent add NAME`)",
+                    )
+                })?;
+                if !ID_RE.is_match(a.get_ref()) {
+                    return Err(ctx.error(
+                        a.span(),
+                        &key("agent"),
+                        "an agent name must match ^[a-z0-9][a-z0-9_.-]{0,62}$",
+                    ));
+                }
+                TargetAccess::Agent {
+                    agent: a.into_inner(),
+                }
             }
         };
+        if let (Some(a), false) = (&agent_key, matches!(access, TargetAccess::Agent { .. })) {
+            return Err(ctx.error(
+                a.span(),
+                &key("agent"),
+                "`agent` is only for targets of kind \"agent\"",
+            ));
+        }
         if let Some(sh) = &self.shell {
             check_argv(ctx, sh, &key("shell"))?;
         }

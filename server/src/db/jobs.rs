@@ -45,6 +45,8 @@ pub mod entity {
         pub omitted_to: Option<i64>,
         pub omitted_bytes: i64,
         pub rerun_of: Option<i64>,
+        pub dispatch: i64,
+        pub agent: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -87,6 +89,11 @@ pub struct JobRow {
     pub omitted_to: Option<i64>,
     pub omitted_bytes: i64,
     pub rerun_of: Option<i64>,
+    /// How many times it was dispatched to an agent (messages about an
+    /// older dispatch are refused).
+    pub dispatch: i64,
+    /// The agent it was dispatched to.
+    pub agent: Option<String>,
 }
 
 impl TryFrom<entity::Model> for JobRow {
@@ -132,6 +139,8 @@ impl TryFrom<entity::Model> for JobRow {
             omitted_to: m.omitted_to,
             omitted_bytes: m.omitted_bytes,
             rerun_of: m.rerun_of,
+            dispatch: m.dispatch,
+            agent: m.agent,
         })
     }
 }
@@ -170,6 +179,7 @@ impl JobRow {
             cancel_requested_by: self.cancel_requested_by.clone(),
             node: self.node.clone(),
             rerun_of: self.rerun_of,
+            agent: self.agent.clone(),
             omitted: match (self.omitted_from, self.omitted_to) {
                 (Some(from), Some(to)) if to >= from => Some(Gap {
                     from,
@@ -217,6 +227,7 @@ pub async fn insert(db: &impl ConnectionTrait, e: Enqueue<'_>) -> Result<JobRow,
         log_bytes: Set(0),
         omitted_bytes: Set(0),
         rerun_of: Set(e.rerun_of),
+        dispatch: Set(0),
         ..Default::default()
     }
     .insert(db)
@@ -298,10 +309,10 @@ pub async fn list(
 /// advisory lock, so claims across replicas are serialised (exclusivity needs
 /// that), and selects with FOR UPDATE SKIP LOCKED.
 const CLAIM_SQL: &str = "
-UPDATE jobs SET state = 'running', started_at = $1, updated_at = $1, node = $2
+UPDATE jobs SET state = 'running', started_at = $1, updated_at = $1, node = $2{SET}
 WHERE id = (
   SELECT j.id FROM jobs j
-  WHERE j.state = 'queued'
+  WHERE j.state = 'queued'{SCOPE}
     AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state IN ('running', 'cancelling') AND r.exclusive = 'global')
     AND NOT EXISTS (
       SELECT 1 FROM jobs q WHERE q.state = 'queued' AND q.exclusive = 'global'
@@ -323,8 +334,24 @@ RETURNING *";
 /// A key for `pg_advisory_xact_lock`: "opsdeck" claims.
 const CLAIM_LOCK_KEY: i64 = 0x6f70_7364_6563_6b01;
 
+/// Which queued jobs a claim may take.
+#[derive(Debug, Clone, Copy)]
+pub enum ClaimScope<'a> {
+    /// Jobs this node runs itself: on any target but these (the agents').
+    Local { agent_targets: &'a [String] },
+    /// Jobs on these targets, dispatched to `agent` (its dispatch counted).
+    Agent {
+        agent: &'a str,
+        targets: &'a [String],
+    },
+}
+
 /// Claims the next job for `node` inside `txn`, if one may start now.
-pub async fn claim_in(txn: &DatabaseTransaction, node: &str) -> Result<Option<JobRow>, DbErr> {
+pub async fn claim_in(
+    txn: &DatabaseTransaction,
+    node: &str,
+    scope: ClaimScope<'_>,
+) -> Result<Option<JobRow>, DbErr> {
     let now = Utc::now();
     let backend = txn.get_database_backend();
     let lock = match backend {
@@ -341,14 +368,39 @@ pub async fn claim_in(txn: &DatabaseTransaction, node: &str) -> Result<Option<Jo
         // SQLite: the transaction already holds the one write lock.
         _ => "",
     };
+    let mut values: Vec<sea_orm::Value> = vec![now.into(), node.into()];
+    let mut set = String::new();
+    let list = |values: &mut Vec<sea_orm::Value>, targets: &[String]| {
+        let first = values.len() + 1;
+        values.extend(targets.iter().map(|t| t.as_str().into()));
+        (first..first + targets.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let scope = match scope {
+        ClaimScope::Local { agent_targets: [] } => String::new(),
+        ClaimScope::Local { agent_targets } => {
+            format!(
+                " AND j.target NOT IN ({})",
+                list(&mut values, agent_targets)
+            )
+        }
+        ClaimScope::Agent { targets: [], .. } => return Ok(None),
+        ClaimScope::Agent { agent, targets } => {
+            values.push(agent.into());
+            set = format!(", agent = ${}, dispatch = dispatch + 1", values.len());
+            format!(" AND j.target IN ({})", list(&mut values, targets))
+        }
+    };
+    let sql = CLAIM_SQL
+        .replace("{LOCK}", lock)
+        .replace("{SET}", &set)
+        .replace("{SCOPE}", &scope);
     typed_one(
-        entity::Model::find_by_statement(Statement::from_sql_and_values(
-            backend,
-            CLAIM_SQL.replace("{LOCK}", lock),
-            [now.into(), node.into()],
-        ))
-        .one(txn)
-        .await?,
+        entity::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
+            .one(txn)
+            .await?,
     )
 }
 
@@ -367,6 +419,9 @@ pub struct StateChange<'a> {
     pub bytes: i64,
     /// The log's position as its writer left it, stored with the change.
     pub position: Option<&'a LogPosition>,
+    /// The dispatch the change is about (an agent's job): a change about
+    /// an older dispatch writes nothing.
+    pub dispatch: Option<i64>,
 }
 
 /// Applies a [`StateChange`] in one statement; the row as it is now, or
@@ -382,6 +437,9 @@ pub async fn change_state(
     let mut q = setting(cols.into_iter().chain(c.set))
         .filter(Column::Id.eq(c.id))
         .filter(Column::State.is_in(c.from.iter().map(|s| s.as_str())));
+    if let Some(d) = c.dispatch {
+        q = q.filter(Column::Dispatch.eq(d));
+    }
     match c.position {
         Some(p) => {
             let moved = LogPosition {
@@ -489,6 +547,49 @@ pub async fn set_log_position(
         .map(|_| ())
 }
 
+/// Stores the process group an agent started for `dispatch` of a job.
+pub async fn set_process(
+    db: &impl ConnectionTrait,
+    id: i64,
+    dispatch: i64,
+    pgid: i32,
+    start: i64,
+) -> Result<(), DbErr> {
+    setting([
+        (Column::Pgid, pgid.into()),
+        (Column::PgidStart, start.into()),
+    ])
+    .filter(Column::Id.eq(id))
+    .filter(Column::Dispatch.eq(dispatch))
+    .exec(db)
+    .await
+    .map(|_| ())
+}
+
+/// Stores an agent's batch's log position (and progress) on its job, if
+/// the job still runs that `dispatch` and the position moves forward.
+pub async fn advance_log(
+    db: &impl ConnectionTrait,
+    id: i64,
+    dispatch: i64,
+    p: &LogPosition,
+    progress: Option<&Progress>,
+) -> Result<bool, DbErr> {
+    let mut q = p
+        .apply(Entity::update_many())
+        .filter(Column::Id.eq(id))
+        .filter(Column::Dispatch.eq(dispatch))
+        .filter(Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]))
+        .filter(Column::LastSeq.lte(p.last_seq));
+    if let Some(progress) = progress {
+        q = q.col_expr(
+            Column::Progress,
+            Expr::value(serde_json::to_string(progress).unwrap_or_default()),
+        );
+    }
+    Ok(q.exec(db).await?.rows_affected == 1)
+}
+
 pub async fn set_progress(db: &impl ConnectionTrait, id: i64, p: &Progress) -> Result<(), DbErr> {
     setting([(
         Column::Progress,
@@ -500,30 +601,41 @@ pub async fn set_progress(db: &impl ConnectionTrait, id: i64, p: &Progress) -> R
     .map(|_| ())
 }
 
-/// Jobs a node was running or cancelling.
+fn active() -> sea_orm::Select<Entity> {
+    Entity::find()
+        .filter(Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]))
+}
+
+/// Jobs a node was running or cancelling itself (not on an agent).
 pub async fn active_on_node(db: &DatabaseConnection, node: &str) -> Result<Vec<JobRow>, DbErr> {
     typed(
-        Entity::find()
-            .filter(
-                Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]),
-            )
+        active()
             .filter(Column::Node.eq(node))
+            .filter(Column::Agent.is_null())
             .all(db)
             .await?,
     )
 }
 
-/// Jobs running or cancelling on nodes other than `node`.
+/// Jobs running or cancelling on nodes other than `node` (not on agents).
 pub async fn active_elsewhere(db: &DatabaseConnection, node: &str) -> Result<Vec<JobRow>, DbErr> {
     typed(
-        Entity::find()
-            .filter(
-                Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]),
-            )
+        active()
             .filter(Column::Node.ne(node))
+            .filter(Column::Agent.is_null())
             .all(db)
             .await?,
     )
+}
+
+/// Jobs running or cancelling on `agent`.
+pub async fn active_on_agent(db: &impl ConnectionTrait, agent: &str) -> Result<Vec<JobRow>, DbErr> {
+    typed(active().filter(Column::Agent.eq(agent)).all(db).await?)
+}
+
+/// Jobs running or cancelling on any agent.
+pub async fn active_on_agents(db: &impl ConnectionTrait) -> Result<Vec<JobRow>, DbErr> {
+    typed(active().filter(Column::Agent.is_not_null()).all(db).await?)
 }
 
 /// Finished jobs older than `cutoff`, oldest first, at most `limit`.
@@ -676,6 +788,8 @@ mod tests {
             omitted_to: None,
             omitted_bytes: 0,
             rerun_of: None,
+            dispatch: 0,
+            agent: None,
         }
     }
 

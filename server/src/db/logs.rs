@@ -90,6 +90,25 @@ pub async fn insert_batch(
     job_id: i64,
     lines: &[LogLine],
 ) -> Result<(), DbErr> {
+    insert_chunked(db, job_id, lines, false).await
+}
+
+/// [`insert_batch`], skipping lines already stored (an agent resending a
+/// batch whose acknowledgement it never got).
+pub async fn insert_batch_once(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    lines: &[LogLine],
+) -> Result<(), DbErr> {
+    insert_chunked(db, job_id, lines, true).await
+}
+
+async fn insert_chunked(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    lines: &[LogLine],
+    once: bool,
+) -> Result<(), DbErr> {
     let mut rest = lines;
     while !rest.is_empty() {
         let n = if rest.len() >= ROWS_PER_INSERT {
@@ -98,7 +117,7 @@ pub async fn insert_batch(
             1 << (usize::BITS - 1 - rest.len().leading_zeros())
         };
         let (now, later) = rest.split_at(n);
-        insert_rows(db, job_id, now).await?;
+        insert_rows(db, job_id, now, once).await?;
         rest = later;
     }
     Ok(())
@@ -108,6 +127,7 @@ async fn insert_rows(
     db: &impl ConnectionTrait,
     job_id: i64,
     lines: &[LogLine],
+    once: bool,
 ) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     let mut sql = String::with_capacity(64 + lines.len() * 24);
@@ -138,6 +158,9 @@ async fn insert_rows(
         values.push(l.stream.code().into());
         values.push(l.ts.timestamp_millis().into());
         values.push(l.text.as_str().into());
+    }
+    if once {
+        sql.push_str(" ON CONFLICT (job_id, seq) DO NOTHING");
     }
     db.execute(Statement::from_sql_and_values(backend, sql, values))
         .await

@@ -3,6 +3,7 @@
 //! functions per table group. These functions take a `&DatabaseConnection`,
 //! return `Result<_, DbErr>` and know nothing of HTTP or Leptos.
 
+pub mod agents;
 pub mod audit;
 pub mod commit;
 pub mod jobs;

@@ -82,7 +82,7 @@ pub fn build(
     env.push(("OPSDECK_TARGET".into(), target.id.clone()));
 
     match &target.access {
-        TargetAccess::Local | TargetAccess::Agent => Invocation {
+        TargetAccess::Local | TargetAccess::Agent { .. } => Invocation {
             argv,
             env,
             workdir: template.workdir.clone(),

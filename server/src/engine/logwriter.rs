@@ -36,7 +36,7 @@ use crate::engine::logcap::{CappedLog, Flush};
 use crate::engine::progress;
 use crate::engine::supervise::Out;
 use crate::engine::transition::Transition;
-use crate::engine::Sink;
+use crate::engine::{ClaimFor, Sink};
 use crate::hub::{LogBatch, Update};
 use crate::sync::Locked;
 
@@ -56,7 +56,7 @@ pub struct End {
     /// The `system` line that says so.
     pub summary: String,
     /// Claim this node's next job in the same transaction.
-    pub claim_for: Option<String>,
+    pub claim_for: Option<ClaimFor>,
 }
 
 /// Limits of one job's log.
@@ -349,7 +349,7 @@ struct Batch {
     publish_progress: Option<Progress>,
     end: Option<Transition>,
     /// Claim this node's next job after the end.
-    claim_for: Option<String>,
+    claim_for: Option<ClaimFor>,
     next: Mutex<Option<JobRow>>,
 }
 
@@ -379,7 +379,7 @@ impl Work for Batch {
             jobs::set_log_position(txn, id, &self.position).await?;
         }
         let next = match &self.claim_for {
-            Some(node) => jobs::claim_in(txn, node).await?,
+            Some(c) => jobs::claim_in(txn, &c.node, c.scope()).await?,
             None => None,
         };
         *self.next.locked() = next;

@@ -31,9 +31,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use app::model::agent::ServerMsg;
+
+use crate::agents::Agents;
 use crate::config::Config;
 use crate::db::commit::{Committer, Work};
-use crate::db::jobs::{self, JobRow};
+use crate::db::jobs::{self, ClaimScope, JobRow};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::sync::Locked;
@@ -59,6 +62,10 @@ pub struct Engine(Arc<Inner>);
 
 struct Inner {
     config: Arc<Config>,
+    /// The agents connected here (their jobs are dispatched to them).
+    agents: Agents,
+    /// The targets reached through agents: never claimed for this node.
+    agent_targets: Arc<[String]>,
     /// The writer connection (recovery, heartbeats, retention).
     db: DatabaseConnection,
     /// Reads beside the writer (a running job's cancel poll).
@@ -74,8 +81,17 @@ impl Engine {
         db: DatabaseConnection,
         reader: DatabaseConnection,
         sink: Sink,
+        agents: Agents,
     ) -> Engine {
+        let agent_targets = config
+            .targets
+            .iter()
+            .filter(|t| t.agent().is_some())
+            .map(|t| t.id.clone())
+            .collect();
         Engine(Arc::new(Inner {
+            agents,
+            agent_targets,
             config,
             db,
             reader,
@@ -112,6 +128,14 @@ impl Engine {
 
     fn config(&self) -> &Config {
         &self.0.config
+    }
+
+    /// How a finishing job claims its slot's next job on this node.
+    fn claim_for(&self) -> ClaimFor {
+        ClaimFor {
+            node: self.config().server.node.clone(),
+            agent_targets: self.0.agent_targets.clone(),
+        }
     }
 
     /// The engine's main loop: recover, then claim and run until shutdown;
@@ -152,9 +176,11 @@ impl Engine {
                     self.start(&mut tasks, job, permit);
                 }
             }
+            self.dispatch_to_agents(&node).await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.0.wake.notified() => {}
+                _ = self.0.agents.connected() => {}
                 _ = tick.tick() => {}
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Some((next, permit)) = self.forget(done) {
@@ -189,14 +215,68 @@ impl Engine {
     /// Claims up to `slots` jobs for `node`, oldest first, in one
     /// transaction of the writer (`db::commit`).
     async fn claim(&self, node: &str, slots: usize) -> Result<Vec<JobRow>, sea_orm::DbErr> {
+        self.claim_scoped(node, slots, None).await
+    }
+
+    async fn claim_scoped(
+        &self,
+        node: &str,
+        slots: usize,
+        agent: Option<(&str, &[String])>,
+    ) -> Result<Vec<JobRow>, sea_orm::DbErr> {
         let work = Arc::new(Claim {
             node: node.to_string(),
             slots,
+            agent: agent.map(|(a, t)| (a.to_string(), t.to_vec())),
+            agent_targets: self.0.agent_targets.clone(),
             claimed: Mutex::new(Vec::new()),
         });
         self.0.sink.committer.commit(work.clone()).await?;
         let claimed = std::mem::take(&mut *work.claimed.locked());
         Ok(claimed)
+    }
+
+    /// Claims the queued jobs of each agent connected here and sends them
+    /// to it. A job whose `command.run` does not reach the agent (it just
+    /// went away) stays `running`, never started: it is sent again when
+    /// the agent reconnects (`agents::link`).
+    async fn dispatch_to_agents(&self, node: &str) {
+        for name in self.0.agents.online() {
+            let targets: Vec<String> = self
+                .config()
+                .targets
+                .iter()
+                .filter(|t| t.agent() == Some(name.as_str()))
+                .map(|t| t.id.clone())
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let claimed = match self
+                .claim_scoped(node, usize::MAX, Some((&name, &targets)))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(agent = %name, error = %e, "cannot claim jobs for an agent");
+                    continue;
+                }
+            };
+            for row in claimed {
+                self.0.sink.hub.job_changed(row.to_job());
+                match crate::agents::dispatch::run_command(self.config(), &row) {
+                    Ok(cmd) => {
+                        tracing::info!(job = row.id, agent = %name, dispatch = row.dispatch, "dispatched to the agent");
+                        if !self.0.agents.send(&name, ServerMsg::Run(cmd)) {
+                            tracing::warn!(job = row.id, agent = %name, "the agent went away: the job is sent again when it reconnects");
+                        }
+                    }
+                    Err(why) => {
+                        crate::agents::dispatch::fail_unrunnable(&self.0.sink, &row, why).await
+                    }
+                }
+            }
+        }
     }
 
     /// Runs `job` in a task holding one of the slots.
@@ -230,18 +310,43 @@ impl Engine {
     }
 }
 
+/// How a finishing job claims its slot's next job (this node's, never an
+/// agent's).
+#[derive(Debug, Clone)]
+pub struct ClaimFor {
+    pub node: String,
+    pub agent_targets: Arc<[String]>,
+}
+
+impl ClaimFor {
+    pub fn scope(&self) -> ClaimScope<'_> {
+        ClaimScope::Local {
+            agent_targets: &self.agent_targets,
+        }
+    }
+}
+
 struct Claim {
     node: String,
     slots: usize,
+    /// Claim for this agent, on these targets (else for this node).
+    agent: Option<(String, Vec<String>)>,
+    agent_targets: Arc<[String]>,
     claimed: Mutex<Vec<JobRow>>,
 }
 
 #[async_trait::async_trait]
 impl Work for Claim {
     async fn apply(&self, txn: &sea_orm::DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+        let scope = match &self.agent {
+            Some((agent, targets)) => ClaimScope::Agent { agent, targets },
+            None => ClaimScope::Local {
+                agent_targets: &self.agent_targets,
+            },
+        };
         let mut claimed = Vec::new();
         while claimed.len() < self.slots {
-            match jobs::claim_in(txn, &self.node).await? {
+            match jobs::claim_in(txn, &self.node, scope).await? {
                 Some(job) => claimed.push(job),
                 None => break,
             }

@@ -93,6 +93,7 @@ pub async fn heartbeats(engine: Engine) {
                 interrupt(&engine, &row, text.clone(), &text).await;
             }
         }
+        crate::agents::fail_lost(&db, engine.sink(), engine.config()).await;
         engine.sink().hub.prune();
     }
 }

@@ -71,7 +71,7 @@ pub async fn run(
             }
         };
         let ended = outcome.state;
-        let claim_for = (!sink.shutdown.is_cancelled()).then(|| config.server.node.clone());
+        let claim_for = (!sink.shutdown.is_cancelled()).then(|| engine.claim_for());
         let (finish, summary) = finish_of(outcome);
         // The last lines, the summary and the end, in one transaction.
         let done = writer

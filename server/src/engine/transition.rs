@@ -70,6 +70,8 @@ pub struct Transition {
     audit: Option<Audit>,
     /// The log's position as the job's writer leaves it (a run's end).
     position: Option<LogPosition>,
+    /// Only if the job still runs this dispatch (an agent's job).
+    dispatch: Option<i64>,
     hub: Hub,
     /// The row after the change, if it won (the last try's).
     row: Mutex<Option<JobRow>>,
@@ -87,6 +89,7 @@ impl Transition {
             lines: Vec::new(),
             audit: None,
             position: None,
+            dispatch: None,
             hub: hub.clone(),
             row: Mutex::new(None),
             stored: Mutex::new(Vec::new()),
@@ -166,6 +169,39 @@ impl Transition {
         t
     }
 
+    /// Applies only while the job still runs `dispatch` on its agent: a
+    /// message about an older dispatch changes nothing.
+    pub fn for_dispatch(mut self, dispatch: i64) -> Transition {
+        self.dispatch = Some(dispatch);
+        self
+    }
+
+    /// A job on an agent ends as the agent reports: its lines are stored
+    /// already (each batch as it came); the end needs the whole log, up
+    /// to `last_seq`.
+    pub fn finish_on_agent(hub: &Hub, job_id: i64, finish: &Finish, dispatch: i64) -> Transition {
+        let mut t = Transition::new(hub, job_id, ACTIVE, finish.state);
+        t.set = finish.columns();
+        t.for_dispatch(dispatch)
+    }
+
+    /// Fails an active job with `line` in its log, audited as `action` by
+    /// `actor` (an agent lost, an admin's "Mark failed").
+    pub fn fail_as(
+        hub: &Hub,
+        job: &JobRow,
+        line: String,
+        error: String,
+        actor: Actor,
+        action: &'static str,
+    ) -> Transition {
+        let mut t = Transition::fail(hub, job, line, error, false).audited(actor, action);
+        if job.agent.is_some() {
+            t.dispatch = Some(job.dispatch);
+        }
+        t
+    }
+
     /// The row after the change, if it won (after the commit).
     pub fn row(&self) -> Option<JobRow> {
         self.row.locked().clone()
@@ -197,6 +233,7 @@ impl Transition {
                 lines: n,
                 bytes: bytes as i64,
                 position: self.position.as_ref(),
+                dispatch: self.dispatch,
             },
         )
         .await?;

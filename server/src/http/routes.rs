@@ -17,6 +17,10 @@ pub enum Access {
     Authenticated,
     /// Admins only. A page answers operators with the 403 page.
     Admin,
+    /// Agents: the handler authenticates the agent's own token; the guard
+    /// neither signs in a user nor checks the origin (agents send no
+    /// cookie, and no browser reaches these routes with one).
+    Agent,
 }
 
 /// What kind of route, which decides how a refusal looks.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use app::backend::Caller;
 use app::error::AppError;
+use app::model::event::FeedEvent;
 use app::model::job::{
     Job, JobFilter, JobPage, JobState, JobView, LogLine, LogPage, LogStream, NewJob, TargetSummary,
 };
@@ -494,8 +495,11 @@ pub async fn stream(
 pub fn feed(state: &AppState, caller: &Caller) -> Result<FeedStream, AppError> {
     let user = policy::require_user(caller)?.clone();
     let config = state.config.clone();
-    let visible =
-        Arc::new(move |job: &Job| policy::may_see(&user, &job.owner, &job.target, &config));
+    let visible = Arc::new(move |event: &FeedEvent| match event {
+        FeedEvent::Job(job) => policy::may_see(&user, &job.owner, &job.target, &config),
+        FeedEvent::Agent(agent) => policy::may_see_agent(&user, &agent.name, &config),
+        FeedEvent::Deleted(_) | FeedEvent::Resync => true,
+    });
     Ok(FeedStream::new(state.stream_deps(), visible))
 }
 

@@ -12,11 +12,14 @@
 //! - [`accounts`]: users and tokens by an actor (the web UI's admin, or the
 //!   `opsdeck user`/`token` commands), with the audit entries;
 //! - [`users`]: the same for a signed-in caller, with the policy applied;
+//! - [`agents`]: enrolling and revoking agents, their status, an agent's
+//!   authentication, "Mark failed" for a job whose agent is gone;
 //! - [`signin`]: signing in (rate-limited) and out;
 //! - [`terminals`]: who may open a console where, and its audit entries;
 //! - [`journal`], [`audit`]: the journal notes and the audit log.
 
 pub mod accounts;
+pub mod agents;
 pub mod audit;
 pub mod jobs;
 pub mod journal;

@@ -7,14 +7,13 @@
 use std::sync::Arc;
 
 use app::model::event::FeedEvent;
-use app::model::job::Job;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::streams::{sse, StreamDeps};
 
-/// Which jobs the subscriber may see (the service decides).
-pub type Visible = Arc<dyn Fn(&Job) -> bool + Send + Sync>;
+/// Which events the subscriber may see (the service decides).
+pub type Visible = Arc<dyn Fn(&FeedEvent) -> bool + Send + Sync>;
 
 pub struct FeedStream {
     deps: StreamDeps,
@@ -63,7 +62,7 @@ impl FeedStream {
 
     fn take(&self, event: Result<FeedEvent, RecvError>, out: &mut BytesMut) {
         let event = match event {
-            Ok(FeedEvent::Job(job)) if !(self.visible)(&job) => return,
+            Ok(event) if !(self.visible)(&event) => return,
             Ok(event) => event,
             Err(RecvError::Lagged(_)) => FeedEvent::Resync,
             Err(RecvError::Closed) => return,

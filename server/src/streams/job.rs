@@ -435,6 +435,7 @@ mod tests {
                 lines: 0,
                 bytes: 0,
                 position: None,
+                dispatch: None,
             },
         )
         .await

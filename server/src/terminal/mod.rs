@@ -15,6 +15,7 @@
 
 pub mod record;
 pub mod session;
+pub mod shell;
 pub mod text;
 
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use crate::proc::Environment;
 use crate::service::terminals;
 use crate::state::AppState;
 pub use session::Terminals;
-use session::{Out, Session, Spec};
+use session::{Out, Session, Shell, Spec};
 
 /// How often an idle socket is pinged (keeps proxies from closing it).
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -80,12 +81,8 @@ pub fn command_for(target: &Target, terminal: &TerminalConfig) -> Result<Vec<Str
                 argv.extend(shell);
             }
         }
-        TargetAccess::Agent => {
-            return Err(AppError::Conflict(format!(
-                "target `{}` is reached through an agent, which does not open terminals yet",
-                target.id
-            )))
-        }
+        // The shell runs on the agent's host; the agent starts it.
+        TargetAccess::Agent { .. } => argv.extend(shell),
     }
     Ok(argv)
 }
@@ -214,12 +211,18 @@ async fn start(
         None
     };
     let recorded = recorder.is_some();
+    let shell = match target.agent() {
+        Some(agent) => Shell::Relayed(relay_from(s, agent, &id, &argv, cols, rows).await?),
+        None => Shell::Local {
+            argv: argv.clone(),
+            env: Environment::for_terminal(&s.config.jobs.base_env, None),
+        },
+    };
     let spec = Spec {
         user_id: user.id,
         username: user.username.clone(),
         target: target.id.clone(),
-        argv: argv.clone(),
-        env: Environment::for_terminal(&s.config.jobs.base_env, None),
+        shell,
         cols,
         rows,
         recorder,
@@ -256,6 +259,44 @@ async fn start(
     );
     terminals::started(s, user, c.ip.as_deref(), target, &id, &argv, recorded).await?;
     Ok(session)
+}
+
+/// Asks `agent` to open the shell `argv` for session `id`, and waits for
+/// it to dial back with the terminal's socket.
+async fn relay_from(
+    s: &AppState,
+    agent: &str,
+    id: &str,
+    argv: &[String],
+    cols: u16,
+    rows: u16,
+) -> Result<crate::agents::terminal::Relay, AppError> {
+    let waiting = s.agent_terminals.expect(agent, id);
+    let open = app::model::agent::ServerMsg::TerminalOpen(app::model::agent::TerminalOpen {
+        session: id.to_string(),
+        argv: argv.to_vec(),
+        cols,
+        rows,
+    });
+    if !s.agents.send(agent, open) {
+        s.agent_terminals.forget(id);
+        return Err(AppError::Conflict(format!(
+            "agent `{agent}` is not connected: the console opens once it is back"
+        )));
+    }
+    match tokio::time::timeout(crate::agents::terminal::DIAL_BACK, waiting).await {
+        Ok(Ok(Ok(socket))) => Ok(crate::agents::terminal::Relay::new(socket)),
+        Ok(Ok(Err(error))) => Err(AppError::Unavailable(format!(
+            "agent `{agent}` could not open the console: {error}"
+        ))),
+        _ => {
+            s.agent_terminals.forget(id);
+            Err(AppError::Unavailable(format!(
+                "agent `{agent}` did not open the console within {} s",
+                crate::agents::terminal::DIAL_BACK.as_secs()
+            )))
+        }
+    }
 }
 
 /// `GET /api/recordings/{id}` (admins): a session's asciicast v2 file.
@@ -466,6 +507,11 @@ mod tests {
                 "web_1"
             ]
         );
-        assert!(command_for(&target(TargetAccess::Agent, None), &t).is_err());
+        let agent = TargetAccess::Agent { agent: "a1".into() };
+        assert_eq!(
+            command_for(&target(agent, None), &t).unwrap(),
+            ["/bin/bash", "-l"],
+            "the agent starts the shell on its host"
+        );
     }
 }

@@ -15,26 +15,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::record::Recorder;
-use super::text::{Ring, Utf8Stream};
-use crate::proc::group::{group_alive, signal_group};
-use crate::proc::pty::{self, Master, Read};
+use super::shell::Pty;
+use super::text::Ring;
+use crate::agents::terminal::Relay;
 use crate::proc::{Child, Environment};
 use crate::sync::Locked;
 
 /// How much recent output a reattaching browser gets back.
 pub const RING_BYTES: usize = 128 * 1024;
-/// The largest read from the PTY, and so the largest chunk.
-const CHUNK: usize = 64 * 1024;
 /// Chunks in flight to one socket before the pump waits.
 const QUEUE: usize = 4;
-/// How long output is still read after the shell itself ended (what its
-/// last background processes print), before the session ends anyway.
-const AFTER_EXIT: Duration = Duration::from_millis(500);
 
 /// What the pump hands to the attached socket.
 #[derive(Debug)]
@@ -56,13 +50,25 @@ pub struct Spec {
     pub user_id: i64,
     pub username: String,
     pub target: String,
-    pub argv: Vec<String>,
-    /// Exactly the shell's environment (`proc::env`).
-    pub env: Environment,
+    pub shell: Shell,
     pub cols: u16,
     pub rows: u16,
     pub recorder: Option<Recorder>,
     pub id: String,
+}
+
+/// Where a session's shell runs.
+pub enum Shell {
+    /// Here, on a PTY: `argv` with exactly the environment `env`.
+    Local { argv: Vec<String>, env: Environment },
+    /// On an agent's host, relayed over the agent's socket for it.
+    Relayed(Relay),
+}
+
+/// How the session reaches its shell.
+enum Io {
+    Local(Pty),
+    Relayed(Relay),
 }
 
 /// How a session ended, for the audit log.
@@ -78,9 +84,7 @@ pub struct Session {
     pub user_id: i64,
     pub username: String,
     pub target: String,
-    /// The shell's pid, which is also its process group and session id.
-    pub pgid: i32,
-    master: Master,
+    io: Io,
     state: Mutex<State>,
     /// Cancelled when the session is over (the pump has finished).
     pub ended: CancellationToken,
@@ -135,20 +139,19 @@ impl Terminals {
     where
         F: FnOnce(Arc<Session>, Ending) + Send + 'static,
     {
-        let home = spec
-            .env
-            .get("HOME")
-            .map(std::path::Path::new)
-            .filter(|h| h.is_dir());
-        let (master, child) = pty::spawn(&spec.argv, &spec.env, home, spec.cols, spec.rows)?;
-        let pgid = child.id();
+        let (io, child) = match spec.shell {
+            Shell::Local { argv, env } => {
+                let (pty, child) = Pty::start(&argv, &env, spec.cols, spec.rows)?;
+                (Io::Local(pty), Some(child))
+            }
+            Shell::Relayed(relay) => (Io::Relayed(relay), None),
+        };
         let session = Arc::new(Session {
             id: spec.id,
             user_id: spec.user_id,
             username: spec.username,
             target: spec.target,
-            pgid,
-            master,
+            io,
             state: Mutex::new(State {
                 ring: Ring::new(RING_BYTES),
                 attached: None,
@@ -204,13 +207,27 @@ impl Session {
         }
     }
 
+    /// The shell's process group, when it runs here.
+    pub fn pgid(&self) -> Option<i32> {
+        match &self.io {
+            Io::Local(pty) => Some(pty.pgid),
+            Io::Relayed(_) => None,
+        }
+    }
+
     pub async fn input(&self, data: &str) -> std::io::Result<()> {
         self.state().last_input = Instant::now();
-        self.master.write_all(data.as_bytes()).await
+        match &self.io {
+            Io::Local(pty) => pty.write(data.as_bytes()).await,
+            Io::Relayed(relay) => relay.input(data).await,
+        }
     }
 
     pub fn resize(&self, cols: u16, rows: u16) -> std::io::Result<()> {
-        self.master.resize(cols, rows)?;
+        match &self.io {
+            Io::Local(pty) => pty.resize(cols, rows)?,
+            Io::Relayed(relay) => relay.resize(cols, rows)?,
+        }
         if let Some(r) = self.state().recorder.as_mut() {
             r.resize(cols, rows);
         }
@@ -233,18 +250,10 @@ impl Session {
             let _ = tx.try_send(Out::Closed(reason.to_string()));
         }
         tracing::info!(session = %self.id, target = %self.target, reason, "ending terminal session");
-        signal_group(self.pgid, Signal::SIGHUP);
-        signal_group(self.pgid, Signal::SIGCONT);
-        let s = self.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = s.ended.cancelled() => {}
-                _ = tokio::time::sleep(kill_after) => {}
-            }
-            if group_alive(s.pgid) {
-                signal_group(s.pgid, Signal::SIGKILL);
-            }
-        });
+        match &self.io {
+            Io::Local(pty) => pty.hang_up(kill_after, self.ended.clone()),
+            Io::Relayed(relay) => relay.hang_up(),
+        }
     }
 
     /// Ends the session when its browser stayed away longer than `grace`,
@@ -286,68 +295,17 @@ impl Session {
         }
     }
 
-    /// Reads the PTY until the shell and everything holding the terminal
-    /// are gone; returns the exit code (128 + signal when killed).
-    async fn pump(self: Arc<Self>, mut child: Child) -> Ending {
-        let mut buf = vec![0u8; CHUNK];
-        let mut text = Utf8Stream::default();
-        let mut code: Option<i32> = None;
-        let mut deadline: Option<tokio::time::Instant> = None;
-        loop {
-            let first = tokio::select! {
-                r = self.master.read(&mut buf) => r,
-                status = child.wait(), if code.is_none() => {
-                    code = Some(exit_code(status));
-                    deadline = Some(tokio::time::Instant::now() + AFTER_EXIT);
-                    continue;
-                }
-                _ = sleep_until(deadline), if deadline.is_some() => break,
-            };
-            let mut n = match first {
-                Ok(Read::Data(n)) => n,
-                Ok(Read::Empty) => continue,
-                Ok(Read::Closed) => break,
-                Err(e) => {
-                    tracing::warn!(session = %self.id, error = %e, "reading the terminal failed");
-                    break;
-                }
-            };
-            // Coalesce what is already there; stop as soon as the PTY is empty.
-            let mut closed = false;
-            while n < buf.len() {
-                match self.master.try_read(&mut buf[n..]) {
-                    Ok(Read::Data(m)) => n += m,
-                    Ok(Read::Empty) => break,
-                    Ok(Read::Closed) | Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            self.deliver(text.push(&buf[..n])).await;
-            if closed {
-                break;
-            }
-        }
-        self.deliver(text.finish()).await;
-        let code = match code {
-            Some(c) => c,
-            None => match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-                Ok(status) => exit_code(status),
-                Err(_) => {
-                    signal_group(self.pgid, Signal::SIGKILL);
-                    exit_code(child.wait().await)
-                }
-            },
+    /// Reads the shell's output until it is over; returns how it ended.
+    async fn pump(self: Arc<Self>, child: Option<Child>) -> Ending {
+        let deliver = |text: String| {
+            let s = self.clone();
+            async move { s.deliver(text).await }
         };
-        // Whatever the shell left running in its group goes with it.
-        if group_alive(self.pgid) {
-            signal_group(self.pgid, Signal::SIGHUP);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if group_alive(self.pgid) {
-                signal_group(self.pgid, Signal::SIGKILL);
-            }
-        }
+        let code = match (&self.io, child) {
+            (Io::Local(pty), Some(child)) => pty.pump(child, deliver).await,
+            (Io::Relayed(relay), _) => relay.pump(deliver).await,
+            (Io::Local(_), None) => -1,
+        };
         let (tx, reason, recorder) = {
             let mut st = self.state();
             (
@@ -387,23 +345,5 @@ impl Session {
             // Fails only when the socket went away meanwhile: the ring has it.
             let _ = tx.send(Out::Data(text)).await;
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Ok(s) => s
-            .code()
-            .or_else(|| s.signal().map(|n| 128 + n))
-            .unwrap_or(-1),
-        Err(_) => -1,
     }
 }

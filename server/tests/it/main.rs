@@ -4,6 +4,7 @@
 //! `opsdeck` binary.
 
 mod accounts;
+mod agents;
 mod authz;
 mod cli;
 mod engine;

@@ -77,6 +77,7 @@ pub async fn query_column(url: &str, sql: &str) -> Vec<String> {
 pub struct TestAppBuilder {
     config: String,
     database_url: Option<String>,
+    addr: Option<SocketAddr>,
 }
 
 impl TestApp {
@@ -89,6 +90,7 @@ impl TestApp {
         TestAppBuilder {
             config: String::new(),
             database_url: None,
+            addr: None,
         }
     }
 
@@ -119,6 +121,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Listen here instead of 127.0.0.1:0.
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = Some(addr);
+        self
+    }
+
     pub fn database_url(mut self, url: &str) -> Self {
         self.database_url = Some(url.to_string());
         self
@@ -132,7 +140,7 @@ impl TestAppBuilder {
             &FileSource::Dir(dir.path().into()),
         )
         .unwrap_or_else(|e| panic!("test config: {e}"));
-        config.server.addr = "127.0.0.1:0".parse().unwrap();
+        config.server.addr = self.addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
         config.auth.bootstrap_password = Some(ADMIN_PASSWORD.to_string());
         let (url, pg) = match self.database_url {
             Some(url) => (url, None),
@@ -964,4 +972,151 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// A real `opsdeck agent` process.
+pub struct AgentProc {
+    pub child: Child,
+    pub log_path: PathBuf,
+}
+
+impl AgentProc {
+    /// Starts `opsdeck agent --server URL` with `token` (in a file) and its
+    /// spool in `spool`; `extra`: more arguments; `wrap`: a command prefix
+    /// (`ip netns exec NS`).
+    pub fn start(
+        server: &str,
+        token: &str,
+        spool: &Path,
+        extra: &[&str],
+        wrap: &[&str],
+    ) -> AgentProc {
+        let token_file = spool.with_extension("token");
+        std::fs::write(&token_file, token).unwrap();
+        let log_path = spool.with_extension("log");
+        let mut argv: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+        argv.push(opsdeck_bin().to_string());
+        argv.extend(["agent", "--server", server, "--token-file"].map(String::from));
+        argv.push(token_file.display().to_string());
+        argv.push("--spool".into());
+        argv.push(spool.display().to_string());
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("RUST_LOG", "info")
+            .env_remove("OPSDECK_AGENT_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start opsdeck agent");
+        AgentProc { child, log_path }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy that drops every open connection when asked, and keeps
+/// accepting new ones: a flaky network between an agent and the server.
+pub struct DroppingProxy {
+    pub addr: SocketAddr,
+    generation: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl DroppingProxy {
+    pub async fn start(bind: &str, upstream: SocketAddr) -> DroppingProxy {
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        let generation = std::sync::Arc::new(tx);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (gen, token) = (generation.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    _ = token.cancelled() => return,
+                    acc = listener.accept() => match acc { Ok(a) => a, Err(_) => return },
+                };
+                let mut dropped = gen.subscribe();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = dropped.changed() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        DroppingProxy {
+            addr,
+            generation,
+            stop,
+        }
+    }
+
+    /// Drops every connection open now.
+    pub fn drop_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for DroppingProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Enrols an agent through the API as `admin`; its token.
+pub async fn enrol_agent(admin: &Client, name: &str) -> String {
+    let (status, body) = admin
+        .post_json("/api/agents", serde_json::json!({ "name": name }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+/// Waits until the server says `name` is online.
+pub async fn wait_agent_online(admin: &Client, name: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, list) = admin.get_json("/api/agents").await;
+        let online = list.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["name"] == name && x["status"] == "online")
+        });
+        if online {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent {name} did not come online: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -346,7 +346,7 @@ async fn after_the_grace_no_process_of_the_session_is_left() {
         .await;
     t.wait_for("started-4").await;
     let session = app.state.terminals.get(&t.session).expect("the session");
-    let pgid = session.pgid;
+    let pgid = session.pgid().expect("a local shell");
     assert!(group_has_members(pgid));
     drop(t);
     // Still alive during the grace (2 s)…

@@ -3,6 +3,7 @@
 //! methods the pages' server functions call, so both enforce one policy.
 
 mod accounts;
+mod agents;
 pub mod jobs;
 
 use axum::routing::MethodRouter;
@@ -14,6 +15,7 @@ use crate::state::AppState;
 pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
     let mut all = accounts::routes();
     all.extend(jobs::routes());
+    all.extend(agents::routes());
     all.push((
         Rule::new(
             axum::http::Method::GET,

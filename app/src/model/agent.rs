@@ -1,0 +1,293 @@
+//! The agent protocol: what an `opsdeck agent` on another host and the
+//! server say to each other over the agent's one outbound WebSocket
+//! (`GET /api/agent`). One typed envelope per direction, serde-tagged by
+//! `type`, used by both ends (the same binary).
+//!
+//! A job on an agent is a *dispatch*: the server sends `command.run` with
+//! the job's id and its dispatch number; every message about that job
+//! carries both, and one about a dispatch that is no longer the job's
+//! current one is refused, so a late or forged message can never change a
+//! job twice. The agent numbers the job's lines (the same head-and-tail
+//! rule as a local job) and keeps every batch the server has not
+//! acknowledged; the server stores each batch idempotently by
+//! `(job_id, seq)` and acknowledges only what it committed.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::job::{Gap, JobState, LogLine};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL: u32 = 1;
+/// Every version a server of this build accepts.
+pub const PROTOCOLS: &[u32] = &[PROTOCOL];
+
+/// A job the agent reports in its `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldJob {
+    pub job_id: i64,
+    pub dispatch: i64,
+    /// Whether its process still runs under this agent (false after the
+    /// agent restarted: it only holds spooled lines and the end).
+    pub running: bool,
+}
+
+/// One batch of a job's log as the agent numbered it, applied by the
+/// server like a local log writer's commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub lines: Vec<LogLine>,
+    /// Seqs `[from, to)` pushed out of a capped log's tail: delete them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<(i64, i64)>,
+    /// The cut marker's final text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<(i64, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
+    /// The last seq numbered so far (the batch's last line, or earlier).
+    pub last_seq: i64,
+    /// Bytes stored once this batch is (head, marker and tail).
+    pub stored_bytes: i64,
+}
+
+/// How a job ended on the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub warnings: bool,
+}
+
+/// What the server asks an agent to run: a template's argv, already
+/// built and validated by the server; the agent runs nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCommand {
+    pub job_id: i64,
+    pub dispatch: i64,
+    pub template: String,
+    pub argv: Vec<String>,
+    /// The job's own variables (the agent adds its base variables).
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub opening: String,
+    pub timeout_secs: Option<u64>,
+    pub kill_grace_secs: u64,
+    pub max_line_bytes: usize,
+    pub max_log_bytes: u64,
+    pub tail_lines: usize,
+    pub warning_exit_codes: Vec<i32>,
+    /// The last seq already stored (0 for a fresh job).
+    pub after_seq: i64,
+}
+
+/// A terminal on the agent's host: the server relays the browser's
+/// terminal to it. Output goes over a WebSocket of its own
+/// (`GET /api/agent/terminal/{session}`), so a busy terminal never holds
+/// up log lines, and the reverse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalOpen {
+    pub session: String,
+    pub argv: Vec<String>,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// Server → agent on a terminal's own socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayIn {
+    /// What the browser typed.
+    Input {
+        data: String,
+    },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    /// The session is over (grace expired, idle, shut down): hang up the
+    /// shell, as a closed terminal does.
+    Hangup,
+}
+
+/// Agent → server on a terminal's own socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayOut {
+    /// The shell's output, whole UTF-8 characters.
+    Output { data: String },
+    /// The shell ended with this code (128 + n when killed by signal n).
+    Exit { code: i32 },
+}
+
+/// Agent → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AgentMsg {
+    /// First message of every connection.
+    #[serde(rename = "hello")]
+    Hello {
+        protocol: u32,
+        version: String,
+        hostname: String,
+        /// The jobs it holds (running, or ended with lines not yet acked).
+        jobs: Vec<HeldJob>,
+    },
+    #[serde(rename = "job.started")]
+    JobStarted {
+        job_id: i64,
+        dispatch: i64,
+        pid: i32,
+        /// The process group leader's start time (clock ticks since boot).
+        start_time: i64,
+    },
+    #[serde(rename = "log")]
+    Log {
+        job_id: i64,
+        dispatch: i64,
+        batch: LogBatch,
+    },
+    /// Sent after every line of the job was sent.
+    #[serde(rename = "job.finished")]
+    JobFinished {
+        job_id: i64,
+        dispatch: i64,
+        ended: Ended,
+        /// The job's last seq (its summary line).
+        last_seq: i64,
+    },
+    #[serde(rename = "heartbeat")]
+    Heartbeat { at: DateTime<Utc> },
+    /// A terminal the server asked for could not start.
+    #[serde(rename = "terminal.failed")]
+    TerminalFailed { session: String, error: String },
+}
+
+/// Server → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ServerMsg {
+    /// The hello was accepted.
+    #[serde(rename = "welcome")]
+    Welcome {
+        agent: String,
+        protocol: u32,
+        /// How often the agent should send a heartbeat.
+        heartbeat_secs: u64,
+    },
+    /// The connection is refused or ended; the agent logs `reason`.
+    #[serde(rename = "refused")]
+    Refused { reason: String },
+    #[serde(rename = "command.run")]
+    Run(RunCommand),
+    #[serde(rename = "command.cancel")]
+    Cancel {
+        job_id: i64,
+        dispatch: i64,
+        by: String,
+    },
+    /// Everything up to `seq` of this dispatch is committed; `done`: the
+    /// end too, so the agent may forget the job.
+    #[serde(rename = "ack")]
+    Ack {
+        job_id: i64,
+        dispatch: i64,
+        seq: i64,
+        done: bool,
+    },
+    /// A held job the server no longer expects from this agent (it ended
+    /// elsewhere, or was failed as lost): kill what is left, drop it.
+    #[serde(rename = "command.forget")]
+    Forget {
+        job_id: i64,
+        dispatch: i64,
+        reason: String,
+    },
+    #[serde(rename = "heartbeat")]
+    Heartbeat { at: DateTime<Utc> },
+    #[serde(rename = "terminal.open")]
+    TerminalOpen(TerminalOpen),
+}
+
+/// Whether an agent can be reached, as its pages show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Connected and heard from lately.
+    Online,
+    /// Connected, but silent past `[agents].unreachable_after`.
+    Unreachable,
+    /// Not connected.
+    Offline,
+    /// Its token was revoked.
+    Revoked,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Online => "online",
+            AgentStatus::Unreachable => "unreachable",
+            AgentStatus::Offline => "offline",
+            AgentStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// An enrolled agent, as the Agents page and the job pages show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    pub status: AgentStatus,
+    pub hostname: Option<String>,
+    pub version: Option<String>,
+    /// Since when it is connected (while it is).
+    pub connected_since: Option<DateTime<Utc>>,
+    /// When it was last heard from (a heartbeat or any message).
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// Its jobs that are running or cancelling.
+    pub running_jobs: u64,
+    /// The configured targets reached through it.
+    pub targets: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new agent's enrolment: its token, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAgent {
+    pub info: AgentInfo,
+    /// `oda_…`: give it to the agent (`--token-file`); only its hash is kept.
+    pub token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_carry_the_names_of_the_protocol() {
+        let hello = AgentMsg::Hello {
+            protocol: PROTOCOL,
+            version: "0.1.0".into(),
+            hostname: "web-1".into(),
+            jobs: vec![],
+        };
+        let v = serde_json::to_value(&hello).unwrap();
+        assert_eq!(v["type"], "hello");
+        let cancel = ServerMsg::Cancel {
+            job_id: 4,
+            dispatch: 2,
+            by: "alice".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&cancel).unwrap()["type"],
+            "command.cancel"
+        );
+        let back: ServerMsg =
+            serde_json::from_value(serde_json::to_value(&cancel).unwrap()).unwrap();
+        assert_eq!(back, cancel);
+        let bad = serde_json::from_str::<AgentMsg>(r#"{"type":"job.exploded"}"#);
+        assert!(bad.is_err());
+    }
+}

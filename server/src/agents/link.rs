@@ -1,0 +1,683 @@
+//! `GET /api/agent`: one agent's WebSocket. The agent authenticates with
+//! its token (`Authorization: Bearer oda_…`), says `hello` (its protocol,
+//! version, hostname and the jobs it holds), and the server answers
+//! `welcome` and where each held job stands in the database. Then, until
+//! either side hangs up:
+//!
+//! - `log` batches are stored like a local log writer's (lines after the
+//!   job's `last_seq` only, so a batch sent twice is stored once), each
+//!   through `db::commit`, and acknowledged with `ack` once committed;
+//! - `job.started` records the process group; `job.finished` ends the job
+//!   through its one transition once every line is stored (else the `ack`
+//!   tells the agent from where to send again);
+//! - every message about a job must name this agent's current dispatch of
+//!   it: anything else is refused, audited (`agent.refused`), and the agent
+//!   told to forget the job;
+//! - heartbeats both ways; a revoked token or a silent agent closes the
+//!   connection.
+//!
+//! N.B.: nothing about a job is lost when the connection drops: the job
+//! stays `running` (its page says the agent is disconnected), the agent
+//! keeps every unacknowledged batch, and sends them again when it is back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use app::backend::Caller;
+use app::error::AppError;
+use app::model::agent::{AgentMsg, Ended, HeldJob, LogBatch, ServerMsg, PROTOCOL, PROTOCOLS};
+use app::model::job::{JobState, LogLine, Progress};
+use app::model::template::ProgressKind;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chrono::Utc;
+use sea_orm::{DatabaseTransaction, DbErr};
+use tokio::time::Instant;
+
+use super::{dispatch, LinkInfo};
+use crate::db::commit::Work;
+use crate::db::jobs::{self, Finish, JobRow, LogPosition};
+use crate::db::{agents::Agent, logs};
+use crate::engine::progress;
+use crate::engine::transition::Transition;
+use crate::http::error::ApiError;
+use crate::hub::{Hub, LogBatch as HubBatch, Update};
+use crate::metrics::Metrics;
+use crate::service::agents as service;
+use crate::state::AppState;
+use crate::sync::Locked;
+
+/// How long a new connection may take to say hello.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
+/// Progress is published at most this often per job.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// WebSocket close code: the agent broke the protocol.
+const CLOSE_PROTOCOL: u16 = 1002;
+/// WebSocket close code: refused by policy (revoked, replaced, version).
+const CLOSE_POLICY: u16 = 1008;
+
+/// `GET /api/agent`.
+pub async fn open(
+    State(s): State<AppState>,
+    Extension(c): Extension<Caller>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let agent = service::authenticate(&s, &headers).await?;
+    let upgrade = upgrade
+        .map_err(|e| AppError::field("upgrade", format!("connect with a WebSocket ({e})")))?;
+    let ip = c.ip.clone();
+    Ok(upgrade
+        .on_upgrade(move |socket| serve(s, agent, ip, socket))
+        .into_response())
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
+    let text = serde_json::to_string(msg).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let msg = ServerMsg::Refused {
+        reason: reason.to_string(),
+    };
+    send(socket, &msg).await;
+    let frame = CloseFrame {
+        code,
+        reason: reason.chars().take(100).collect::<String>().into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// The next message from the agent: `None` when the socket closed,
+/// `Err` for a frame that is not one.
+async fn recv(socket: &mut WebSocket) -> Option<Result<AgentMsg, String>> {
+    loop {
+        match socket.recv().await? {
+            Ok(Message::Text(text)) => {
+                return Some(serde_json::from_str(&text).map_err(|e| e.to_string()))
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// One agent's connection, from `hello` to its end.
+async fn serve(state: AppState, agent: Agent, ip: Option<String>, mut socket: WebSocket) {
+    let name = agent.name.clone();
+    let hello = match tokio::time::timeout(HELLO_WAIT, recv(&mut socket)).await {
+        Ok(Some(Ok(hello))) => hello,
+        Ok(Some(Err(e))) => {
+            close(
+                &mut socket,
+                CLOSE_PROTOCOL,
+                &format!("not a protocol message: {e}"),
+            )
+            .await;
+            return;
+        }
+        _ => return,
+    };
+    let AgentMsg::Hello {
+        protocol,
+        version,
+        hostname,
+        jobs: held,
+    } = hello
+    else {
+        close(
+            &mut socket,
+            CLOSE_PROTOCOL,
+            "the first message must be `hello`",
+        )
+        .await;
+        return;
+    };
+    if !PROTOCOLS.contains(&protocol) {
+        let reason = format!(
+            "this server speaks agent protocol {} and not {protocol}: upgrade the agent or the server so both speak one",
+            PROTOCOLS
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        service::refused(&state, &name, ip.as_deref(), None, &reason).await;
+        close(&mut socket, CLOSE_POLICY, &reason).await;
+        return;
+    }
+    let now = Utc::now();
+    let mut attached = state.agents.attach(
+        &name,
+        LinkInfo {
+            hostname: hostname.clone(),
+            version: version.clone(),
+            connected_at: now,
+        },
+    );
+    tracing::info!(agent = %name, %hostname, %version, jobs = held.len(), "agent connected");
+    if let Err(e) = service::connected(&state, &name, &hostname, &version).await {
+        tracing::error!(agent = %name, error = %e, "cannot record the agent's connection");
+    }
+    let heartbeat = state.config.agents.heartbeat_interval;
+    let welcome = ServerMsg::Welcome {
+        agent: name.clone(),
+        protocol: PROTOCOL,
+        heartbeat_secs: heartbeat.as_secs().max(1),
+    };
+    let mut link = Link {
+        state: state.clone(),
+        name: name.clone(),
+        ip,
+        progress_at: HashMap::new(),
+    };
+    if send(&mut socket, &welcome).await {
+        match link.reconcile(&held).await {
+            Ok(msgs) => {
+                for msg in msgs {
+                    if !send(&mut socket, &msg).await {
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(agent = %name, error = %e, "cannot look up the agent's jobs"),
+        }
+        state.engine.wake();
+        link.run(&mut socket, &mut attached).await;
+    }
+    state.agents.detach(&name, attached.id);
+    if let Err(e) = service::disconnected(&state, &name).await {
+        tracing::error!(agent = %name, error = %e, "cannot record the agent's disconnection");
+    }
+    tracing::info!(agent = %name, "agent disconnected");
+}
+
+/// What is known of one connection.
+struct Link {
+    state: AppState,
+    name: String,
+    ip: Option<String>,
+    /// When each job's progress was last published.
+    progress_at: HashMap<i64, Instant>,
+}
+
+impl Link {
+    /// The messages that bring a reconnecting agent and the database into
+    /// line: for each job it holds, where its log stands here (`ack`), a
+    /// cancel that came while it was away, or `forget` for one the server no
+    /// longer expects from it; for each job dispatched to it that it does
+    /// not hold, the `command.run` again if it never started (else the job
+    /// is failed: the agent lost it).
+    async fn reconcile(&mut self, held: &[HeldJob]) -> Result<Vec<ServerMsg>, DbErr> {
+        let state = &self.state;
+        let active = jobs::active_on_agent(&state.db, &self.name).await?;
+        let mut out = Vec::new();
+        for h in held {
+            match active.iter().find(|r| r.id == h.job_id && r.dispatch == h.dispatch) {
+                Some(row) => {
+                    out.push(ServerMsg::Ack {
+                        job_id: row.id,
+                        dispatch: row.dispatch,
+                        seq: row.last_seq,
+                        done: false,
+                    });
+                    if row.state == JobState::Cancelling {
+                        out.push(ServerMsg::Cancel {
+                            job_id: row.id,
+                            dispatch: row.dispatch,
+                            by: row.cancel_requested_by.clone().unwrap_or_default(),
+                        });
+                    }
+                }
+                None => out.push(ServerMsg::Forget {
+                    job_id: h.job_id,
+                    dispatch: h.dispatch,
+                    reason: "the server does not expect this job from this agent any more (it ended, or was failed meanwhile)".into(),
+                }),
+            }
+        }
+        for row in &active {
+            if held.iter().any(|h| h.job_id == row.id) {
+                continue;
+            }
+            if row.pgid.is_none() {
+                match dispatch::run_command(&state.config, row) {
+                    Ok(cmd) => out.push(ServerMsg::Run(cmd)),
+                    Err(e) => dispatch::fail_unrunnable(state.engine.sink(), row, e).await,
+                }
+            } else {
+                let line = format!(
+                    "interrupted: agent `{}` restarted and no longer holds the job (its spool was lost)",
+                    self.name
+                );
+                let t = Transition::fail(&state.hub, row, line.clone(), line, true)
+                    .for_dispatch(row.dispatch);
+                let t = Arc::new(t);
+                state.committer.commit(t.clone()).await?;
+                if t.row().is_some() {
+                    state.engine.sink().metrics.job_finished(JobState::Failed);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn run(&mut self, socket: &mut WebSocket, attached: &mut super::Attached) {
+        let cfg = self.state.config.agents.clone();
+        let mut tick = tokio::time::interval(cfg.heartbeat_interval);
+        tick.tick().await;
+        let mut heard = Instant::now();
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = attached.close.cancelled() => {
+                    close(socket, CLOSE_POLICY, "the server closed this connection: the token was revoked, or a newer connection of this agent took over").await;
+                    return;
+                }
+                _ = shutdown.cancelled() => {
+                    close(socket, 1001, "the server is shutting down").await;
+                    return;
+                }
+                out = attached.rx.recv() => match out {
+                    Some(msg) => if !send(socket, &msg).await { return },
+                    None => return,
+                },
+                msg = recv(socket) => match msg {
+                    Some(Ok(msg)) => {
+                        heard = Instant::now();
+                        match self.handle(msg).await {
+                            Ok(replies) => {
+                                for reply in replies {
+                                    if !send(socket, &reply).await {
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(Broken(reason)) => {
+                                close(socket, CLOSE_PROTOCOL, &reason).await;
+                                return;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        close(socket, CLOSE_PROTOCOL, &format!("not a protocol message: {e}")).await;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    if heard.elapsed() > cfg.unreachable_after {
+                        tracing::warn!(agent = %self.name, "silent for {:?}: closing its connection", heard.elapsed());
+                        return;
+                    }
+                    match service::still_enrolled(&self.state, &self.name).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            close(socket, CLOSE_POLICY, "the agent's token was revoked").await;
+                            return;
+                        }
+                        Err(e) => tracing::warn!(agent = %self.name, error = %e, "cannot check the agent's token"),
+                    }
+                    if !send(socket, &ServerMsg::Heartbeat { at: Utc::now() }).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one message; the replies to send.
+    async fn handle(&mut self, msg: AgentMsg) -> Result<Vec<ServerMsg>, Broken> {
+        let name = self.name.clone();
+        let db_failed = move |e: DbErr| {
+            tracing::error!(agent = %name, error = %e, "cannot store what the agent sent");
+            // The agent sends it again after it reconnects.
+            Broken("the server could not store this; send it again".into())
+        };
+        match msg {
+            AgentMsg::Hello { .. } => Err(Broken("`hello` comes once, first".into())),
+            AgentMsg::Heartbeat { .. } => {
+                if let Err(e) = service::seen(&self.state, &self.name).await {
+                    tracing::warn!(agent = %self.name, error = %e, "cannot record the agent's heartbeat");
+                }
+                Ok(Vec::new())
+            }
+            AgentMsg::TerminalFailed { session, error } => {
+                self.state
+                    .agent_terminals
+                    .failed(&self.name, &session, error);
+                Ok(Vec::new())
+            }
+            AgentMsg::JobStarted {
+                job_id,
+                dispatch,
+                pid,
+                start_time,
+            } => {
+                let work = Arc::new(Started {
+                    agent: self.name.clone(),
+                    job_id,
+                    dispatch,
+                    pgid: pid,
+                    start: start_time,
+                    refused: Mutex::new(None),
+                });
+                self.state
+                    .committer
+                    .commit(work.clone())
+                    .await
+                    .map_err(db_failed)?;
+                let refused = work.refused.locked().take();
+                Ok(self.refusal(job_id, dispatch, refused, "job.started").await)
+            }
+            AgentMsg::Log {
+                job_id,
+                dispatch,
+                batch,
+            } => {
+                let kind = self.progress_kind(job_id).await;
+                let due = self
+                    .progress_at
+                    .get(&job_id)
+                    .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+                let work = Arc::new(Batch {
+                    hub: self.state.hub.clone(),
+                    metrics: self.state.metrics.clone(),
+                    agent: self.name.clone(),
+                    job_id,
+                    dispatch,
+                    batch,
+                    progress_kind: kind,
+                    publish_progress: due,
+                    outcome: Mutex::new(None),
+                    publish: Mutex::new(None),
+                });
+                self.state
+                    .committer
+                    .commit(work.clone())
+                    .await
+                    .map_err(db_failed)?;
+                let outcome = work.outcome.locked().take();
+                match outcome {
+                    Some(Ok(stored)) => {
+                        if stored.progress && due {
+                            self.progress_at.insert(job_id, Instant::now());
+                        }
+                        Ok(vec![ServerMsg::Ack {
+                            job_id,
+                            dispatch,
+                            seq: stored.last_seq,
+                            done: false,
+                        }])
+                    }
+                    Some(Err(reason)) => {
+                        Ok(self.refusal(job_id, dispatch, Some(reason), "log").await)
+                    }
+                    None => Ok(Vec::new()),
+                }
+            }
+            AgentMsg::JobFinished {
+                job_id,
+                dispatch,
+                ended,
+                last_seq,
+            } => self
+                .finished(job_id, dispatch, ended, last_seq)
+                .await
+                .map_err(db_failed),
+        }
+    }
+
+    async fn progress_kind(&self, job_id: i64) -> ProgressKind {
+        let row = jobs::by_id(&self.state.reader, job_id).await.ok().flatten();
+        row.and_then(|r| self.state.config.template(&r.template).map(|t| t.progress))
+            .unwrap_or_default()
+    }
+
+    /// A job's end as the agent reports it.
+    async fn finished(
+        &mut self,
+        job_id: i64,
+        dispatch: i64,
+        ended: Ended,
+        last_seq: i64,
+    ) -> Result<Vec<ServerMsg>, DbErr> {
+        let state = &self.state;
+        let row = jobs::by_id(&state.db, job_id).await?;
+        if let Err(reason) = check(row.as_ref(), &self.name, dispatch) {
+            return Ok(self
+                .refusal(job_id, dispatch, Some(reason), "job.finished")
+                .await);
+        }
+        let Some(row) = row else {
+            return Ok(Vec::new());
+        };
+        if row.last_seq < last_seq {
+            // Lines are missing: have them sent again first.
+            return Ok(vec![ServerMsg::Ack {
+                job_id,
+                dispatch,
+                seq: row.last_seq,
+                done: false,
+            }]);
+        }
+        let finish = Finish {
+            state: ended.state,
+            exit_code: ended.exit_code,
+            error: ended.error,
+            warnings: ended.warnings,
+            progress: row.progress(),
+        };
+        let t = Arc::new(Transition::finish_on_agent(
+            &state.hub, job_id, &finish, dispatch,
+        ));
+        state.committer.commit(t.clone()).await?;
+        self.progress_at.remove(&job_id);
+        if t.row().is_some() {
+            state.engine.sink().metrics.job_finished(finish.state);
+            state.engine.wake();
+            Ok(vec![ServerMsg::Ack {
+                job_id,
+                dispatch,
+                seq: row.last_seq,
+                done: true,
+            }])
+        } else {
+            Ok(self
+                .refusal(
+                    job_id,
+                    dispatch,
+                    Some("the job had ended meanwhile".into()),
+                    "job.finished",
+                )
+                .await)
+        }
+    }
+
+    /// A refused message about a job: audited, and the agent told to
+    /// forget the job; nothing when `reason` is `None` (accepted).
+    async fn refusal(
+        &self,
+        job_id: i64,
+        dispatch: i64,
+        reason: Option<String>,
+        what: &str,
+    ) -> Vec<ServerMsg> {
+        let Some(reason) = reason else {
+            return Vec::new();
+        };
+        let detail = format!("{what} for job {job_id} (dispatch {dispatch}): {reason}");
+        service::refused(
+            &self.state,
+            &self.name,
+            self.ip.as_deref(),
+            Some(job_id),
+            &detail,
+        )
+        .await;
+        vec![ServerMsg::Forget {
+            job_id,
+            dispatch,
+            reason,
+        }]
+    }
+}
+
+/// The connection must end: the agent broke the protocol (or something
+/// it sent could not be stored); the reason goes into the close frame.
+struct Broken(String);
+
+/// Whether `agent` may report on `row` for `dispatch`: the reason if not.
+pub fn check(row: Option<&JobRow>, agent: &str, dispatch: i64) -> Result<(), String> {
+    let Some(row) = row else {
+        return Err("there is no such job".into());
+    };
+    if row.agent.as_deref() != Some(agent) {
+        return Err("the job was not dispatched to this agent".into());
+    }
+    if row.dispatch != dispatch {
+        return Err(format!(
+            "dispatch {dispatch} is not the job's current dispatch ({})",
+            row.dispatch
+        ));
+    }
+    if !row.state.is_active() {
+        return Err(format!("the job is {}", row.state));
+    }
+    Ok(())
+}
+
+/// `job.started`: the process group, stored on the job.
+struct Started {
+    agent: String,
+    job_id: i64,
+    dispatch: i64,
+    pgid: i32,
+    start: i64,
+    refused: Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl Work for Started {
+    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        let row = jobs::by_id(txn, self.job_id).await?;
+        let refused = check(row.as_ref(), &self.agent, self.dispatch).err();
+        if refused.is_none() {
+            jobs::set_process(txn, self.job_id, self.dispatch, self.pgid, self.start).await?;
+        }
+        *self.refused.locked() = refused;
+        Ok(())
+    }
+}
+
+/// What storing a batch gave.
+struct Stored {
+    /// The job's last stored seq now (what the `ack` says).
+    last_seq: i64,
+    /// Whether the batch carried progress.
+    progress: bool,
+}
+
+/// A `log` batch from an agent, stored like a local log writer's batch
+/// and published once committed.
+struct Batch {
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    agent: String,
+    job_id: i64,
+    dispatch: i64,
+    batch: LogBatch,
+    progress_kind: ProgressKind,
+    publish_progress: bool,
+    /// Stored, or refused with the reason (not this agent's dispatch).
+    outcome: Mutex<Option<Result<Stored, String>>>,
+    /// What `committed` publishes: the new lines and the progress.
+    publish: Mutex<Option<(Vec<LogLine>, Option<Progress>)>>,
+}
+
+#[async_trait::async_trait]
+impl Work for Batch {
+    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        *self.publish.locked() = None;
+        let row = jobs::by_id(txn, self.job_id).await?;
+        if let Err(reason) = check(row.as_ref(), &self.agent, self.dispatch) {
+            *self.outcome.locked() = Some(Err(reason));
+            return Ok(());
+        }
+        let Some(row) = row else { return Ok(()) };
+        let b = &self.batch;
+        if b.last_seq <= row.last_seq {
+            // Sent again after its ack was lost: stored already.
+            *self.outcome.locked() = Some(Ok(Stored {
+                last_seq: row.last_seq,
+                progress: false,
+            }));
+            return Ok(());
+        }
+        // N.B.: lines up to the stored `last_seq` are stored (or were cut
+        // on purpose by a later batch): only the new ones go in.
+        let new: Vec<LogLine> = b
+            .lines
+            .iter()
+            .filter(|l| l.seq > row.last_seq)
+            .cloned()
+            .collect();
+        logs::insert_batch_once(txn, self.job_id, &new).await?;
+        if let Some((from, to)) = b.delete {
+            logs::delete_range(txn, self.job_id, from, to).await?;
+        }
+        if let Some((seq, text)) = &b.marker {
+            logs::set_text(txn, self.job_id, *seq, text).await?;
+        }
+        let progress: Option<Progress> = match self.progress_kind {
+            ProgressKind::None => None,
+            kind => new
+                .iter()
+                .rev()
+                .find_map(|l| progress::parse(kind, &l.text)),
+        };
+        let position = LogPosition {
+            last_seq: b.last_seq,
+            log_bytes: b.stored_bytes,
+            omitted: b.gap,
+            process: None,
+        };
+        jobs::advance_log(
+            txn,
+            self.job_id,
+            self.dispatch,
+            &position,
+            progress.as_ref(),
+        )
+        .await?;
+        *self.outcome.locked() = Some(Ok(Stored {
+            last_seq: b.last_seq,
+            progress: progress.is_some(),
+        }));
+        *self.publish.locked() = Some((new, progress));
+        Ok(())
+    }
+
+    fn committed(&self) {
+        let Some((lines, progress)) = self.publish.locked().take() else {
+            return;
+        };
+        self.metrics.lines_written(lines.len() as u64);
+        if !lines.is_empty() {
+            self.hub
+                .publish(self.job_id, Update::Lines(Arc::new(HubBatch::new(lines))));
+        }
+        if let Some(g) = self.batch.gap {
+            self.hub.publish(self.job_id, Update::Gap(g));
+        }
+        if let Some(p) = progress.filter(|_| self.publish_progress) {
+            self.hub.publish(self.job_id, Update::Progress(Arc::new(p)));
+        }
+    }
+}

@@ -53,7 +53,8 @@ pub async fn serve(mut stream: TcpStream, service: ConnService, shutdown: Cancel
     }
 }
 
-type Refusal = (StatusCode, &'static str);
+/// A request refused before it reached the router: its status and why.
+pub type Refusal = (StatusCode, &'static str);
 
 /// Reads and parses the request head; `None` if the client left or was too
 /// slow.
@@ -80,8 +81,9 @@ async fn read_request(stream: &mut TcpStream) -> Result<Option<Request<Body>>, R
     }
 }
 
-/// The request, once `buf` holds its whole head.
-fn parse_head(buf: &[u8]) -> Result<Option<Request<Body>>, Refusal> {
+/// The request, once `buf` holds its whole head; `None` while it is still
+/// arriving. Public for the fuzz target (`fuzz/`).
+pub fn parse_head(buf: &[u8]) -> Result<Option<Request<Body>>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     match head.parse(buf) {

@@ -4,7 +4,7 @@
 //! `127.0.0.1:0`.
 
 pub mod api;
-mod bare;
+pub mod bare;
 pub mod error;
 pub mod extract;
 pub mod health;

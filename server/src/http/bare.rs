@@ -117,11 +117,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request<Body>>, Refusal> {
         let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("malformed header"))?;
         map.append(name, value);
     }
-    // N.B.: a body would be left unread in the connection: refuse it.
+    // N.B.: a body would be left unread in the connection: refuse it. Every
+    // Content-Length counts (the router may read any of them), not the first.
     let has_body = map.contains_key(header::TRANSFER_ENCODING)
         || map
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0");
     if has_body {
         return Err(bad("an event stream request has no body"));
     }
@@ -303,5 +305,15 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_second_content_length_cannot_smuggle_a_body_past_a_zero() {
+        // Found by the request_head fuzz target: only the first value was read.
+        let head =
+            b"GET /api/events HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(parse_head(head).unwrap_err().0, StatusCode::BAD_REQUEST);
+        let zeros = b"GET /api/events HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n";
+        assert!(parse_head(zeros).unwrap().is_some());
     }
 }

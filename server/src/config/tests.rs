@@ -260,3 +260,13 @@ fn a_script_is_shown_by_its_name_not_its_text() {
     let sleep = c.template("sleep").unwrap();
     assert_eq!(sleep.shown, sleep.command);
 }
+
+#[test]
+fn a_duration_past_a_hundred_years_is_refused_with_its_key() {
+    let (line, key, message) = invalid("[jobs]\nkill_grace = 18446744073709551615\n");
+    assert_eq!((line, key.as_str()), (2, "jobs.kill_grace"));
+    assert!(message.contains("longer than 100 years"), "{message}");
+    let (_, key, _) =
+        invalid("[[templates]]\nid = \"t\"\ncommand = [\"true\"]\ntimeout = \"9999999999999d\"\n");
+    assert_eq!(key, "templates[0].timeout");
+}

@@ -286,11 +286,13 @@ impl Config {
         let raw: RawConfig = {
             let de = toml::de::Deserializer::parse(text).map_err(|e| ctx.toml_error("", e))?;
             serde_path_to_error::deserialize(de).map_err(|e| {
-                // Spanned<T> shows up in the path as a private field: hide it.
+                // Spanned<T> shows up in the path as a private field, inside
+                // the path or at its end: hide it.
                 let key = e
                     .path()
                     .to_string()
-                    .replace("$__serde_spanned_private_value.", "");
+                    .replace("$__serde_spanned_private_value.", "")
+                    .replace(".$__serde_spanned_private_value", "");
                 ctx.toml_error(&key, e.into_inner())
             })?
         };

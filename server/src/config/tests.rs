@@ -270,3 +270,10 @@ fn a_duration_past_a_hundred_years_is_refused_with_its_key() {
         invalid("[[templates]]\nid = \"t\"\ncommand = [\"true\"]\ntimeout = \"9999999999999d\"\n");
     assert_eq!(key, "templates[0].timeout");
 }
+
+#[test]
+fn a_bad_value_of_a_spanned_key_is_named_by_its_key_alone() {
+    let (line, key, message) = invalid("[jobs]\nmax_line_bytes = \"lots\"\n");
+    assert_eq!((line, key.as_str()), (2, "jobs.max_line_bytes"));
+    assert!(message.contains("is not a size"), "{message}");
+}

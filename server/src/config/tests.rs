@@ -80,6 +80,33 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(c.auth.session_idle, Duration::from_secs(7 * 86_400));
     assert_eq!(c.retention.days, None);
     assert_eq!(c.terminal.shell, ["/bin/bash", "-l"]);
+    assert_eq!(c.server.max_body_bytes, 1 << 20);
+    assert_eq!(c.terminal.max_frame_bytes, 64 << 10);
+    assert_eq!(c.terminal.max_frames_per_second, 200);
+}
+
+#[test]
+fn request_and_terminal_limits_are_read_and_checked() {
+    let c = parse(
+        "[server]\nmax_body_bytes = \"256KiB\"\n[terminal]\nmax_frame_bytes = 4096\nmax_frames_per_second = 50\n",
+    )
+    .unwrap();
+    assert_eq!(c.server.max_body_bytes, 256 << 10);
+    assert_eq!(c.terminal.max_frame_bytes, 4096);
+    assert_eq!(c.terminal.max_frames_per_second, 50);
+
+    let (line, key, message) = invalid("[server]\nworkers = 2\nmax_body_bytes = 12\n");
+    assert_eq!((line, key.as_str()), (3, "server.max_body_bytes"));
+    assert_eq!(message, "must be between 1KiB and 64MiB");
+    let (line, key, message) = invalid("[server]\nmax_body_bytes = \"lots\"\n");
+    assert_eq!((line, key.as_str()), (2, "server.max_body_bytes"));
+    assert!(message.contains("is not a size"), "{message}");
+    let (line, key, message) = invalid("[terminal]\n\nmax_frame_bytes = \"1GiB\"\n");
+    assert_eq!((line, key.as_str()), (3, "terminal.max_frame_bytes"));
+    assert_eq!(message, "must be between 1KiB and 16MiB");
+    let (line, key, message) = invalid("[terminal]\nmax_frames_per_second = 0\n");
+    assert_eq!((line, key.as_str()), (2, "terminal.max_frames_per_second"));
+    assert_eq!(message, "must be between 1 and 100000");
 }
 
 #[test]

@@ -8,12 +8,14 @@ pub mod bare;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod routes;
 pub mod serve;
 
 use std::sync::Arc;
 
 use app::backend::SharedBackend;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use leptos::prelude::provide_context;
@@ -44,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         app: state.clone(),
         table: Arc::new(route_table()),
     };
+    let body_limit = limits::BodyLimit {
+        max: state.config.server.max_body_bytes,
+        refusals: state.metrics.refusals().clone(),
+    };
 
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
@@ -60,6 +66,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(guard_state, guard))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        // axum's extractors get the same limit (their own default is 2 MB).
+        .layer(DefaultBodyLimit::max(body_limit.max))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            limits::limit_body,
+        ))
         .layer(CompressionLayer::new())
         .layer(
             TraceLayer::new_for_http()

@@ -8,6 +8,7 @@ mod authz;
 mod cli;
 mod engine;
 mod foundation;
+mod hardening;
 mod streams;
 mod support;
 mod terminal;

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod routes;
+pub mod security;
 pub mod serve;
 
 use std::sync::Arc;
@@ -61,11 +62,17 @@ pub fn router(state: AppState) -> Router {
         .leptos_routes_with_context(
             &state,
             leptos_routes,
-            move || provide_context(backend.clone()),
+            move || {
+                provide_context(backend.clone());
+                security::provide_nonce();
+            },
             move || app::shell(options.clone()),
         )
         .route_layer(axum::middleware::from_fn_with_state(guard_state, guard))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
+            security::provide_nonce,
+            app::shell,
+        ))
         // axum's extractors get the same limit (their own default is 2 MB).
         .layer(DefaultBodyLimit::max(body_limit.max))
         .layer(axum::middleware::from_fn_with_state(
@@ -80,5 +87,6 @@ pub fn router(state: AppState) -> Router {
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        .layer(axum::middleware::from_fn(security::security_headers))
         .with_state(state)
 }

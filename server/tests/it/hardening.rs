@@ -1,4 +1,5 @@
-//! Safe to expose: the request body limit on every kind of route.
+//! Safe to expose: the browser-facing headers of every kind of response,
+//! and the request body limit on every kind of route.
 
 use app::journal::PostJournalNote;
 use futures::stream;
@@ -6,6 +7,114 @@ use leptos::server_fn::ServerFn;
 use serde_json::{json, Value};
 
 use crate::support::*;
+
+/// The nonce a page's Content-Security-Policy names.
+fn nonce_of(csp: &str) -> &str {
+    let start = csp.find("'nonce-").expect("a nonce in the policy") + "'nonce-".len();
+    let len = csp[start..].find('\'').expect("a closed nonce source");
+    &csp[start..start + len]
+}
+
+/// Every `<script …>` start tag of a page.
+fn script_tags(html: &str) -> Vec<&str> {
+    html.match_indices("<script")
+        .map(|(i, _)| &html[i..i + html[i..].find('>').expect("a closed tag") + 1])
+        .collect()
+}
+
+/// Asserts the headers every page carries, and that each inline script
+/// carries the policy's nonce; the nonce.
+fn assert_page_is_locked_down(h: &reqwest::header::HeaderMap, html: &str) -> String {
+    let csp = h["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'self'",
+        "style-src 'self' 'nonce-",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    let nonce = nonce_of(csp).to_string();
+    assert!(
+        csp.contains(&format!(
+            "script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval';"
+        )),
+        "{csp}"
+    );
+    assert!(!csp.contains("'unsafe-eval'"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["cache-control"], "no-store");
+
+    let tags = script_tags(html);
+    let inline: Vec<&&str> = tags.iter().filter(|t| !t.contains(" src=")).collect();
+    assert!(
+        inline.len() >= 2,
+        "the import map and the hydration script are inline: {tags:?}"
+    );
+    for tag in inline {
+        assert!(
+            tag.contains(&format!("nonce=\"{nonce}\"")),
+            "an inline script without the nonce: {tag}"
+        );
+    }
+    nonce
+}
+
+#[tokio::test]
+async fn every_page_carries_a_policy_whose_nonce_is_on_each_inline_script() {
+    let app = TestApp::start().await;
+    let admin = app.admin().await;
+    let mut nonces = Vec::new();
+    for path in ["/", "/jobs", "/admin/audit", "/no/such/page", "/jobs/999"] {
+        let res = admin.get(path).send().await.unwrap();
+        let status = res.status().as_u16();
+        assert!(status == 200 || status == 404, "{path}: {status}");
+        let headers = res.headers().clone();
+        let html = res.text().await.unwrap();
+        nonces.push(assert_page_is_locked_down(&headers, &html));
+    }
+    let res = Client::anonymous(&app).get("/login").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let headers = res.headers().clone();
+    nonces.push(assert_page_is_locked_down(
+        &headers,
+        &res.text().await.unwrap(),
+    ));
+
+    let all = nonces.len();
+    nonces.sort();
+    nonces.dedup();
+    assert_eq!(nonces.len(), all, "a new nonce for every response");
+}
+
+#[tokio::test]
+async fn api_answers_are_never_stored_and_cannot_act_as_a_page() {
+    let app = TestApp::start().await;
+    let admin = app.admin_bearer().await;
+    for path in [
+        "/api/jobs",
+        "/api/templates",
+        "/api/jobs/1/log",
+        "/healthz",
+        "/metrics",
+    ] {
+        let res = admin.get(path).send().await.unwrap();
+        let h = res.headers();
+        assert_eq!(
+            h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'",
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
+        if path.starts_with("/api/") {
+            assert_eq!(h["cache-control"], "no-store", "{path}");
+        }
+    }
+}
 
 /// A server with a small body limit, and its admin.
 async fn small_limit() -> (TestApp, Client) {

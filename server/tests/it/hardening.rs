@@ -203,3 +203,28 @@ async fn a_server_function_form_post_over_the_limit_answers_413_and_is_counted()
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.refusals("request_body").await, 2);
 }
+
+#[tokio::test]
+async fn the_plain_text_log_downloads_whole_when_compressed() {
+    // Found by the end-to-end markup test: every gzip download of a log was
+    // cut by a reset after its last line.
+    let app = TestApp::builder()
+        .config(
+            "[[targets]]\nid = \"t1\"\nkind = \"local\"\n\n[[templates]]\nid = \"seq\"\ncommand = [\"seq\", \"1\", \"{n}\"]\nparams = [{ name = \"n\", type = \"int\", default = 3 }]\n",
+        )
+        .start()
+        .await;
+    let admin = app.admin().await;
+    let id = admin.launch_ok("seq", "t1", json!({"n": 5000})).await;
+    admin.wait_finished(id, 60).await;
+    let res = admin
+        .get(&format!("/api/jobs/{id}/log?format=text"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let body = res.bytes().await.expect("the whole body, not a reset");
+    assert!(body.len() > 100, "{} bytes", body.len());
+}

@@ -11,6 +11,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::db::logs;
@@ -134,6 +135,9 @@ async fn log(
             }
             let filename = format!("job-{}-{}.log", row.id, row.template);
             let db = s.reader.clone();
+            // N.B.: fused: the gzip layer polls its body once more after the
+            // end, and an unfused `unfold` panics there (the connection was
+            // reset midway through every compressed download).
             let body = futures::stream::unfold(Some(after), move |cursor| {
                 let db = db.clone();
                 async move {
@@ -155,7 +159,8 @@ async fn log(
                         }
                     }
                 }
-            });
+            })
+            .fuse();
             Ok((
                 [
                     (

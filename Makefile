@@ -18,12 +18,13 @@ WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 E2E_DB_DIR := target/e2e
 
-.PHONY: help setup toolchain npm chromium build run test check fmt clippy cargo-test pg-clean e2e bench clean-e2e
+.PHONY: help setup toolchain npm chromium build run test check fmt clippy cargo-test pg-clean e2e bench clean-e2e fuzz fuzz-setup
 
 help:
 	@echo "make run    build and start opsdeck on http://127.0.0.1:3000 (demo configuration, SQLite under data/)"
 	@echo "make test   run every check and test (fmt, clippy, cargo tests, Playwright in Chromium)"
 	@echo "make bench  run the benchmarks (results in docs/benchmarks.md)"
+	@echo "make fuzz   run each fuzz target for FUZZ_SECONDS (60) seconds (docs/fuzzing.md)"
 
 # ---- set-up -------------------------------------------------------------------
 
@@ -74,6 +75,7 @@ check: fmt clippy
 
 fmt:
 	cargo fmt --all --check
+	rustfmt --edition 2021 --check fuzz/fuzz_targets/*.rs
 
 clippy:
 	cargo clippy -p app -p server -p migration --all-targets --features app/ssr -- -D warnings
@@ -115,3 +117,35 @@ e2e: clean-e2e
 
 bench: setup
 	./bench/run.sh
+
+# ---- fuzzing (not part of `make test`; docs/fuzzing.md) ------------------------
+
+# Seconds each target runs; which targets; libFuzzer's sanitizer (`none` is
+# about twice as fast; `address` also checks the unsafe code of dependencies).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config ansi output params request_head
+FUZZ_SANITIZER ?= none
+# cargo-fuzz passes nightly-only flags to rustc; the stable toolchain takes
+# them with RUSTC_BOOTSTRAP=1 (no nightly toolchain needed).
+FUZZ := RUSTC_BOOTSTRAP=1 cargo fuzz
+
+fuzz-setup:
+	@cargo fuzz --version >/dev/null 2>&1 || \
+	  { echo "installing cargo-fuzz (about 2 minutes)"; cargo install --locked cargo-fuzz; }
+
+# New inputs go to fuzz/corpus/<target> (not committed); the hand-made seeds
+# are read from fuzz/seeds/<target>. Each run's whole output is in
+# fuzz/logs/<target>.log; a crash stops `make fuzz`, prints the end of the
+# log and leaves the input under fuzz/artifacts/<target>/.
+fuzz: fuzz-setup
+	$(FUZZ) build -s $(FUZZ_SANITIZER) --target-dir fuzz/target
+	@mkdir -p fuzz/logs
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz target $$t for $(FUZZ_SECONDS) s (log: fuzz/logs/$$t.log)"; \
+	  mkdir -p fuzz/corpus/$$t; \
+	  dict=; if [ -f fuzz/dicts/$$t.dict ]; then dict=-dict=fuzz/dicts/$$t.dict; fi; \
+	  $(FUZZ) run -s $(FUZZ_SANITIZER) --target-dir fuzz/target $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 $$dict \
+	    > fuzz/logs/$$t.log 2>&1 || { tail -n 40 fuzz/logs/$$t.log; echo "fuzz target $$t failed"; exit 1; }; \
+	  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' fuzz/logs/$$t.log; \
+	done

@@ -5,8 +5,28 @@
 // awaits loadXterm(). The classes hand back real xterm.js instances.
 let real = null;
 
+// The page's Content-Security-Policy lets a <style> element apply only with
+// the page's nonce, and xterm.js creates its own <style> elements (theme,
+// dimensions): stamp the nonce on each one as it is created, before it is
+// inserted (a nonce set later is not honoured). Only scripts already
+// allowed to run reach createElement, so this lends the nonce to no one
+// else. The nonce comes from the page's own inline scripts.
+function stampStyleNonces() {
+  const nonce = document.querySelector('script[nonce]')?.nonce;
+  if (!nonce || document.createElement.opsdeckNonce) return;
+  const create = document.createElement;
+  const stamped = function (tag, options) {
+    const el = create.call(this, tag, options);
+    if (String(tag).toLowerCase() === 'style') el.setAttribute('nonce', nonce);
+    return el;
+  };
+  stamped.opsdeckNonce = true;
+  document.createElement = stamped;
+}
+
 export async function loadXterm() {
   if (!real) {
+    stampStyleNonces();
     const [xterm, fit] = await Promise.all([
       import('/vendor/xterm/xterm.mjs'),
       import('/vendor/xterm/addon-fit.mjs'),

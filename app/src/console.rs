@@ -22,6 +22,8 @@ pub enum Status {
     /// The socket dropped; the shell lives on for the grace period.
     Reconnecting {
         in_secs: u32,
+        /// Why the server closed the socket, when it said (a limit).
+        why: Option<String>,
     },
     /// The shell exited, or the server ended the session.
     Ended(String),
@@ -45,9 +47,15 @@ impl Status {
             Status::Connected { resumed: true } => {
                 "Reconnected to the same shell (recent output replayed)".into()
             }
-            Status::Reconnecting { in_secs } => {
+            Status::Reconnecting { in_secs, why: None } => {
                 format!("Disconnected: the shell keeps running; reconnecting in {in_secs} s…")
             }
+            Status::Reconnecting {
+                in_secs,
+                why: Some(why),
+            } => format!(
+                "Disconnected by the server ({why}): the shell keeps running; reconnecting in {in_secs} s…"
+            ),
             Status::Ended(why) => why.clone(),
         }
     }
@@ -411,7 +419,7 @@ mod browser {
             }
         });
         let c = conn.clone();
-        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |_e: CloseEvent| {
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
             let (over, current, delay) = {
                 let cm = c.borrow();
                 let current = cm.ws.as_ref().is_some_and(|w| w == &me);
@@ -420,7 +428,14 @@ mod browser {
             if over || !current {
                 return;
             }
-            status.set(Status::Reconnecting { in_secs: delay });
+            // 1008 and 1009: the server refused input over a limit, and
+            // says which in the reason.
+            let why =
+                (matches!(e.code(), 1008 | 1009) && !e.reason().is_empty()).then(|| e.reason());
+            status.set(Status::Reconnecting {
+                in_secs: delay,
+                why,
+            });
             c.borrow_mut().backoff = (delay * 2).min(10);
             let c2 = c.clone();
             set_timeout(

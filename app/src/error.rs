@@ -31,6 +31,10 @@ pub enum AppError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The request is larger than the server accepts (413); the message
+    /// says the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// Too many attempts (429).
     #[error("too many failed attempts: try again in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
@@ -80,6 +84,7 @@ impl AppError {
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
+            AppError::TooLarge(_) => 413,
             AppError::TooManyRequests { .. } => 429,
             AppError::Unavailable(_) => 503,
             AppError::Internal | AppError::Transport(_) => 500,

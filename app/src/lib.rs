@@ -45,7 +45,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" href="/favicon.ico" sizes="32x32" />
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
-                <script type="importmap" inner_html=IMPORT_MAP></script>
+                // N.B.: an inline script: it runs only with the response's CSP
+                // nonce (server/src/http/security.rs).
+                <script type="importmap" nonce=leptos::nonce::use_nonce() inner_html=IMPORT_MAP></script>
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />

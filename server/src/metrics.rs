@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use app::model::job::JobState;
@@ -13,6 +14,54 @@ const BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// A limit that refused a request (each has its own counter in
+/// `opsdeck_limit_refusals_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A request body over `[server].max_body_bytes` (413).
+    RequestBody,
+    /// A terminal input frame over `[terminal].max_frame_bytes` (close 1009).
+    TerminalFrameSize,
+    /// Terminal input faster than `[terminal].max_frames_per_second` (close 1008).
+    TerminalFrameRate,
+    /// A sign-in refused after too many failures (429).
+    LoginAttempts,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::RequestBody,
+        Limit::TerminalFrameSize,
+        Limit::TerminalFrameRate,
+        Limit::LoginAttempts,
+    ];
+
+    /// The `limit` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::RequestBody => "request_body",
+            Limit::TerminalFrameSize => "terminal_frame_size",
+            Limit::TerminalFrameRate => "terminal_frame_rate",
+            Limit::LoginAttempts => "login_attempts",
+        }
+    }
+}
+
+/// Refusals by limit; shared with whatever enforces a limit (the body
+/// limit layer, terminal sockets), which needs nothing else of [`Metrics`].
+#[derive(Debug, Default)]
+pub struct Refusals([AtomicU64; Limit::ALL.len()]);
+
+impl Refusals {
+    pub fn count(&self, limit: Limit) {
+        self.0[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, limit: Limit) -> u64 {
+        self.0[limit as usize].load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     lines: AtomicU64,
@@ -21,6 +70,7 @@ pub struct Metrics {
     claim_count: AtomicU64,
     claim_sum_micros: AtomicU64,
     streams: AtomicU64,
+    refusals: Arc<Refusals>,
 }
 
 impl Metrics {
@@ -59,6 +109,11 @@ impl Metrics {
     /// Event streams open now.
     pub fn streams_open(&self) -> u64 {
         self.streams.load(Ordering::Relaxed)
+    }
+
+    /// The refusal counters, for the code that enforces a limit.
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
     }
 
     pub fn lines_total(&self) -> u64 {
@@ -135,6 +190,37 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE opsdeck_stream_subscribers gauge");
         let _ = writeln!(out, "opsdeck_stream_subscribers {stream_subscribers}");
+        let _ = writeln!(
+            out,
+            "# HELP opsdeck_limit_refusals_total Requests, frames and sign-ins refused by a limit, by limit."
+        );
+        let _ = writeln!(out, "# TYPE opsdeck_limit_refusals_total counter");
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "opsdeck_limit_refusals_total{{limit=\"{}\"}} {}",
+                limit.label(),
+                self.refusals.get(limit)
+            );
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_limit_has_its_own_refusal_counter() {
+        let m = Metrics::default();
+        m.refusals().count(Limit::RequestBody);
+        m.refusals().count(Limit::RequestBody);
+        m.refusals().count(Limit::TerminalFrameRate);
+        let text = m.render(&[]);
+        assert!(text.contains("opsdeck_limit_refusals_total{limit=\"request_body\"} 2\n"));
+        assert!(text.contains("opsdeck_limit_refusals_total{limit=\"terminal_frame_rate\"} 1\n"));
+        assert!(text.contains("opsdeck_limit_refusals_total{limit=\"terminal_frame_size\"} 0\n"));
+        assert!(text.contains("opsdeck_limit_refusals_total{limit=\"login_attempts\"} 0\n"));
     }
 }

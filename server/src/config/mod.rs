@@ -41,6 +41,18 @@ const DEMO_FILES: &[(&str, &str)] = &[
 /// How the built-in configuration is named in messages.
 pub const DEMO_NAME: &str = "<built-in demo configuration>";
 
+/// `[server].max_body_bytes` unless set: far above any form or API call
+/// opsdeck takes (a launch with 64 parameters of the longest value is
+/// 256 KiB), and what nginx allows by default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// `[terminal].max_frame_bytes` unless set: a paste of a long script still
+/// fits; a larger one closes the socket (the shell stays).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 10;
+/// `[terminal].max_frames_per_second` unless set: xterm.js sends a frame
+/// per keystroke, paste or mouse report; no person types, and no mouse
+/// reports, this fast for a whole second.
+pub const DEFAULT_MAX_FRAMES_PER_SECOND: u32 = 200;
+
 /// Target and template ids: `^[a-z0-9][a-z0-9_.-]{0,62}$`.
 static ID_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9_.-]{0,62}$").expect("valid regex"));
@@ -112,6 +124,8 @@ pub struct ServerConfig {
     /// How often an idle event stream sends a keepalive comment (a closed
     /// client is noticed within one interval).
     pub stream_keepalive: Duration,
+    /// The largest request body accepted on any route (413 beyond).
+    pub max_body_bytes: usize,
 }
 
 /// `[auth]`
@@ -191,6 +205,12 @@ pub struct TerminalConfig {
     /// Record sessions as asciicast v2 files under `recordings_dir`.
     pub record: bool,
     pub recordings_dir: PathBuf,
+    /// The largest message a browser may send on a terminal socket (closed
+    /// with 1009 beyond).
+    pub max_frame_bytes: usize,
+    /// Messages per second a terminal socket may send, on average; a burst
+    /// of one second's worth is allowed (closed with 1008 beyond).
+    pub max_frames_per_second: u32,
 }
 
 /// Who may do something on a target.
@@ -326,11 +346,13 @@ impl Config {
         let raw: RawConfig = {
             let de = toml::de::Deserializer::parse(text).map_err(|e| ctx.toml_error("", e))?;
             serde_path_to_error::deserialize(de).map_err(|e| {
-                // Spanned<T> shows up in the path as a private field: hide it.
+                // Spanned<T> shows up in the path as a private field, inside
+                // the path or at its end: hide it.
                 let key = e
                     .path()
                     .to_string()
-                    .replace("$__serde_spanned_private_value.", "");
+                    .replace("$__serde_spanned_private_value.", "")
+                    .replace(".$__serde_spanned_private_value", "");
                 ctx.toml_error(&key, e.into_inner())
             })?
         };
@@ -441,6 +463,7 @@ struct RawServer {
     shutdown_timeout: Option<ConfigDuration>,
     trust_forwarded_for: Option<bool>,
     stream_keepalive: Option<ConfigDuration>,
+    max_body_bytes: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -487,6 +510,8 @@ struct RawTerminal {
     max_sessions_per_user: Option<usize>,
     record: Option<bool>,
     recordings_dir: Option<PathBuf>,
+    max_frame_bytes: Option<Spanned<ByteSize>>,
+    max_frames_per_second: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -599,6 +624,13 @@ impl RawConfig {
             stream_keepalive: s.stream_keepalive.map_or(Duration::from_secs(15), |d| {
                 d.0.max(Duration::from_millis(100))
             }),
+            max_body_bytes: size_within(
+                ctx,
+                s.max_body_bytes,
+                "server.max_body_bytes",
+                1 << 10..=64 << 20,
+            )?
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
         };
 
         let a = self.auth;
@@ -653,6 +685,24 @@ impl RawConfig {
             recordings_dir: t
                 .recordings_dir
                 .unwrap_or_else(|| PathBuf::from("data/recordings")),
+            max_frame_bytes: size_within(
+                ctx,
+                t.max_frame_bytes,
+                "terminal.max_frame_bytes",
+                1 << 10..=16 << 20,
+            )?
+            .unwrap_or(DEFAULT_MAX_FRAME_BYTES),
+            max_frames_per_second: match t.max_frames_per_second {
+                Some(r) if !(1..=100_000).contains(r.get_ref()) => {
+                    return Err(ctx.error(
+                        r.span(),
+                        "terminal.max_frames_per_second",
+                        "must be between 1 and 100000",
+                    ))
+                }
+                Some(r) => r.into_inner(),
+                None => DEFAULT_MAX_FRAMES_PER_SECOND,
+            },
         };
 
         let a = self.agents;
@@ -724,6 +774,38 @@ impl RawConfig {
 
 fn dur(d: Option<ConfigDuration>, default_secs: u64) -> Duration {
     d.map_or(Duration::from_secs(default_secs), |d| d.0)
+}
+
+/// A byte size that must lie in `range`, named in the error as the config
+/// file writes sizes.
+fn size_within(
+    ctx: &Ctx,
+    v: Option<Spanned<ByteSize>>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<usize>, ConfigError> {
+    match v {
+        Some(b) if !range.contains(&b.get_ref().0) => Err(ctx.error(
+            b.span(),
+            key,
+            format!(
+                "must be between {} and {}",
+                human_size(*range.start()),
+                human_size(*range.end())
+            ),
+        )),
+        Some(b) => Ok(Some(b.get_ref().0 as usize)),
+        None => Ok(None),
+    }
+}
+
+/// `1KiB`, `64MiB`, or bytes.
+fn human_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
 }
 
 fn line_bytes(

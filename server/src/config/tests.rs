@@ -80,6 +80,33 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(c.auth.session_idle, Duration::from_secs(7 * 86_400));
     assert_eq!(c.retention.days, None);
     assert_eq!(c.terminal.shell, ["/bin/bash", "-l"]);
+    assert_eq!(c.server.max_body_bytes, 1 << 20);
+    assert_eq!(c.terminal.max_frame_bytes, 64 << 10);
+    assert_eq!(c.terminal.max_frames_per_second, 200);
+}
+
+#[test]
+fn request_and_terminal_limits_are_read_and_checked() {
+    let c = parse(
+        "[server]\nmax_body_bytes = \"256KiB\"\n[terminal]\nmax_frame_bytes = 4096\nmax_frames_per_second = 50\n",
+    )
+    .unwrap();
+    assert_eq!(c.server.max_body_bytes, 256 << 10);
+    assert_eq!(c.terminal.max_frame_bytes, 4096);
+    assert_eq!(c.terminal.max_frames_per_second, 50);
+
+    let (line, key, message) = invalid("[server]\nworkers = 2\nmax_body_bytes = 12\n");
+    assert_eq!((line, key.as_str()), (3, "server.max_body_bytes"));
+    assert_eq!(message, "must be between 1KiB and 64MiB");
+    let (line, key, message) = invalid("[server]\nmax_body_bytes = \"lots\"\n");
+    assert_eq!((line, key.as_str()), (2, "server.max_body_bytes"));
+    assert!(message.contains("is not a size"), "{message}");
+    let (line, key, message) = invalid("[terminal]\n\nmax_frame_bytes = \"1GiB\"\n");
+    assert_eq!((line, key.as_str()), (3, "terminal.max_frame_bytes"));
+    assert_eq!(message, "must be between 1KiB and 16MiB");
+    let (line, key, message) = invalid("[terminal]\nmax_frames_per_second = 0\n");
+    assert_eq!((line, key.as_str()), (2, "terminal.max_frames_per_second"));
+    assert_eq!(message, "must be between 1 and 100000");
 }
 
 #[test]
@@ -259,4 +286,21 @@ fn a_script_is_shown_by_its_name_not_its_text() {
     );
     let sleep = c.template("sleep").unwrap();
     assert_eq!(sleep.shown, sleep.command);
+}
+
+#[test]
+fn a_duration_past_a_hundred_years_is_refused_with_its_key() {
+    let (line, key, message) = invalid("[jobs]\nkill_grace = 18446744073709551615\n");
+    assert_eq!((line, key.as_str()), (2, "jobs.kill_grace"));
+    assert!(message.contains("longer than 100 years"), "{message}");
+    let (_, key, _) =
+        invalid("[[templates]]\nid = \"t\"\ncommand = [\"true\"]\ntimeout = \"9999999999999d\"\n");
+    assert_eq!(key, "templates[0].timeout");
+}
+
+#[test]
+fn a_bad_value_of_a_spanned_key_is_named_by_its_key_alone() {
+    let (line, key, message) = invalid("[jobs]\nmax_line_bytes = \"lots\"\n");
+    assert_eq!((line, key.as_str()), (2, "jobs.max_line_bytes"));
+    assert!(message.contains("is not a size"), "{message}");
 }

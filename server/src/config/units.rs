@@ -12,6 +12,15 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfigDuration(pub Duration);
 
+/// The longest duration the config takes (100 years). A longer one is a
+/// typo, and a deadline computed from it (`Instant::now() + timeout`) could
+/// overflow and panic at run time.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+fn too_long(text: &str) -> String {
+    format!("`{text}` is longer than 100 years, the most a duration may be")
+}
+
 /// Parses `1h30m`, `90s`, `250ms`, `7d`; a bare number means seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -19,7 +28,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        return seconds(secs).ok_or_else(|| too_long(text));
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
@@ -32,30 +41,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 "`{text}` is not a duration: write e.g. 30s, 10m, 2h, 1h30m or 7d"
             ));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}` is too large"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| too_long(text))?;
         rest = rest[digits..].trim_start();
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
         let unit = rest[..unit_len].trim();
-        let step = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" | "sec" | "secs" => Duration::from_secs(n),
-            "m" | "min" | "mins" => Duration::from_secs(n * 60),
-            "h" | "hour" | "hours" => Duration::from_secs(n * 3_600),
-            "d" | "day" | "days" => Duration::from_secs(n * 86_400),
+        // N.B.: checked: the fuzz target found `018446744073709551609h` overflowing.
+        let secs_per = match unit {
+            "ms" => None,
+            "s" | "sec" | "secs" => Some(1),
+            "m" | "min" | "mins" => Some(60),
+            "h" | "hour" | "hours" => Some(3_600),
+            "d" | "day" | "days" => Some(86_400),
             _ => {
                 return Err(format!(
                     "`{text}` has an unknown unit `{unit}`: use ms, s, m, h or d"
                 ))
             }
         };
-        total += step;
+        let step = match secs_per {
+            None => Some(Duration::from_millis(n)),
+            Some(k) => n.checked_mul(k).and_then(seconds),
+        };
+        total = step
+            .and_then(|step| total.checked_add(step))
+            .filter(|t| *t <= MAX_DURATION)
+            .ok_or_else(|| too_long(text))?;
         rest = rest[unit_len..].trim_start();
     }
     Ok(total)
+}
+
+/// `secs` seconds, if within [`MAX_DURATION`].
+fn seconds(secs: u64) -> Option<Duration> {
+    Some(Duration::from_secs(secs)).filter(|d| *d <= MAX_DURATION)
 }
 
 impl<'de> Deserialize<'de> for ConfigDuration {
@@ -67,12 +87,14 @@ impl<'de> Deserialize<'de> for ConfigDuration {
                 f.write_str("a duration such as \"30s\", \"10m\", \"2h\" or a number of seconds")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(|s| ConfigDuration(Duration::from_secs(s)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                let secs =
+                    u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                self.visit_u64(secs)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(ConfigDuration(Duration::from_secs(v)))
+                seconds(v)
+                    .map(ConfigDuration)
+                    .ok_or_else(|| E::custom(too_long(&v.to_string())))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 parse_duration(v).map(ConfigDuration).map_err(E::custom)
@@ -146,6 +168,18 @@ mod tests {
         assert_eq!(parse_duration("2 h"), Ok(Duration::from_secs(7_200)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn a_duration_too_long_to_use_is_refused_not_wrapped_or_panicking() {
+        // Found by the config fuzz target: the multiplication overflowed.
+        let e = parse_duration("018446744073709551609h30m").unwrap_err();
+        assert!(e.contains("longer than 100 years"), "{e}");
+        assert!(parse_duration("18446744073709551615s1s").is_err());
+        assert!(parse_duration("18446744073709551615").is_err());
+        assert!(parse_duration("99999999999999999999ms").is_err());
+        assert!(parse_duration("36501d").is_err());
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
     }
 
     #[test]

@@ -4,16 +4,19 @@
 //! `127.0.0.1:0`.
 
 pub mod api;
-mod bare;
+pub mod bare;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod routes;
+pub mod security;
 pub mod serve;
 
 use std::sync::Arc;
 
 use app::backend::SharedBackend;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use leptos::prelude::provide_context;
@@ -44,6 +47,10 @@ pub fn router(state: AppState) -> Router {
         app: state.clone(),
         table: Arc::new(route_table()),
     };
+    let body_limit = limits::BodyLimit {
+        max: state.config.server.max_body_bytes,
+        refusals: state.metrics.refusals().clone(),
+    };
 
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
@@ -55,11 +62,23 @@ pub fn router(state: AppState) -> Router {
         .leptos_routes_with_context(
             &state,
             leptos_routes,
-            move || provide_context(backend.clone()),
+            move || {
+                provide_context(backend.clone());
+                security::provide_nonce();
+            },
             move || app::shell(options.clone()),
         )
         .route_layer(axum::middleware::from_fn_with_state(guard_state, guard))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
+            security::provide_nonce,
+            app::shell,
+        ))
+        // axum's extractors get the same limit (their own default is 2 MB).
+        .layer(DefaultBodyLimit::max(body_limit.max))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            limits::limit_body,
+        ))
         .layer(CompressionLayer::new())
         .layer(
             TraceLayer::new_for_http()
@@ -68,5 +87,6 @@ pub fn router(state: AppState) -> Router {
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        .layer(axum::middleware::from_fn(security::security_headers))
         .with_state(state)
 }

@@ -474,7 +474,10 @@ pub async fn log_text(
             }
         }
     });
-    Ok((filename, body))
+    // N.B.: fused: the gzip layer polls its body once more after the end,
+    // and an unfused `unfold` panics there (the connection was reset
+    // midway through every compressed download).
+    Ok((filename, futures::StreamExt::fuse(body)))
 }
 
 /// A job's event stream for the caller, resuming after `after` or

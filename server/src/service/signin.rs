@@ -14,6 +14,7 @@ use crate::auth::{password, session};
 use crate::db::audit::{self, FailureKey, Record};
 use crate::db::{sessions, users};
 use crate::http::error::db_error;
+use crate::metrics::Limit;
 use crate::state::AppState;
 
 /// The one message for every failed sign-in.
@@ -48,6 +49,7 @@ pub async fn login(
         if count >= u64::from(cfg.login_max_failures) {
             let until = oldest.unwrap_or(now) + window;
             let retry_after_secs = (until - now).num_seconds().max(1) as u64;
+            state.metrics.refusals().count(Limit::LoginAttempts);
             return Err(AppError::TooManyRequests { retry_after_secs });
         }
     }

@@ -7,12 +7,14 @@
 //! - [`session`] keeps it alive across dropped sockets for a grace period,
 //!   with flow control and a replay ring;
 //! - [`text`] cuts output at whole UTF-8 characters; [`record`] writes
-//!   asciicast v2 recordings.
+//!   asciicast v2 recordings;
+//! - [`limits`] bounds what a browser may send: frame size and rate.
 //!
 //! The guard has already authenticated the caller and refused a cross-site
 //! upgrade; [`open`] asks `service::terminals` whether this caller may
 //! open one on this target.
 
+pub mod limits;
 pub mod record;
 pub mod session;
 pub mod shell;
@@ -26,7 +28,7 @@ use app::error::AppError;
 use app::model::terminal::{valid_size, ClientFrame, ServerFrame};
 use app::model::user::CurrentUser;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -35,6 +37,7 @@ use serde::Deserialize;
 use crate::config::{Target, TargetAccess, TerminalConfig};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
+use crate::metrics::{Limit, Refusals};
 use crate::proc::Environment;
 use crate::service::terminals;
 use crate::state::AppState;
@@ -151,7 +154,9 @@ pub async fn open(
         );
     }
     let upgrade = upgrade
-        .map_err(|e| AppError::field("upgrade", format!("connect with a WebSocket ({e})")))?;
+        .map_err(|e| AppError::field("upgrade", format!("connect with a WebSocket ({e})")))?
+        .max_message_size(s.config.terminal.max_frame_bytes)
+        .max_frame_size(s.config.terminal.max_frame_bytes);
 
     let resumed = q
         .session
@@ -164,8 +169,13 @@ pub async fn open(
     if resumed {
         let _ = session.resize(cols, rows);
     }
+    let limits = InputLimits {
+        max_frame_bytes: s.config.terminal.max_frame_bytes,
+        max_frames_per_second: s.config.terminal.max_frames_per_second,
+        refusals: s.metrics.refusals().clone(),
+    };
     Ok(upgrade
-        .on_upgrade(move |socket| serve(socket, session, resumed))
+        .on_upgrade(move |socket| serve(socket, session, resumed, limits))
         .into_response())
 }
 
@@ -329,14 +339,46 @@ pub async fn recording(
     }
 }
 
+/// What one socket may send ([`limits`]).
+struct InputLimits {
+    max_frame_bytes: usize,
+    max_frames_per_second: u32,
+    refusals: Arc<Refusals>,
+}
+
+impl InputLimits {
+    /// Counts the refusal, closes the socket with `code` and `reason`, and
+    /// waits a moment for the browser's reply, so it sees the code.
+    async fn refuse(&self, socket: &mut WebSocket, limit: Limit, code: u16, reason: String) {
+        self.refusals.count(limit);
+        tracing::info!(code, %reason, "closed a terminal socket");
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(limits::CLOSE_WAIT, async {
+            while let Some(Ok(msg)) = socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
 async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> bool {
     let text = serde_json::to_string(frame).unwrap_or_default();
     socket.send(Message::Text(text.into())).await.is_ok()
 }
 
 /// One WebSocket attached to a session, until either ends.
-async fn serve(mut socket: WebSocket, session: Arc<Session>, resumed: bool) {
+async fn serve(mut socket: WebSocket, session: Arc<Session>, resumed: bool, limits: InputLimits) {
     let mut att = session.attach();
+    let mut rate = limits::InputRate::new(limits.max_frames_per_second, std::time::Instant::now());
     let hello = ServerFrame::Session {
         id: session.id.clone(),
         resumed,
@@ -397,6 +439,16 @@ async fn serve(mut socket: WebSocket, session: Arc<Session>, resumed: bool) {
                 }
             }
             msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(_) | Message::Binary(_)))
+                    if !rate.allow(std::time::Instant::now()) =>
+                {
+                    let reason = format!(
+                        "input faster than {} frames a second",
+                        limits.max_frames_per_second
+                    );
+                    limits.refuse(&mut socket, Limit::TerminalFrameRate, limits::POLICY, reason).await;
+                    break;
+                }
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientFrame>(&text) {
                     Ok(ClientFrame::Input { data }) => {
                         if let Err(e) = session.input(&data).await {
@@ -417,6 +469,14 @@ async fn serve(mut socket: WebSocket, session: Arc<Session>, resumed: bool) {
                     let _ = session.input(&String::from_utf8_lossy(&bytes)).await;
                 }
                 Some(Ok(_)) => {} // ping/pong: axum answers pings itself
+                Some(Err(e)) if limits::is_too_big(&e) => {
+                    let reason = format!(
+                        "an input frame larger than {} bytes",
+                        limits.max_frame_bytes
+                    );
+                    limits.refuse(&mut socket, Limit::TerminalFrameSize, limits::TOO_BIG, reason).await;
+                    break;
+                }
                 Some(Err(_)) | None => break,
             },
             _ = ping.tick() => {
@@ -454,6 +514,8 @@ mod tests {
             max_sessions_per_user: 4,
             record: false,
             recordings_dir: "data/recordings".into(),
+            max_frame_bytes: 64 << 10,
+            max_frames_per_second: 200,
         }
     }
 

@@ -322,6 +322,11 @@ async fn failed_logins_for_one_user_answer_429_after_ten() {
         .parse()
         .unwrap();
     assert!(retry > 0 && retry <= 15 * 60, "retry-after {retry}");
+    assert_eq!(
+        app.refusals("login_attempts").await,
+        1,
+        "counted in /metrics"
+    );
 }
 
 #[tokio::test]

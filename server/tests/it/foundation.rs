@@ -50,7 +50,7 @@ async fn the_dashboard_is_rendered_on_the_server_with_the_import_map_before_the_
     let html = res.text().await.unwrap();
     assert!(html.contains("<h1>Dashboard</h1>"));
     let import_map = html
-        .find(r#"<script type="importmap">"#)
+        .find(r#"<script type="importmap""#)
         .expect("import map");
     let hydration = html.find("/pkg/opsdeck.js").expect("hydration script");
     assert!(

@@ -9,6 +9,7 @@ mod authz;
 mod cli;
 mod engine;
 mod foundation;
+mod hardening;
 mod lifecycle;
 mod streams;
 mod support;

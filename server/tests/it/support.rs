@@ -554,6 +554,25 @@ impl TestApp {
         }
     }
 
+    /// `opsdeck_limit_refusals_total{limit="…"}` from `/metrics`.
+    pub async fn refusals(&self, limit: &str) -> u64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("opsdeck_limit_refusals_total{{limit=\"{limit}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
     pub async fn admin(&self) -> Client {
         self.login("admin", ADMIN_PASSWORD).await
     }

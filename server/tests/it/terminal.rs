@@ -148,6 +148,22 @@ impl Term {
         }
     }
 
+    /// Reads until the server closes the socket; its close code and reason.
+    async fn close_frame(&mut self) -> (u16, String) {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(15), self.ws.next())
+                .await
+                .expect("a close within 15 s");
+            match msg {
+                Some(Ok(Message::Close(Some(f)))) => return (f.code.into(), f.reason.to_string()),
+                Some(Ok(Message::Close(None))) => panic!("closed without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error instead of a close frame: {e}"),
+                None => panic!("the socket ended without a close frame"),
+            }
+        }
+    }
+
     /// Reads until the `exit` frame; returns its code.
     async fn exit_code(&mut self) -> i64 {
         loop {
@@ -466,4 +482,68 @@ fn neither_a_terminal_shell_nor_a_job_sees_the_servers_own_environment() {
         let lines = admin.all_lines(id).await;
         assert_eq!(texts(&lines, "stdout"), ["probe=[unset] pass=[unset]"]);
     });
+}
+
+#[tokio::test]
+async fn an_input_frame_over_the_size_limit_closes_the_socket_with_1009_and_the_shell_lives_on() {
+    let (app, _rec) = start("max_frame_bytes = \"1KiB\"").await;
+    let alice = app.login("alice", USER_PASSWORD).await;
+    let mut t = Term::open(&app, &alice, "/api/targets/web-1/terminal").await;
+    t.type_line("MARK=still-$((40+2))").await;
+    // Within the limit: typed as usual.
+    t.send(json!({"type": "input", "data": format!("echo {}\r", "y".repeat(900))}))
+        .await;
+    t.wait_for(&"y".repeat(900)).await;
+
+    t.send(json!({"type": "input", "data": "x".repeat(2000)}))
+        .await;
+    let (code, reason) = t.close_frame().await;
+    assert_eq!(code, 1009, "message too big: {reason}");
+    assert!(
+        reason.contains("1024 bytes"),
+        "the reason says the limit: {reason}"
+    );
+    assert_eq!(app.refusals("terminal_frame_size").await, 1);
+    assert_eq!(app.refusals("terminal_frame_rate").await, 0);
+
+    // The shell was not touched: the page reattaches to it.
+    let path = format!("/api/targets/web-1/terminal?session={}", t.session);
+    let mut again = Term::open(&app, &alice, &path).await;
+    assert!(again.resumed);
+    again.type_line("echo $MARK").await;
+    again.wait_for("still-42").await;
+}
+
+#[tokio::test]
+async fn input_faster_than_the_rate_limit_closes_the_socket_with_1008() {
+    let (app, _rec) = start("max_frames_per_second = 20").await;
+    let alice = app.login("alice", USER_PASSWORD).await;
+    let mut t = Term::open(&app, &alice, "/api/targets/web-1/terminal").await;
+    // A second's burst is allowed.
+    for _ in 0..15 {
+        t.send(json!({"type": "input", "data": "z"})).await;
+    }
+    t.type_line("").await;
+    t.type_line("echo burst-$((1+1))").await;
+    t.wait_for("burst-2").await;
+    assert_eq!(app.refusals("terminal_frame_rate").await, 0);
+
+    // A flood is not.
+    for _ in 0..200 {
+        if t.ws
+            .send(Message::Text(r#"{"type":"input","data":"z"}"#.into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (code, reason) = t.close_frame().await;
+    assert_eq!(code, 1008, "policy violation: {reason}");
+    assert!(
+        reason.contains("20 frames a second"),
+        "the reason says the limit: {reason}"
+    );
+    assert_eq!(app.refusals("terminal_frame_rate").await, 1);
+    assert_eq!(app.refusals("terminal_frame_size").await, 0);
 }

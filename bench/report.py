@@ -222,6 +222,40 @@ def term(results: Path) -> str:
     )
 
 
+def agent(results: Path) -> str:
+    items = load(results, "agent")
+    local = rows_of(items, "agent-ingest-local")
+    remote = rows_of(items, "agent-ingest-agent")
+    if not local and not remote:
+        return ""
+    local_rate = median([r["lines_per_s"] for r in local])
+    agent_rate = median([r["lines_per_s"] for r in remote])
+    share = agent_rate / local_rate if local_rate and agent_rate else None
+    rows = [
+        ["the ingest job run locally (claim → finished, every line committed)", fmt(local_rate), ""],
+        ["the same job on an agent on this host (dispatch → every line committed, finished)", fmt(agent_rate),
+         f"≥ 80 % of local: {fmt(share * 100 if share else None, 0, ' %')} → {verdict(share is not None and share >= 0.8)}"],
+    ]
+    out = (f"### Agents (median of {len(remote)} runs each)\n\n"
+           + table(["what", "lines/s", "target"], rows))
+    rec = rows_of(items, "agent-reconnect")
+    can = rows_of(items, "agent-cancel")
+    lat = []
+    if rec:
+        r = rec[-1]
+        lat.append([f"network back → first resent line at a subscriber ({r['samples']} cuts of 0.3–1.5 s)",
+                    fmt(r["p50_ms"], 0, " ms"), fmt(r["p99_ms"], 0, " ms"), fmt(r["max_ms"], 0, " ms"),
+                    f"p99 ≤ 1 s: {verdict(r['p99_ms'] <= 1000)}"])
+    if can:
+        r = can[-1]
+        lat.append([f"cancel → process group gone, job cancelled ({r['samples']} cancels of `sleep`)",
+                    fmt(r["p50_ms"], 0, " ms"), fmt(r["p99_ms"], 0, " ms"), fmt(r["max_ms"], 0, " ms"),
+                    f"p99 ≤ 1 s + the grace: {verdict(r['p99_ms'] <= 1000)}"])
+    if lat:
+        out += "\n\n" + table(["what", "p50", "p99", "max", "target"], lat)
+    return out + disturbance(items)
+
+
 def main() -> None:
     results = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
     parts = []
@@ -233,7 +267,7 @@ def main() -> None:
             f"{m['opsdeck']} at {m['commit']} ({m['uncommitted_files']} files uncommitted), "
             f"{m['nginx']}, sqlite3 {m['sqlite3']}; {m['date']}."
         )
-    for section in (ingest, queue, fanout, resume, idle, term):
+    for section in (ingest, queue, fanout, resume, idle, term, agent):
         text = section(results)
         if text:
             parts.append(text)

@@ -255,8 +255,37 @@ id = "silent"
 command = ["sleep", "3600"]
 exclusive = "none"
 targets = ["idle"]
+
+# The agent benchmarks: the same ingest job on an agent's target, a job
+# printing 100 lines a second there, and one to cancel.
+[[targets]]
+id = "remote"
+kind = "agent"
+agent = "bench-agent"
+
+[[templates]]
+id = "ingest-agent"
+command = ["awk", 'BEGIN {{ for (i = 1; i <= $LINES; i++) printf "%079d\n", i }}']
+exclusive = "none"
+max_log_bytes = "512MiB"
+targets = ["remote"]
+
+[[templates]]
+id = "drip-agent"
+command = ["$BIN/loadgen", "emit", "100", "3600"]
+exclusive = "none"
+max_log_bytes = "512MiB"
+targets = ["remote"]
+
+[[templates]]
+id = "hold-agent"
+command = ["sleep", "3600"]
+exclusive = "none"
+kill_grace = "10s"
+targets = ["remote"]
 EOF
 }
+
 
 # Starts a fresh server (new database) in $WORK/$1; $2 = "pinned" puts it on
 # core 0. Sets SERVER_PID, CONFIG and OPSDECK_TOKEN.
@@ -542,19 +571,71 @@ bench_term() {
     note_disturbance term
 }
 
+# ---- agents -------------------------------------------------------------------------
+
+# Enrols the bench agent on the running server's database; its token file.
+enrol_agent() {
+    local dir=$WORK/$1
+    "$BIN/opsdeck" --config "$CONFIG" agent add bench-agent >"$dir/agent.token" 2>/dev/null
+    echo "$dir/agent.token"
+}
+
+start_agent() { # TOKEN_FILE SPOOL
+    RUST_LOG=warn "$BIN/opsdeck" agent --server "http://127.0.0.1:$PORT" --token-file "$1" --spool "$2" \
+        >"$2.log" 2>&1 &
+    AGENT_PID=$!
+    PIDS+=("$AGENT_PID")
+    local i
+    for i in $(seq 100); do
+        api GET /api/agents | grep -q '"status":"online"' && return
+        sleep 0.1
+    done
+    die "the bench agent did not come online: $(tail -5 "$2.log")"
+}
+
+bench_agent() {
+    local out=$RESULTS/agent.jsonl run token
+    : >"$out"
+    wait_quiet
+    for run in $(seq "$RUNS"); do
+        log "agent run $run/$RUNS: the ingest job locally, then on an agent"
+        start_opsdeck agent
+        loadgen ingest --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --lines "$LINES" \
+            --run "$run" | sed 's/"bench":"ingest"/"bench":"agent-ingest-local"/' >>"$out"
+        token=$(enrol_agent agent)
+        start_agent "$token" "$WORK/agent/spool"
+        loadgen ingest --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --lines "$LINES" \
+            --template ingest-agent --target remote --run "$run" |
+            sed 's/"bench":"ingest"/"bench":"agent-ingest-agent"/' >>"$out"
+        stop_pid "$AGENT_PID"
+        stop_opsdeck
+    done
+    log "agent: 100 cuts, return to the first resent line"
+    start_opsdeck agent
+    token=$(enrol_agent agent)
+    loadgen agent-reconnect --url "http://127.0.0.1:$PORT" --opsdeck "$BIN/opsdeck" \
+        --token-file "$token" --spool "$WORK/agent/spool" --samples 100 >>"$out"
+    log "agent: cancel to process gone, 30 times"
+    loadgen agent-cancel --url "http://127.0.0.1:$PORT" --opsdeck "$BIN/opsdeck" \
+        --token-file "$token" --spool "$WORK/agent/spool" --samples 30 >>"$out"
+    stop_opsdeck
+    note_disturbance agent
+}
+
 report() {
     python3 "$ROOT/bench/report.py" "$RESULTS"
 }
 
+
 # ---- main ------------------------------------------------------------------------------
 
-ALL=(ingest queue fanout resume idle term)
+ALL=(ingest queue fanout resume idle term agent)
 todo=("$@")
 [ ${#todo[@]} = 0 ] && todo=("${ALL[@]}")
 for b in "${todo[@]}"; do
     case $b in
-    ingest | queue | fanout | resume | idle | term | report) ;;
-    *) die "unknown benchmark '$b' (ingest, queue, fanout, resume, idle, term, report)" ;;
+    ingest | queue | fanout | resume | idle | term | agent | report) ;;
+    *) die "unknown benchmark '$b' (ingest, queue, fanout, resume, idle, term, agent, report)" ;;
     esac
 done
 if [ "${todo[*]}" = report ]; then

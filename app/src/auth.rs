@@ -76,6 +76,18 @@ pub fn use_auth() -> Auth {
     expect_context::<Auth>()
 }
 
+/// Whether the signed-in user is an admin (false until known).
+pub fn use_is_admin() -> Signal<bool> {
+    let auth = use_auth();
+    Signal::derive(move || {
+        auth.me
+            .get()
+            .and_then(Result::ok)
+            .flatten()
+            .is_some_and(|u| u.is_admin())
+    })
+}
+
 /// `/login`
 #[component]
 pub fn LoginPage() -> impl IntoView {
@@ -147,6 +159,7 @@ pub fn UserMenu() -> impl IntoView {
                                         view! {
                                             <a href="/admin/jobs">"All jobs"</a>
                                             <a href="/admin/users">"Users"</a>
+                                            <a href="/admin/agents">"Agents"</a>
                                             <a href="/admin/audit">"Audit log"</a>
                                         }
                                     })}

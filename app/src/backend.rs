@@ -13,6 +13,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 
 use crate::error::AppError;
+use crate::model::agent::{AgentInfo, NewAgent};
 use crate::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetSummary};
 use crate::model::journal::JournalEntry;
 use crate::model::template::{TargetInfo, TemplateInfo};
@@ -153,6 +154,15 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<i64>, AppError>;
     /// The caller's targets with their latest job.
     async fn target_overview(&self, caller: &Caller) -> Result<Vec<TargetSummary>, AppError>;
+
+    /// Every enrolled agent with its status (admins).
+    async fn agents(&self, caller: &Caller) -> Result<Vec<AgentInfo>, AppError>;
+    /// Enrols an agent (admins); its token is in the answer, once.
+    async fn add_agent(&self, caller: &Caller, name: String) -> Result<NewAgent, AppError>;
+    /// Revokes an agent's token (admins).
+    async fn revoke_agent(&self, caller: &Caller, name: String) -> Result<(), AppError>;
+    /// Fails a job whose agent cannot be reached (admins).
+    async fn mark_job_failed(&self, caller: &Caller, id: i64) -> Result<Job, AppError>;
 }
 
 /// The backend as it travels through Leptos context.

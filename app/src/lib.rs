@@ -104,6 +104,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async />
                     <Route path=path!("/account") view=account::AccountPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/users") view=admin::users::UsersPage ssr=SsrMode::Async />
+                    <Route path=path!("/admin/agents") view=admin::agents::AgentsPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/audit") view=admin::audit::AuditPageView ssr=SsrMode::Async />
                     <Route path=path!("/admin/recordings/:id") view=admin::recordings::RecordingPage ssr=SsrMode::Async />
                 </Routes>

@@ -4,12 +4,13 @@
 
 use app::backend::{Backend, Caller, SignedIn};
 use app::error::AppError;
+use app::model::agent::{AgentInfo, NewAgent};
 use app::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetSummary};
 use app::model::journal::JournalEntry;
 use app::model::template::{TargetInfo, TemplateInfo};
 use app::model::user::{AuditPage, AuditQuery, NewToken, Role, TokenInfo, UserInfo};
 
-use crate::service::{audit, jobs, journal, signin, users};
+use crate::service::{agents, audit, jobs, journal, signin, users};
 use crate::state::AppState;
 
 #[async_trait::async_trait]
@@ -160,5 +161,21 @@ impl Backend for AppState {
 
     async fn target_overview(&self, caller: &Caller) -> Result<Vec<TargetSummary>, AppError> {
         jobs::overview(self, caller).await
+    }
+
+    async fn agents(&self, caller: &Caller) -> Result<Vec<AgentInfo>, AppError> {
+        agents::list(self, caller).await
+    }
+
+    async fn add_agent(&self, caller: &Caller, name: String) -> Result<NewAgent, AppError> {
+        agents::add(self, caller, name).await
+    }
+
+    async fn revoke_agent(&self, caller: &Caller, name: String) -> Result<(), AppError> {
+        agents::revoke_as(self, caller, name).await
+    }
+
+    async fn mark_job_failed(&self, caller: &Caller, id: i64) -> Result<Job, AppError> {
+        agents::mark_failed(self, caller, id).await
     }
 }

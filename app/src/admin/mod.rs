@@ -1,5 +1,6 @@
-//! Admin pages: users and tokens, the audit log.
+//! Admin pages: users and tokens, agents, the audit log.
 
+pub mod agents;
 pub mod audit;
 pub mod recordings;
 pub mod users;

@@ -96,6 +96,13 @@ pub async fn launch_job(
     )
 }
 
+/// Fails a job whose agent cannot be reached (admins).
+#[server]
+pub async fn mark_job_failed(id: i64) -> Result<Job, AppError> {
+    use crate::backend::{backend, caller, respond};
+    respond(async { backend()?.mark_job_failed(&caller(), id).await }.await)
+}
+
 /// Cancels a job.
 #[server]
 pub async fn cancel_job(id: i64) -> Result<Job, AppError> {

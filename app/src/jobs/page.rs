@@ -10,10 +10,13 @@ use leptos_router::hooks::use_params_map;
 
 use crate::auth::SignInAgain;
 use crate::error::AppError;
+use crate::jobs::live::Feed;
 use crate::jobs::live::{Conn, ConnBanner};
 use crate::jobs::log::{LogModel, LogViewer};
 use crate::jobs::widgets::{JobDuration, ProgressBar, StatePill, Time};
-use crate::jobs::{view_job, CancelJob, RerunJob};
+use crate::jobs::{view_job, CancelJob, MarkJobFailed, RerunJob};
+use crate::model::agent::{AgentInfo, AgentStatus};
+use crate::model::event::FeedEvent;
 use crate::model::job::{Job, JobState, JobView, LogLine};
 
 #[component]
@@ -62,6 +65,7 @@ fn JobDetail(view: JobView) -> impl IntoView {
         target_title,
         lines,
         stderr_tail,
+        agent,
     } = view;
     let id = initial.id;
     let job = RwSignal::new(initial.clone());
@@ -93,6 +97,7 @@ fn JobDetail(view: JobView) -> impl IntoView {
     view! {
         <Title text=title.clone() />
         <ConnBanner conn />
+        {agent.map(|a| view! { <AgentBanner job agent=a /> })}
         <header class="job-header">
             <div class="job-title">
                 <h1>{title} " · " {template_title}</h1>
@@ -198,8 +203,67 @@ fn update_job(job: RwSignal<Job>, new: Job) {
     });
 }
 
+/// A job on an agent that is not connected: since when, and (admins) a
+/// way to fail it now instead of waiting for `[agents].lost_after`.
+#[component]
+fn AgentBanner(job: RwSignal<Job>, agent: AgentInfo) -> impl IntoView {
+    let agent = RwSignal::new(agent);
+    let name = agent.with_untracked(|a| a.name.clone());
+    Feed::subscribe(move |msg| {
+        if let FeedEvent::Agent(a) = msg {
+            if a.name == agent.with_untracked(|x| x.name.clone()) {
+                agent.set((**a).clone());
+            }
+        }
+    });
+    let mark = ServerAction::<MarkJobFailed>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(j)) = mark.value().get() {
+            update_job(job, j);
+        }
+    });
+    let is_admin = crate::auth::use_is_admin();
+    move || {
+        let a = agent.get();
+        let away = a.status != AgentStatus::Online;
+        (away && job.with(|j| j.state.is_active())).then(|| {
+            let since = a.last_heartbeat.map(|t| crate::model::time::format_utc(&t));
+            let id = job.with_untracked(|j| j.id);
+            let name = name.clone();
+            view! {
+                <div class="banner warn" role="status" data-agent-banner=a.status.as_str()>
+                    <p>
+                        "Agent " <strong>{name.clone()}</strong> " is " {a.status.as_str()}
+                        {since.map(|s| format!(": not heard from since {s}"))}
+                        ". The job goes on on its host; its log resumes when the agent is back."
+                    </p>
+                    {is_admin.get().then(|| view! {
+                        <ActionForm action=mark attr:class="inline">
+                            <input type="hidden" name="id" value=id />
+                            <button
+                                type="submit"
+                                class="danger small"
+                                on:click=move |ev| {
+                                    if !confirm(&format!("Mark job #{id} failed? What it does on {name} after this is not followed.")) {
+                                        ev.prevent_default();
+                                    }
+                                }
+                            >
+                                "Mark failed"
+                            </button>
+                        </ActionForm>
+                    })}
+                    {move || mark.value().get().and_then(Result::err).map(|e| view! {
+                        <p class="field-error" role="alert">{e.to_string()}</p>
+                    })}
+                </div>
+            }
+        })
+    }
+}
+
 /// Asks the browser to confirm (always yes on the server, which never asks).
-fn confirm(message: &str) -> bool {
+pub fn confirm(message: &str) -> bool {
     #[cfg(feature = "hydrate")]
     {
         window().confirm_with_message(message).unwrap_or(false)

@@ -211,7 +211,7 @@ pub enum ServerMsg {
 }
 
 /// Whether an agent can be reached, as its pages show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     /// Connected and heard from lately.

@@ -304,6 +304,9 @@ pub struct JobView {
     pub lines: Vec<LogLine>,
     /// The last stderr lines, for the failure panel.
     pub stderr_tail: Vec<LogLine>,
+    /// The agent the job runs on, when it does (is it connected?).
+    #[serde(default)]
+    pub agent: Option<crate::model::agent::AgentInfo>,
 }
 
 /// A target with the state of its most recent job (dashboard cards).

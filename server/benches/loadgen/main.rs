@@ -10,11 +10,13 @@
 //! - `ingest`, `queue`: the job engine (see `engine.rs`).
 //! - `fanout`, `resume`, `idle`: the live streams (see `streams.rs`).
 //! - `term`: the browser terminal (see `term.rs`).
+//! - `agent-reconnect`, `agent-cancel`: remote agents (see `agent.rs`).
 //!
 //! Everything runs on one current-thread tokio runtime, so `taskset -c 1`
 //! pins the whole client to one core, and the CPU time it reports
 //! (getrusage) says whether the client itself was the bottleneck.
 
+mod agent;
 mod api;
 mod emit;
 mod engine;
@@ -54,6 +56,10 @@ enum Command {
     Idle(streams::IdleArgs),
     /// Terminal throughput and keystroke echo (opsdeck, terminado, the PTY).
     Term(term::TermArgs),
+    /// An agent cut off and back 100 times: return to the first resent line.
+    AgentReconnect(agent::AgentArgs),
+    /// Cancel to process gone, on an agent.
+    AgentCancel(agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +78,8 @@ fn main() -> ExitCode {
                     Command::Resume(a) => streams::resume(a).await,
                     Command::Idle(a) => streams::idle(a).await,
                     Command::Term(a) => term::term(a).await,
+                    Command::AgentReconnect(a) => agent::reconnect(a).await,
+                    Command::AgentCancel(a) => agent::cancel(a).await,
                     Command::Emit { .. } => unreachable!("handled above"),
                 }
             }),

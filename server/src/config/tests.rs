@@ -218,8 +218,12 @@ fn target_kinds_need_their_settings() {
         invalid("[[targets]]\nid = \"s\"\nkind = \"ssh\"\nhost = \"-oProxyCommand=x\"\n");
     assert_eq!(key, "targets[0].host");
     let (_, key, message) = invalid("[[targets]]\nid = \"g\"\nkind = \"agent\"\n");
-    assert_eq!(key, "targets[0].kind");
-    assert!(message.contains("not available"));
+    assert_eq!(key, "targets[0].agent");
+    assert!(message.contains("opsdeck agent add NAME"));
+    let (_, key, _) = invalid("[[targets]]\nid = \"g\"\nkind = \"agent\"\nagent = \"Bad Name\"\n");
+    assert_eq!(key, "targets[0].agent");
+    let (_, key, _) = invalid("[[targets]]\nid = \"g\"\nkind = \"local\"\nagent = \"edge\"\n");
+    assert_eq!(key, "targets[0].agent");
 
     let c =
         parse("[[targets]]\nid = \"c\"\nkind = \"docker\"\ncontainer = \"web_1.blue\"\n").unwrap();

@@ -68,6 +68,7 @@ pub fn pages() -> Vec<Rule> {
         ("/", Authenticated),
         ("/account", Authenticated),
         ("/admin/users", Admin),
+        ("/admin/agents", Admin),
         ("/admin/audit", Admin),
         ("/admin/recordings/{id}", Admin),
         ("/admin/jobs", Admin),
@@ -117,6 +118,10 @@ pub fn server_fns() -> Vec<Rule> {
         server_fn::<jobs::LaunchJob>(Authenticated),
         server_fn::<jobs::CancelJob>(Authenticated),
         server_fn::<jobs::RerunJob>(Authenticated),
+        server_fn::<jobs::MarkJobFailed>(Admin),
+        server_fn::<admin::agents::ListAgents>(Admin),
+        server_fn::<admin::agents::AddAgent>(Admin),
+        server_fn::<admin::agents::RevokeAgent>(Admin),
     ]
 }
 

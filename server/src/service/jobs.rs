@@ -390,6 +390,20 @@ pub async fn view(state: &AppState, caller: &Caller, id: i64) -> Result<JobView,
         Vec::new()
     };
     let config = &state.config;
+    let agent = match &job.agent {
+        Some(name) => match crate::db::agents::by_name(&state.reader, name)
+            .await
+            .map_err(|e| db_error(e, "reading an agent"))?
+        {
+            Some(a) => Some(
+                crate::service::agents::info(&state.reader, config, &a)
+                    .await
+                    .map_err(|e| db_error(e, "reading an agent"))?,
+            ),
+            None => None,
+        },
+        None => None,
+    };
     Ok(JobView {
         template_title: config
             .template(&job.template)
@@ -400,6 +414,7 @@ pub async fn view(state: &AppState, caller: &Caller, id: i64) -> Result<JobView,
         job,
         lines,
         stderr_tail,
+        agent,
     })
 }
 

@@ -31,6 +31,28 @@ id = "remote-2"
 kind = "agent"
 agent = "a2"
 owners = ["alice"]
+
+[[templates]]
+id = "drip"
+script = 'c=0; while [ $c -lt "$1" ]; do seq $((c*1000)) $((c*1000+999)); c=$((c+1)); sleep "$2"; done'
+args = ["{{chunks}}", "{{pause}}"]
+params = [
+  {{ name = "chunks", type = "int", default = 200, min = 1, max = 1000 }},
+  {{ name = "pause", type = "string", default = "0.05", pattern = "[0-9.]+" }},
+]
+exclusive = "none"
+
+[[templates]]
+id = "drip-children"
+script = 'sleep 600 & sleep 600 & c=0; while [ $c -lt "$1" ]; do seq $((c*1000)) $((c*1000+999)); c=$((c+1)); sleep 0.1; done; wait'
+args = ["{{chunks}}"]
+params = [{{ name = "chunks", type = "int", default = 100, min = 1, max = 1000 }}]
+exclusive = "none"
+
+[[templates]]
+id = "whereami"
+command = ["ls", "/sys/class/net"]
+exclusive = "none"
 "#
     )
 }
@@ -43,8 +65,12 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn start() -> Fleet {
+        Fleet::start_on(None).await
+    }
+
+    pub async fn start_on(addr: Option<std::net::SocketAddr>) -> Fleet {
         Fleet {
-            e: EngineApp::start_with(&agent_config().replace(ENGINE_CONFIG, "")).await,
+            e: EngineApp::start_on(&agent_config().replace(ENGINE_CONFIG, ""), addr).await,
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -151,4 +177,483 @@ async fn a_job_for_an_offline_agent_waits_and_runs_when_it_connects_and_jobs_on_
         a_end <= b_start,
         "two jobs on one agent target overlapped: {a_end} > {b_start}"
     );
+}
+
+/// The stdout of `drip` with `chunks` chunks.
+fn drip_output(chunks: i64) -> Vec<String> {
+    (0..chunks * 1000).map(|i| i.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_log_crosses_a_hundred_dropped_connections_without_a_lost_or_repeated_line() {
+    let f = Fleet::start().await;
+    let proxy = DroppingProxy::start("127.0.0.1:0", f.e.app.addr).await;
+    let (agent, _) = f.agent("a1", &proxy.url(), &[]).await;
+    wait_agent_online(&f.e.admin, "a1", 20).await;
+    let id =
+        f.e.alice
+            .launch_ok("drip", "remote-1", json!({"chunks": 200, "pause": "0.05"}))
+            .await;
+    // N.B.: drops at random moments, also while the agent reconnects and
+    // while it sends its spool again.
+    for _ in 0..100 {
+        let wait = 40 + rand::random::<u64>() % 120;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        proxy.drop_all();
+    }
+    let job = f.e.alice.wait_finished(id, 120).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", agent.log());
+    let lines = f.e.alice.all_lines(id).await;
+    assert_contiguous(&lines, &job);
+    assert_eq!(
+        digest(texts(&lines, "stdout")),
+        digest(drip_output(200)),
+        "the stored log is exactly the command's output"
+    );
+    let reconnects = agent.log().matches("welcomed").count();
+    assert!(
+        reconnects > 20,
+        "the agent reconnected only {reconnects} times"
+    );
+}
+
+/// A network namespace with a veth pair to this host: a second host.
+struct Netns {
+    name: String,
+    host_ip: std::net::Ipv4Addr,
+}
+
+impl Netns {
+    /// `None` (and why) where namespaces cannot be made (not root).
+    fn create() -> Result<Netns, String> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = (std::process::id() % 200) * 1000 + NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = n % 250 + 1;
+        let name = format!("odk{n}");
+        let (host_if, agent_if) = (format!("odkh{n}"), format!("odka{n}"));
+        let host_ip = std::net::Ipv4Addr::new(10, 213, id as u8, 1);
+        let agent_ip = std::net::Ipv4Addr::new(10, 213, id as u8, 2);
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("cannot run ip: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        ip(&["netns", "add", &name])?;
+        let ns = Netns {
+            name: name.clone(),
+            host_ip,
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &agent_if,
+        ])?;
+        ip(&["link", "set", &agent_if, "netns", &name])?;
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        inside(&["addr", "add", &format!("{agent_ip}/30"), "dev", &agent_if])?;
+        inside(&["link", "set", &agent_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_on_a_second_host_runs_its_jobs_there() {
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED an_agent_on_a_second_host_runs_its_jobs_there: cannot make a network namespace here ({why}); run the tests as root");
+            return;
+        }
+    };
+    let f = Fleet::start_on(Some((ns.host_ip, 0).into())).await;
+    let token = enrol_agent(&f.e.admin, "a1").await;
+    let wrap = ["ip", "netns", "exec", &ns.name];
+    let agent = AgentProc::start(&f.e.app.url(""), &token, &f.spool("a1"), &[], &wrap);
+    wait_agent_online(&f.e.admin, "a1", 20).await;
+    let id = f.e.alice.launch_ok("whereami", "remote-1", json!({})).await;
+    let job = f.e.alice.wait_finished(id, 30).await;
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", agent.log());
+    let mut seen = texts(&f.e.alice.all_lines(id).await, "stdout");
+    seen.sort();
+    let agent_if = ns.name.replace("odk", "odka");
+    assert_eq!(
+        seen,
+        ["lo".to_string(), agent_if],
+        "it ran on the other host"
+    );
+    let (_, agents) = f.e.admin.get_json("/api/agents").await;
+    let a1 = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "a1")
+        .unwrap()
+        .clone();
+    assert_eq!(a1["targets"], json!(["remote-1"]));
+    assert!(
+        a1["hostname"].is_string() && a1["version"].is_string(),
+        "{a1}"
+    );
+}
+
+#[test]
+fn a_server_killed_mid_job_and_restarted_finds_the_job_going_on_on_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = BinServer::start(dir.path(), &agent_config());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = Client {
+        http: reqwest::Client::new(),
+        base: server.url(""),
+        cookie: Some(server.admin_cookie()),
+        bearer: None,
+    };
+    let spool = dir.path().join("spool");
+    let (id, _agent) = rt.block_on(async {
+        let token = enrol_agent(&admin, "a1").await;
+        let agent = AgentProc::start(&server.url(""), &token, &spool, &[], &[]);
+        wait_agent_online(&admin, "a1", 20).await;
+        let id = admin
+            .launch_ok("drip", "remote-1", json!({"chunks": 60, "pause": "0.1"}))
+            .await;
+        admin
+            .wait_job(id, 20, |j| j["last_seq"].as_i64() >= Some(5000))
+            .await;
+        (id, agent)
+    });
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    server.wait_exit(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    server.restart();
+    let admin = Client {
+        cookie: Some(server.admin_cookie()),
+        ..admin
+    };
+    rt.block_on(async {
+        let job = admin.wait_finished(id, 60).await;
+        assert_eq!(job["state"], "succeeded", "{job}\n{}", server.log());
+        let lines = admin.all_lines(id).await;
+        assert_contiguous(&lines, &job);
+        assert_eq!(digest(texts(&lines, "stdout")), digest(drip_output(60)));
+    });
+}
+
+#[tokio::test]
+async fn an_agent_killed_mid_job_and_restarted_ends_it_interrupted_with_every_spooled_line_and_no_process_left(
+) {
+    let f = Fleet::start().await;
+    let (mut agent, token) = f.agent("a1", &f.e.app.url(""), &[]).await;
+    wait_agent_online(&f.e.admin, "a1", 20).await;
+    let id =
+        f.e.alice
+            .launch_ok("drip-children", "remote-1", json!({"chunks": 100}))
+            .await;
+    f.e.alice
+        .wait_job(id, 20, |j| j["last_seq"].as_i64() >= Some(3000))
+        .await;
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    // What the killed agent had spooled: every batch must reach the log.
+    let spooled: Vec<i64> = std::fs::read_to_string(f.spool("a1").join(format!("{id}/log.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|b| {
+            b["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["seq"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let url = f.e.app.state.config.server.database_url.clone();
+    let pgid: i32 = query_column(&url, &format!("SELECT pgid FROM jobs WHERE id = {id}")).await[0]
+        .parse()
+        .unwrap();
+    assert!(
+        group_has_members(pgid),
+        "the job's processes outlive the killed agent"
+    );
+
+    let restarted = AgentProc::start(&f.e.app.url(""), &token, &f.spool("a1"), &[], &[]);
+    let job = f.e.alice.wait_finished(id, 30).await;
+    assert_eq!(job["state"], "failed", "{job}\n{}", restarted.log());
+    assert_eq!(job["error"], "interrupted: agent restarted");
+    let lines = f.e.alice.all_lines(id).await;
+    assert_contiguous(&lines, &job);
+    let stored: std::collections::HashSet<i64> =
+        lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    assert!(!spooled.is_empty(), "the agent had lines spooled");
+    assert!(
+        spooled.iter().all(|s| stored.contains(s)),
+        "every spooled line is stored"
+    );
+    let last = texts(&lines, "system").pop().unwrap();
+    assert!(
+        last.starts_with("interrupted: agent restarted (killed "),
+        "{last}"
+    );
+    assert!(
+        !group_has_members(pgid),
+        "no process of the job is left on the host"
+    );
+}
+
+#[tokio::test]
+async fn cancel_reaches_a_connected_agent_at_once_and_a_disconnected_one_when_it_returns() {
+    let f = Fleet::start().await;
+    let proxy = DroppingProxy::start("127.0.0.1:0", f.e.app.addr).await;
+    let (_agent, _) = f.agent("a1", &proxy.url(), &[]).await;
+    wait_agent_online(&f.e.admin, "a1", 20).await;
+    let url = f.e.app.state.config.server.database_url.clone();
+
+    // Connected: children that ignore SIGTERM are killed after the grace.
+    let id = f.e.alice.launch_ok("stubborn", "remote-1", json!({})).await;
+    f.e.alice
+        .wait_job(id, 20, |j| j["last_seq"].as_i64() >= Some(2))
+        .await;
+    let pgid: i32 = query_column(&url, &format!("SELECT pgid FROM jobs WHERE id = {id}")).await[0]
+        .parse()
+        .unwrap();
+    let (status, _) =
+        f.e.alice
+            .post_json(&format!("/api/jobs/{id}/cancel"), json!({}))
+            .await;
+    assert_eq!(status, 200);
+    let job = f.e.alice.wait_finished(id, 20).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(!group_has_members(pgid), "nothing of the job is left");
+
+    // Disconnected: the cancel waits for the agent.
+    let id =
+        f.e.alice
+            .launch_ok("sleep", "remote-1", json!({"s": "60"}))
+            .await;
+    f.e.alice
+        .wait_job(id, 20, |j| j["last_seq"].as_i64() >= Some(1))
+        .await;
+    proxy.block(true);
+    let (status, job) =
+        f.e.alice
+            .post_json(&format!("/api/jobs/{id}/cancel"), json!({}))
+            .await;
+    assert_eq!((status, job["state"].as_str()), (200, Some("cancelling")));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        f.e.alice.job(id).await["state"],
+        "cancelling",
+        "the agent is away"
+    );
+    proxy.block(false);
+    let job = f.e.alice.wait_finished(id, 30).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+}
+
+/// A raw protocol client with an agent's token.
+async fn raw_agent(app: &TestApp, token: &str) -> crate::terminal::Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/agent", app.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+async fn say(ws: &mut crate::terminal::Ws, msg: Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        msg.to_string().into(),
+    ))
+    .await
+    .unwrap();
+}
+
+/// The next message of `type` (others skipped); None when the socket closed.
+async fn hear(ws: &mut crate::terminal::Ws, kind: &str) -> Option<Value> {
+    use futures::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")?;
+        match msg {
+            Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == kind {
+                    return Some(v);
+                }
+            }
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn hello(protocol: u32) -> Value {
+    json!({"type": "hello", "protocol": protocol, "version": "test", "hostname": "forger", "jobs": []})
+}
+
+async fn refusals(admin: &Client) -> Vec<Value> {
+    let (_, audit) = admin.get_json("/api/audit?action=agent.refused").await;
+    audit["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn forged_jobs_old_dispatches_unknown_protocols_and_revoked_tokens_are_refused() {
+    let f = Fleet::start().await;
+    let (mut a1, _) = f.agent("a1", &f.e.app.url(""), &[]).await;
+    let a2_token = enrol_agent(&f.e.admin, "a2").await;
+    wait_agent_online(&f.e.admin, "a1", 20).await;
+    let theirs =
+        f.e.alice
+            .launch_ok("sleep", "remote-1", json!({"s": "30"}))
+            .await;
+    f.e.alice
+        .wait_job(theirs, 20, |j| j["last_seq"].as_i64() >= Some(1))
+        .await;
+
+    // a2 reports on a1's job: refused, audited, and told to forget it.
+    let mut forger = raw_agent(&f.e.app, &a2_token).await;
+    say(&mut forger, hello(1)).await;
+    assert!(hear(&mut forger, "welcome").await.is_some());
+    let line =
+        json!({"seq": 99, "stream": "stdout", "ts": "2026-12-05T10:00:00Z", "text": "forged"});
+    let batch = json!({"lines": [line], "last_seq": 99, "stored_bytes": 6});
+    say(
+        &mut forger,
+        json!({"type": "log", "job_id": theirs, "dispatch": 1, "batch": batch}),
+    )
+    .await;
+    let forget = hear(&mut forger, "command.forget").await.unwrap();
+    assert_eq!(forget["job_id"], theirs);
+    assert!(forget["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not dispatched to this agent"));
+    let texts_now = texts(&f.e.alice.all_lines(theirs).await, "stdout");
+    assert!(!texts_now.contains(&"forged".to_string()));
+
+    // An old dispatch of its own job: refused.
+    let own =
+        f.e.alice
+            .launch_ok("sleep", "remote-2", json!({"s": "30"}))
+            .await;
+    let run = hear(&mut forger, "command.run").await.unwrap();
+    assert_eq!(run["job_id"], own);
+    let dispatch = run["dispatch"].as_i64().unwrap();
+    say(&mut forger, json!({"type": "job.started", "job_id": own, "dispatch": dispatch - 1, "pid": 1, "start_time": 1})).await;
+    let forget = hear(&mut forger, "command.forget").await.unwrap();
+    assert!(
+        forget["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the job's current dispatch"),
+        "{forget}"
+    );
+    let audited = refusals(&f.e.admin).await;
+    assert!(
+        audited.len() >= 2 && audited.iter().all(|a| a["actor"] == "agent:a2"),
+        "{audited:?}"
+    );
+
+    // A protocol the server does not speak.
+    let mut old = raw_agent(&f.e.app, &a2_token).await;
+    say(&mut old, hello(99)).await;
+    let refused = hear(&mut old, "refused").await.unwrap();
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("speaks agent protocol 1 and not 99"),
+        "{refused}"
+    );
+
+    // A revoked token: its agent is disconnected within seconds, and refused.
+    let res =
+        f.e.admin
+            .post("/api/agents/a1/revoke")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 204);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !a1.log().contains("revoked") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a1 was not told: {}",
+            a1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !a1.log().contains("refused with HTTP 401") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a1 was let in again: {}",
+            a1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, agents) = f.e.admin.get_json("/api/agents").await;
+    assert!(agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == "a1" && a["status"] == "revoked"));
+    a1.kill();
+}
+
+#[tokio::test]
+async fn a_console_on_an_agent_target_runs_on_its_host_with_resize_exit_and_reattach() {
+    let f = Fleet::start().await;
+    let (_agent, _) = f.agent("a1", &f.e.app.url(""), &[]).await;
+    wait_agent_online(&f.e.admin, "a1", 20).await;
+    let path = "/api/targets/remote-1/terminal?cols=100&rows=30";
+    let mut t = crate::terminal::Term::open(&f.e.app, &f.e.alice, path).await;
+    t.type_line("echo hi-$((40+2)); stty size").await;
+    t.wait_for("hi-42").await;
+    t.wait_for("30 100").await;
+    t.send(json!({"type": "resize", "cols": 120, "rows": 40}))
+        .await;
+    t.type_line("MARK=kept-$((6*7)); stty size").await;
+    t.wait_for("40 120").await;
+    // Drop the socket; the shell lives on; reattach and find it.
+    let session = t.session.clone();
+    drop(t);
+    let again = format!("{path}&session={session}");
+    let mut t = crate::terminal::Term::open(&f.e.app, &f.e.alice, &again).await;
+    assert!(t.resumed, "reattached to the same shell");
+    t.type_line("echo $MARK").await;
+    t.wait_for("kept-42").await;
+    t.type_line("exit 3").await;
+    assert_eq!(t.exit_code().await, 3);
 }

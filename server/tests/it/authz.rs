@@ -33,6 +33,7 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("GET", "/", [303, 200, 200, 200]),
     ("GET", "/account", [303, 200, 200, 200]),
     ("GET", "/admin/users", [303, 403, 403, 200]),
+    ("GET", "/admin/agents", [303, 403, 403, 200]),
     ("GET", "/admin/audit", [303, 403, 403, 200]),
     ("GET", "/admin/jobs", [303, 403, 403, 200]),
     ("GET", "/admin/recordings/{id}", [303, 403, 403, 200]),
@@ -69,6 +70,13 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     // A plain GET (not a WebSocket upgrade) gets as far as 400.
     ("GET", "/api/targets/{id}/terminal", [401, 400, 404, 400]),
     ("GET", "/api/recordings/{id}", [401, 403, 403, 404]),
+    // Agents' own routes take only an agent token (none of these has one).
+    ("GET", "/api/agent", [401, 401, 401, 401]),
+    ("GET", "/api/agent/terminal/{session}", [401, 401, 401, 401]),
+    ("GET", "/api/agents", [401, 403, 403, 200]),
+    ("POST", "/api/agents", [401, 403, 403, 201]),
+    ("POST", "/api/agents/{name}/revoke", [401, 403, 403, 404]),
+    ("POST", "/api/jobs/{id}/mark-failed", [401, 403, 403, 409]),
     // server functions
     ("POST", auth::WhoAmI::PATH, [200, 200, 200, 200]),
     ("POST", auth::Login::PATH, [401, 401, 401, 401]),
@@ -107,6 +115,18 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("POST", jobs::LaunchJob::PATH, [401, 200, 400, 200]),
     ("POST", jobs::CancelJob::PATH, [401, 200, 404, 200]),
     ("POST", jobs::RerunJob::PATH, [401, 200, 404, 200]),
+    ("POST", jobs::MarkJobFailed::PATH, [401, 403, 403, 409]),
+    (
+        "POST",
+        admin::agents::ListAgents::PATH,
+        [401, 403, 403, 200],
+    ),
+    ("POST", admin::agents::AddAgent::PATH, [401, 403, 403, 200]),
+    (
+        "POST",
+        admin::agents::RevokeAgent::PATH,
+        [401, 403, 403, 404],
+    ),
 ];
 
 struct Fixture {
@@ -154,6 +174,35 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
         }
         ("GET", "/api/targets/{id}/terminal") => {
             status(c.get("/api/targets/t1/terminal").send().await.unwrap())
+        }
+        ("GET", "/api/agent/terminal/{session}") => status(
+            c.get("/api/agent/terminal/0123456789abcdef0123456789abcdef")
+                .send()
+                .await
+                .unwrap(),
+        ),
+        ("POST", "/api/agents") => c.post_json(path, json!({"name": unique})).await.0,
+        ("POST", "/api/agents/{name}/revoke") => status(
+            c.post("/api/agents/nobody-agent/revoke")
+                .send()
+                .await
+                .unwrap(),
+        ),
+        ("POST", "/api/jobs/{id}/mark-failed") => status(
+            c.post(&format!("/api/jobs/{job}/mark-failed"))
+                .send()
+                .await
+                .unwrap(),
+        ),
+        ("POST", p) if p == jobs::MarkJobFailed::PATH => {
+            c.call_fn(p, &[("id", &job.to_string())]).await.0
+        }
+        ("POST", p) if p == admin::agents::ListAgents::PATH => c.call_fn(p, &[]).await.0,
+        ("POST", p) if p == admin::agents::AddAgent::PATH => {
+            c.call_fn(p, &[("name", &unique)]).await.0
+        }
+        ("POST", p) if p == admin::agents::RevokeAgent::PATH => {
+            c.call_fn(p, &[("name", "nobody-agent")]).await.0
         }
         ("GET", "/targets/{id}/jobs") => status(c.get("/targets/t1/jobs").send().await.unwrap()),
         ("GET", "/api/jobs/{id}") => {

@@ -190,6 +190,7 @@ pub struct BinServer {
     pub stderr_path: PathBuf,
     /// Its database (`OPSDECK_TEST_DB`): the same for every start in `dir`.
     pub database_url: String,
+    command: Command,
 }
 
 /// The database URL of the servers started in `dir`: a SQLite file there,
@@ -262,11 +263,11 @@ impl BinServer {
             None => cmd.env_remove("OPSDECK_ADMIN_PASSWORD"),
         };
         cmd.envs(env.iter().copied());
-        let child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::null());
+        let child = cmd
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .expect("start opsdeck");
@@ -276,9 +277,23 @@ impl BinServer {
             dir: dir.to_path_buf(),
             stderr_path,
             database_url,
+            command: cmd,
         };
         server.wait_healthy();
         server
+    }
+
+    /// Starts the server again, same address, configuration and database
+    /// (after it was killed, or to restart it); its log goes on.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.stderr_path)
+            .unwrap();
+        self.child = self.command.stderr(log).spawn().expect("restart opsdeck");
+        self.wait_healthy();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -835,10 +850,17 @@ impl EngineApp {
     }
 
     pub async fn start_with(extra: &str) -> EngineApp {
-        let app = TestApp::builder()
-            .config(&format!("{ENGINE_CONFIG}\n{extra}"))
-            .start()
-            .await;
+        EngineApp::start_on(extra, None).await
+    }
+
+    /// [`EngineApp::start_with`], listening on `addr` (a test host's
+    /// address) instead of 127.0.0.1.
+    pub async fn start_on(extra: &str, addr: Option<SocketAddr>) -> EngineApp {
+        let mut builder = TestApp::builder().config(&format!("{ENGINE_CONFIG}\n{extra}"));
+        if let Some(addr) = addr {
+            builder = builder.addr(addr);
+        }
+        let app = builder.start().await;
         app.create_user("alice", "operator").await;
         app.create_user("bob", "operator").await;
         let admin = app.admin_bearer().await;
@@ -1057,6 +1079,7 @@ impl Drop for AgentProc {
 pub struct DroppingProxy {
     pub addr: SocketAddr,
     generation: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: tokio_util::sync::CancellationToken,
 }
 
@@ -1067,13 +1090,18 @@ impl DroppingProxy {
         let (tx, _) = tokio::sync::watch::channel(0u64);
         let generation = std::sync::Arc::new(tx);
         let stop = tokio_util::sync::CancellationToken::new();
-        let (gen, token) = (generation.clone(), stop.clone());
+        let blocked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (gen, token, block) = (generation.clone(), stop.clone(), blocked.clone());
         tokio::spawn(async move {
             loop {
                 let (mut inbound, _) = tokio::select! {
                     _ = token.cancelled() => return,
                     acc = listener.accept() => match acc { Ok(a) => a, Err(_) => return },
                 };
+                if block.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
                 let mut dropped = gen.subscribe();
                 let token = token.clone();
                 tokio::spawn(async move {
@@ -1091,6 +1119,7 @@ impl DroppingProxy {
         DroppingProxy {
             addr,
             generation,
+            blocked,
             stop,
         }
     }
@@ -1098,6 +1127,15 @@ impl DroppingProxy {
     /// Drops every connection open now.
     pub fn drop_all(&self) {
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Cuts the network (drops every connection and refuses new ones), or
+    /// mends it.
+    pub fn block(&self, cut: bool) {
+        self.blocked.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            self.drop_all();
+        }
     }
 
     pub fn url(&self) -> String {

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn config(recordings: &std::path::Path, extra: &str) -> String {
@@ -45,12 +45,12 @@ owners = ["alice"]
     )
 }
 
-struct Term {
-    ws: Ws,
+pub struct Term {
+    pub ws: Ws,
     /// All output so far.
-    screen: String,
-    session: String,
-    resumed: bool,
+    pub screen: String,
+    pub session: String,
+    pub resumed: bool,
 }
 
 /// The handshake request: the session cookie and our own Origin.
@@ -84,7 +84,7 @@ async fn refused(app: &TestApp, who: &Client, path: &str, origin: Option<&str>) 
 }
 
 impl Term {
-    async fn open(app: &TestApp, who: &Client, path: &str) -> Term {
+    pub async fn open(app: &TestApp, who: &Client, path: &str) -> Term {
         let (ws, _) = tokio_tungstenite::connect_async(request(app, who, path, None))
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -102,7 +102,7 @@ impl Term {
     }
 
     /// The next JSON frame (pings skipped); None when the socket closed.
-    async fn frame(&mut self) -> Option<Value> {
+    pub async fn frame(&mut self) -> Option<Value> {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(15), self.ws.next())
                 .await
@@ -115,20 +115,20 @@ impl Term {
         }
     }
 
-    async fn send(&mut self, frame: Value) {
+    pub async fn send(&mut self, frame: Value) {
         self.ws
             .send(Message::Text(frame.to_string().into()))
             .await
             .unwrap();
     }
 
-    async fn type_line(&mut self, line: &str) {
+    pub async fn type_line(&mut self, line: &str) {
         self.send(json!({"type": "input", "data": format!("{line}\r")}))
             .await;
     }
 
     /// Reads output until `needle` shows up after `from` bytes of screen.
-    async fn wait_for(&mut self, needle: &str) {
+    pub async fn wait_for(&mut self, needle: &str) {
         let from = self.screen.len();
         self.wait_for_after(needle, from).await
     }
@@ -165,7 +165,7 @@ impl Term {
     }
 
     /// Reads until the `exit` frame; returns its code.
-    async fn exit_code(&mut self) -> i64 {
+    pub async fn exit_code(&mut self) -> i64 {
         loop {
             match self.frame().await {
                 Some(f) if f["type"] == "output" => {

@@ -29,6 +29,8 @@ pub struct Caller {
     pub ip: Option<String>,
     /// The session's id hash, when authenticated by the session cookie.
     pub session: Option<String>,
+    /// The API token's id, when authenticated by a bearer token.
+    pub token: Option<i64>,
     /// Whether the request came over https (cookies get `Secure`).
     pub secure: bool,
     pub user_agent: Option<String>,

@@ -403,14 +403,19 @@ mod browser {
                 ServerFrame::Output { data } => c.borrow().term.write(&data),
                 ServerFrame::Exit { code } => {
                     let mut cm = c.borrow_mut();
+                    // A `closed` frame came first when the server ended the
+                    // session (signed out, idle, shutdown): keep its reason.
+                    let said_why = cm.over;
                     cm.over = true;
                     cm.session = None;
                     if let Some(s) = session_storage() {
                         let _ = s.remove_item(&storage_key(&cm.target));
                     }
-                    status.set(Status::Ended(format!(
-                        "The shell exited with code {code}. Reconnect to start a new one."
-                    )));
+                    if !said_why {
+                        status.set(Status::Ended(format!(
+                            "The shell exited with code {code}. Reconnect to start a new one."
+                        )));
+                    }
                 }
                 ServerFrame::Closed { reason } => {
                     c.borrow_mut().over = true;

@@ -138,6 +138,9 @@ fn Targets() -> impl IntoView {
                                                 {t.terminal.then(|| view! {
                                                     <p><a href=format!("/targets/{id}/console") rel="external">"Open console"</a></p>
                                                 })}
+                                                {t.console_as_server.then(|| view! {
+                                                    <p class="small console-as-server" role="note">"⚠ The console is a shell as opsdeck's own user (no "<code>"user ="</code>")."</p>
+                                                })}
                                             </article>
                                         }
                                     }).collect_view()}

@@ -92,6 +92,7 @@ pub fn App() -> impl IntoView {
                 <auth::UserMenu />
             </header>
             <main id="main">
+                <jobs::live::FeedBanner />
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=dashboard::Dashboard ssr=SsrMode::Async />
                     <Route path=path!("/jobs") view=jobs::lists::JobsPage ssr=SsrMode::Async />

@@ -78,6 +78,10 @@ fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoVi
             })}
         </div>
         {target.description.clone().map(|d| view! { <p class="lead">{d}</p> })}
+        {target.runs_as.clone().map(|u| view! {
+            <p class="muted">"Jobs and the console run as the Unix user " <code>{u}</code> "."</p>
+        })}
+        {target.console_as_server.then(|| view! { <ConsoleAsServer /> })}
         <section class="panel" aria-labelledby="launch-heading">
             <h2 id="launch-heading">"Launch"</h2>
             <LaunchButtons target=id.clone() templates=mine />
@@ -87,6 +91,18 @@ fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoVi
             <JobTable spec />
             <p><a href=format!("/targets/{id}/jobs")>"Full history of " {id.clone()}</a></p>
         </section>
+    }
+}
+
+/// For admins: this target's console is a shell as opsdeck's own user.
+#[component]
+pub fn ConsoleAsServer() -> impl IntoView {
+    view! {
+        <div class="banner warn console-as-server" role="note">
+            "This target's console is a shell as opsdeck's own user: whoever may open it can read opsdeck's database and configuration. Set "
+            <code>"user = \"NAME\""</code>
+            " on the target in the configuration to run its jobs and console as an unprivileged user."
+        </div>
     }
 }
 

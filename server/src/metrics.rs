@@ -26,14 +26,20 @@ pub enum Limit {
     TerminalFrameRate,
     /// A sign-in refused after too many failures (429).
     LoginAttempts,
+    /// An event stream past `[server].max_streams_per_user` (429).
+    StreamsPerUser,
+    /// An event stream past `[server].max_streams_per_address` (429).
+    StreamsPerAddress,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 4] = [
+    pub const ALL: [Limit; 6] = [
         Limit::RequestBody,
         Limit::TerminalFrameSize,
         Limit::TerminalFrameRate,
         Limit::LoginAttempts,
+        Limit::StreamsPerUser,
+        Limit::StreamsPerAddress,
     ];
 
     /// The `limit` label.
@@ -43,6 +49,8 @@ impl Limit {
             Limit::TerminalFrameSize => "terminal_frame_size",
             Limit::TerminalFrameRate => "terminal_frame_rate",
             Limit::LoginAttempts => "login_attempts",
+            Limit::StreamsPerUser => "streams_per_user",
+            Limit::StreamsPerAddress => "streams_per_address",
         }
     }
 }

@@ -42,6 +42,7 @@ impl Server {
     /// Opens the database and binds the listen address.
     pub async fn build(config: Config) -> Result<Server, StartError> {
         let config = Arc::new(config);
+        warn_of_consoles_as_server(&config);
         let db = db::connect(&config.server.database_url).await?;
         let addr = config.server.addr;
         let listener = TcpListener::bind(addr)
@@ -93,6 +94,11 @@ impl Server {
             sink.clone(),
             agents.clone(),
         );
+        let stream_slots = crate::streams::limits::StreamSlots::new(
+            config.server.max_streams_per_user,
+            config.server.max_streams_per_address,
+            sink.metrics.refusals().clone(),
+        );
         let state = AppState::new(Inner {
             config,
             committer: sink.committer,
@@ -106,6 +112,8 @@ impl Server {
             terminals: Default::default(),
             agents,
             agent_terminals: Default::default(),
+            revocations: Default::default(),
+            stream_slots,
         });
         Ok(Server { state, listener })
     }
@@ -137,6 +145,11 @@ impl Server {
         ));
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
         let engine = tokio::spawn(state.engine.clone().run());
+        let revocations = tokio::spawn(state.revocations.clone().run(
+            state.reader.clone(),
+            crate::auth::revocation::CHECK_EVERY,
+            token.clone(),
+        ));
         token.cancelled().await;
         tracing::info!("shutting down: letting in-flight requests finish");
         match tokio::time::timeout(grace, serving).await {
@@ -147,10 +160,25 @@ impl Server {
         }
         let _ = maintenance.await;
         let _ = engine.await;
+        let _ = revocations.await;
         state.reader.clone().close().await.ok();
         state.db.clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Says, for each `local` target whose console is a shell as the server's
+/// own user, what that means (docs/security.md, "Least privilege").
+fn warn_of_consoles_as_server(config: &Config) {
+    for t in config.targets.iter().filter(|t| t.console_as_server()) {
+        tracing::warn!(
+            target_id = %t.id,
+            roles = ?t.terminal_roles,
+            "target `{}`: its console is a shell as opsdeck's own user, so whoever may open it ({:?}) can read opsdeck's database and configuration and act as any user; set `user = \"NAME\"` on the target to run its jobs and console as an unprivileged user",
+            t.id,
+            t.terminal_roles,
+        );
     }
 }
 

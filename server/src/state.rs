@@ -53,6 +53,11 @@ pub struct Inner {
     /// Terminals on agents' hosts waiting for, or relayed over, the
     /// agent's connection.
     pub agent_terminals: crate::agents::terminal::Relays,
+    /// The sessions and tokens open streams and terminals depend on,
+    /// checked for revocation (`auth::revocation`).
+    pub revocations: crate::auth::revocation::Revocations,
+    /// Open event streams per user and per address (`streams::limits`).
+    pub stream_slots: crate::streams::limits::StreamSlots,
 }
 
 impl AppState {

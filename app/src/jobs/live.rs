@@ -2,7 +2,9 @@
 //! reconnects: after any error the stream is closed, a "reconnecting"
 //! state is shown, and it reopens with exponential backoff (0.5 s up to
 //! 10 s) and no retry limit, from a URL built anew each time (so a job
-//! stream resumes after the last line it rendered).
+//! stream resumes after the last line it rendered). A `revoked` event (the
+//! session was signed out, the user disabled, …) stops it for good: the
+//! state becomes [`Conn::SignedOut`] and the banner says why.
 
 use leptos::prelude::*;
 
@@ -18,6 +20,20 @@ pub enum Conn {
     Reconnecting,
     /// Ended on purpose (the job finished).
     Closed,
+    /// The server ended it: the credential was revoked ([`revoked_reason`]).
+    SignedOut,
+}
+
+/// Why the server ended this page's streams, once it has (browser only).
+pub fn revoked_reason() -> Option<String> {
+    #[cfg(feature = "hydrate")]
+    {
+        browser::REVOKED.with(|r| r.borrow().clone())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        None
+    }
 }
 
 impl Conn {
@@ -28,6 +44,7 @@ impl Conn {
             Conn::Live => "live",
             Conn::Reconnecting => "reconnecting",
             Conn::Closed => "closed",
+            Conn::SignedOut => "signed-out",
         }
     }
 }
@@ -43,6 +60,12 @@ mod browser {
     use web_sys::{EventSource, MessageEvent};
 
     use super::Conn;
+    use crate::model::event::Revoked;
+
+    thread_local! {
+        /// Why the server ended the page's streams (the first reason).
+        pub static REVOKED: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
 
     /// What a handler asks after an event.
     pub type Handler = Rc<dyn Fn(&str, &str) -> bool>;
@@ -119,6 +142,26 @@ mod browser {
             let _ = es.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
             closures.push(cb);
         }
+        // The server ends every stream of a revoked credential with this:
+        // reconnecting would only be refused.
+        let live2 = live.clone();
+        let on_revoked = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
+            let data = ev
+                .dyn_ref::<MessageEvent>()
+                .and_then(|m| m.data().as_string())
+                .unwrap_or_default();
+            let reason = Revoked::decode(&data)
+                .map(|r| r.reason)
+                .unwrap_or_else(|_| "signed out".to_string());
+            REVOKED.with(|r| {
+                r.borrow_mut().get_or_insert(reason);
+            });
+            live2.stop();
+            conn.set(Conn::SignedOut);
+        });
+        let _ =
+            es.add_event_listener_with_callback(Revoked::NAME, on_revoked.as_ref().unchecked_ref());
+        closures.push(on_revoked);
         let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| conn.set(Conn::Live));
         es.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         closures.push(on_open);
@@ -164,17 +207,44 @@ mod browser {
 #[cfg(feature = "hydrate")]
 pub use browser::{open, Handler, Live};
 
-/// The "reconnecting…" banner.
+/// The "reconnecting…" banner, or why live updates stopped for good.
 #[component]
 pub fn ConnBanner(conn: RwSignal<Conn>) -> impl IntoView {
-    move || {
-        (conn.get() == Conn::Reconnecting).then(|| {
+    move || match conn.get() {
+        Conn::Reconnecting => Some(
             view! {
                 <div class="banner warn" role="status">
                     "Connection lost: reconnecting… (the job keeps running on the server)"
                 </div>
             }
-        })
+            .into_any(),
+        ),
+        Conn::SignedOut => Some(view! { <SignedOutBanner /> }.into_any()),
+        _ => None,
+    }
+}
+
+/// The page's feed was ended because its credential was revoked: says so
+/// once, above the page (every job table on it depends on that feed).
+#[component]
+pub fn FeedBanner() -> impl IntoView {
+    let feed = use_context::<Feed>().map(|f| f.conn);
+    move || {
+        feed.is_some_and(|c| c.get() == Conn::SignedOut)
+            .then(|| view! { <SignedOutBanner /> })
+    }
+}
+
+/// "Signed out": the server ended this page's live updates because the
+/// credential was revoked; says why and where to sign in again.
+#[component]
+pub fn SignedOutBanner() -> impl IntoView {
+    let reason = revoked_reason().unwrap_or_else(|| "signed out".to_string());
+    view! {
+        <div class="banner warn signed-out" role="alert">
+            {format!("Live updates stopped: {reason}. ")}
+            <a href="/login">"Sign in again"</a>
+        </div>
     }
 }
 

@@ -226,6 +226,31 @@ impl FeedEvent {
     }
 }
 
+/// The last event of either stream when the credential that opened it
+/// stopped being valid (a sign-out, a password change or reset, a disabled
+/// user, a revoked token): the server sends it, then ends the stream, and
+/// a reconnect with the same credential is refused with 401. The browser
+/// stops reconnecting and says why; the CLI ends its follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// Why, in a sentence for the user ("signed out: …").
+    pub reason: String,
+}
+
+impl Revoked {
+    /// The SSE event name, on both streams.
+    pub const NAME: &'static str = "revoked";
+
+    pub fn decode(data: &str) -> Result<Revoked, DecodeError> {
+        payload(Revoked::NAME, data)
+    }
+
+    /// The JSON `data` of this event.
+    pub fn data(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +267,12 @@ mod tests {
             assert_eq!(FeedEventKind::names()[i], kind.name());
         }
         assert_eq!(JobEvent::decode("something-new", "{}"), Ok(None));
+        assert!(JobEventKind::from_name(Revoked::NAME).is_none());
+        assert!(FeedEventKind::from_name(Revoked::NAME).is_none());
+        let revoked = Revoked {
+            reason: "signed out".into(),
+        };
+        assert_eq!(Revoked::decode(&revoked.data()), Ok(revoked));
         assert_eq!(FeedEvent::decode("something-new", "{}"), Ok(None));
     }
 

@@ -282,6 +282,14 @@ pub struct TargetInfo {
     pub terminal: bool,
     /// The templates the caller may launch on it.
     pub templates: Vec<String>,
+    /// The Unix user its jobs and console run as (`user =`), when not the
+    /// server's own.
+    #[serde(default)]
+    pub runs_as: Option<String>,
+    /// For admins: its console is a shell as the server's own user (a
+    /// `local` target with a terminal and no `user`).
+    #[serde(default)]
+    pub console_as_server: bool,
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ async fn pty_throughput(lines: u64) -> Result<Value> {
     let argv = vec!["seq".to_string(), "1".into(), lines.to_string()];
     let env = server::proc::Environment::for_terminal(&[], None);
     let t0 = Instant::now();
-    let (master, mut child) = spawn(&argv, &env, None, 200, 50)?;
+    let (master, mut child) = spawn(&argv, &env, None, None, 200, 50)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut bytes = 0u64;
     loop {

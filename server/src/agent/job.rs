@@ -96,6 +96,7 @@ pub async fn run(agent: Arc<Agent>, job: Arc<Job>, cmd: RunCommand) {
         max_line_bytes: cmd.max_line_bytes,
         warning_exit_codes: cmd.warning_exit_codes.clone(),
         host: "the opsdeck agent",
+        user: None,
     };
     let cap = agent.log_cap(cmd.max_log_bytes);
     if cap < cmd.max_log_bytes {

@@ -81,7 +81,10 @@ pub async fn guard(State(g): State<GuardState>, mut req: Request, next: Next) ->
             return unauthorized("use `Authorization: Bearer <token>`");
         };
         match session::resolve_token(&g.app.reader, &g.app.db, token).await {
-            Ok(Some(user)) => caller.user = Some(user),
+            Ok(Some((user, token_id))) => {
+                caller.user = Some(user);
+                caller.token = Some(token_id);
+            }
             Ok(None) => {
                 return unauthorized(
                     "the API token is invalid or revoked: create a new one on your Account page",

@@ -6,6 +6,8 @@
 //! - [`policy`] makes every finer decision (which jobs a caller sees, which
 //!   targets they may launch on); handlers and the backend ask it, never decide
 //!   themselves.
+//! - [`revocation`] ends the streams and terminals a revoked credential
+//!   (session or token) holds open, checked per credential;
 //! - [`session`] resolves a session cookie or an API token into a user (the
 //!   guard's one way to know who asks); [`password`] and [`secret`] hash.
 //!
@@ -16,5 +18,6 @@ pub mod bootstrap;
 pub mod guard;
 pub mod password;
 pub mod policy;
+pub mod revocation;
 pub mod secret;
 pub mod session;

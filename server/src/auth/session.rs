@@ -111,13 +111,14 @@ pub async fn resolve(
     }))
 }
 
-/// The user behind a bearer token: `None` if unknown, revoked, or its user
-/// is disabled. Reads through `reader`, writes through `db` (as [`resolve`]).
+/// The user behind a bearer token, and the token's id: `None` if unknown,
+/// revoked, or its user is disabled. Reads through `reader`, writes through
+/// `db` (as [`resolve`]).
 pub async fn resolve_token(
     reader: &DatabaseConnection,
     db: &DatabaseConnection,
     token: &str,
-) -> Result<Option<CurrentUser>, DbErr> {
+) -> Result<Option<(CurrentUser, i64)>, DbErr> {
     let Some(t) = tokens::holder(reader, &sha256_hex(token)).await? else {
         return Ok(None);
     };
@@ -128,11 +129,14 @@ pub async fn resolve_token(
     if t.last_used_at.is_none_or(|at| now - at > TOUCH_EVERY) {
         tokens::mark_used(db, t.token_id, now).await?;
     }
-    Ok(Some(CurrentUser {
-        id: t.user_id,
-        username: t.username,
-        role: users::stored_role(&t.role),
-    }))
+    Ok(Some((
+        CurrentUser {
+            id: t.user_id,
+            username: t.username,
+            role: users::stored_role(&t.role),
+        },
+        t.token_id,
+    )))
 }
 
 #[cfg(test)]

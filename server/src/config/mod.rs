@@ -53,6 +53,13 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 10;
 /// reports, this fast for a whole second.
 pub const DEFAULT_MAX_FRAMES_PER_SECOND: u32 = 200;
 
+/// `[server].max_streams_per_user` unless set: a user's browser tabs (each
+/// page holds the feed and, on a job page, the job's stream) and scripts.
+pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 100;
+/// `[server].max_streams_per_address` unless set: a few users behind one
+/// NAT or proxy address.
+pub const DEFAULT_MAX_STREAMS_PER_ADDRESS: usize = 200;
+
 /// Target and template ids: `^[a-z0-9][a-z0-9_.-]{0,62}$`.
 static ID_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9_.-]{0,62}$").expect("valid regex"));
@@ -60,6 +67,9 @@ static ID_RE: LazyLock<Regex> =
 static PARAM_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z_][a-z0-9_]{0,31}$").expect("valid regex"));
 /// Docker container names, as docker itself allows them.
+/// Unix user and group names (`user`, `group` of a target).
+static UNIX_NAME_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$").expect("valid regex"));
 static CONTAINER_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$").expect("valid regex"));
 /// ssh destinations: `[user@]host`, no option-like or shell-special text.
@@ -126,6 +136,10 @@ pub struct ServerConfig {
     pub stream_keepalive: Duration,
     /// The largest request body accepted on any route (413 beyond).
     pub max_body_bytes: usize,
+    /// Open event streams one user may hold on this server (429 beyond).
+    pub max_streams_per_user: usize,
+    /// Open event streams one client address may hold on this server.
+    pub max_streams_per_address: usize,
 }
 
 /// `[auth]`
@@ -252,9 +266,18 @@ pub struct Target {
     pub terminal_roles: Vec<RoleName>,
     /// The shell for its terminal, instead of `[terminal].shell`.
     pub shell: Option<Vec<String>>,
+    /// The Unix user (and group) its jobs and terminals run as (`local`
+    /// targets, `user = "NAME"`); else the server's own user.
+    pub run_as: Option<crate::proc::RunAs>,
 }
 
 impl Target {
+    /// Whether its console is a shell as the server's own user: a `local`
+    /// target with a terminal and no `user` (the server warns at start).
+    pub fn console_as_server(&self) -> bool {
+        self.terminal && matches!(self.access, TargetAccess::Local) && self.run_as.is_none()
+    }
+
     pub fn kind(&self) -> TargetKind {
         match self.access {
             TargetAccess::Local => TargetKind::Local,
@@ -464,6 +487,8 @@ struct RawServer {
     trust_forwarded_for: Option<bool>,
     stream_keepalive: Option<ConfigDuration>,
     max_body_bytes: Option<Spanned<ByteSize>>,
+    max_streams_per_user: Option<Spanned<usize>>,
+    max_streams_per_address: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -531,6 +556,8 @@ struct RawTarget {
     host: Option<Spanned<String>>,
     port: Option<u16>,
     agent: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -631,6 +658,20 @@ impl RawConfig {
                 1 << 10..=64 << 20,
             )?
             .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_streams_per_user: count_within(
+                ctx,
+                s.max_streams_per_user,
+                "server.max_streams_per_user",
+                1..=1_000_000,
+            )?
+            .unwrap_or(DEFAULT_MAX_STREAMS_PER_USER),
+            max_streams_per_address: count_within(
+                ctx,
+                s.max_streams_per_address,
+                "server.max_streams_per_address",
+                1..=1_000_000,
+            )?
+            .unwrap_or(DEFAULT_MAX_STREAMS_PER_ADDRESS),
         };
 
         let a = self.auth;
@@ -795,6 +836,24 @@ fn size_within(
             ),
         )),
         Some(b) => Ok(Some(b.get_ref().0 as usize)),
+        None => Ok(None),
+    }
+}
+
+/// A count that must lie in `range`.
+fn count_within(
+    ctx: &Ctx,
+    v: Option<Spanned<usize>>,
+    key: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<Option<usize>, ConfigError> {
+    match v {
+        Some(n) if !range.contains(n.get_ref()) => Err(ctx.error(
+            n.span(),
+            key,
+            format!("must be between {} and {}", range.start(), range.end()),
+        )),
+        Some(n) => Ok(Some(n.into_inner())),
         None => Ok(None),
     }
 }
@@ -964,6 +1023,7 @@ impl RawTarget {
         if let Some(sh) = &self.shell {
             check_argv(ctx, sh, &key("shell"))?;
         }
+        let run_as = run_as(ctx, self.user, self.group, &access, &key, span)?;
         Ok(Target {
             title: self.title.unwrap_or_else(|| id.clone()),
             id,
@@ -973,8 +1033,87 @@ impl RawTarget {
             terminal: self.terminal,
             terminal_roles: self.terminal_roles.unwrap_or_else(|| vec![RoleName::Admin]),
             shell: self.shell.map(Spanned::into_inner),
+            run_as,
         })
     }
+}
+
+/// A target's `user` and `group`: Unix names, on a `local` target, that
+/// exist here, and a server that runs as root (only root may start
+/// processes as another user).
+fn run_as(
+    ctx: &Ctx,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    access: &TargetAccess,
+    key: &dyn Fn(&str) -> String,
+    span: Range<usize>,
+) -> Result<Option<crate::proc::RunAs>, ConfigError> {
+    use nix::unistd::{Group, User};
+    let Some(user) = user else {
+        if let Some(g) = group {
+            return Err(ctx.error(
+                g.span(),
+                &key("group"),
+                "`group` goes with `user`: name the user the target's work runs as",
+            ));
+        }
+        return Ok(None);
+    };
+    if !matches!(access, TargetAccess::Local) {
+        return Err(ctx.error(
+            user.span(),
+            &key("user"),
+            "`user` is for local targets (an ssh target names its user in `host = \"user@host\"`; an agent's work runs as the agent's user)",
+        ));
+    }
+    for (name, k) in std::iter::once((&user, "user")).chain(group.iter().map(|g| (g, "group"))) {
+        if !UNIX_NAME_RE.is_match(name.get_ref()) {
+            return Err(ctx.error(
+                name.span(),
+                &key(k),
+                "must be a Unix name: ^[A-Za-z_][A-Za-z0-9_.-]{0,31}$",
+            ));
+        }
+    }
+    if !crate::proc::user::can_switch_users() {
+        return Err(ctx.error(
+            user.span(),
+            &key("user"),
+            format!(
+                "opsdeck runs as uid {} and cannot start processes as another user: only a server running as root can; run it as root, or remove `user` (work then runs as the server's own user)",
+                nix::unistd::Uid::effective()
+            ),
+        ));
+    }
+    match User::from_name(user.get_ref()) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(ctx.error(
+                user.span(),
+                &key("user"),
+                format!(
+                    "there is no user `{}` on this host: create it (`useradd --system {}`) or fix the name",
+                    user.get_ref(),
+                    user.get_ref()
+                ),
+            ))
+        }
+        Err(e) => return Err(ctx.error(span, &key("user"), format!("cannot look the user up: {e}"))),
+    }
+    if let Some(g) = &group {
+        if !matches!(Group::from_name(g.get_ref()), Ok(Some(_))) {
+            return Err(ctx.error(
+                g.span(),
+                &key("group"),
+                format!("there is no group `{}` on this host", g.get_ref()),
+            ));
+        }
+    }
+    Ok(Some(crate::proc::RunAs {
+        user: user.into_inner(),
+        group: group.map(Spanned::into_inner),
+    }))
 }
 
 impl RawTemplate {

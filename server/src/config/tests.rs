@@ -308,3 +308,76 @@ fn a_bad_value_of_a_spanned_key_is_named_by_its_key_alone() {
     assert_eq!((line, key.as_str()), (2, "jobs.max_line_bytes"));
     assert!(message.contains("is not a size"), "{message}");
 }
+
+#[test]
+fn stream_limits_have_defaults_and_are_checked() {
+    let c = parse("").unwrap();
+    assert_eq!(c.server.max_streams_per_user, 100);
+    assert_eq!(c.server.max_streams_per_address, 200);
+    let c = parse("[server]\nmax_streams_per_user = 5\nmax_streams_per_address = 9\n").unwrap();
+    assert_eq!(
+        (
+            c.server.max_streams_per_user,
+            c.server.max_streams_per_address
+        ),
+        (5, 9)
+    );
+    let (line, key, message) = invalid("[server]\nworkers = 2\nmax_streams_per_user = 0\n");
+    assert_eq!((line, key.as_str()), (3, "server.max_streams_per_user"));
+    assert_eq!(message, "must be between 1 and 1000000");
+    let (line, key, _) = invalid("[server]\nmax_streams_per_address = -1\n");
+    assert_eq!((line, key.as_str()), (2, "server.max_streams_per_address"));
+}
+
+const LOCAL: &str = "[[targets]]\nid = \"t\"\nkind = \"local\"\nterminal = true\n";
+
+#[test]
+fn a_targets_user_is_checked_where_it_is_written() {
+    let root = nix::unistd::Uid::effective().is_root();
+    let (line, key, message) = invalid(&format!("{LOCAL}user = \"no-such-user-here\"\n"));
+    assert_eq!((line, key.as_str()), (5, "targets[0].user"));
+    if root {
+        assert!(
+            message.contains("there is no user `no-such-user-here`"),
+            "{message}"
+        );
+    } else {
+        assert!(
+            message.contains("cannot start processes as another user"),
+            "{message}"
+        );
+    }
+    let (line, key, message) = invalid(&format!("{LOCAL}user = \"bad name\"\n"));
+    assert_eq!((line, key.as_str()), (5, "targets[0].user"));
+    assert!(message.contains("must be a Unix name"), "{message}");
+    let (line, key, message) = invalid(&format!("{LOCAL}group = \"root\"\n"));
+    assert_eq!((line, key.as_str()), (5, "targets[0].group"));
+    assert!(message.contains("goes with `user`"), "{message}");
+    let (line, key, message) = invalid(
+        "[[targets]]\nid = \"d\"\nkind = \"docker\"\ncontainer = \"web\"\nuser = \"root\"\n",
+    );
+    assert_eq!((line, key.as_str()), (5, "targets[0].user"));
+    assert!(message.contains("for local targets"), "{message}");
+    if root {
+        let c = parse(&format!("{LOCAL}user = \"root\"\ngroup = \"root\"\n")).unwrap();
+        let t = &c.targets[0];
+        assert_eq!(
+            t.run_as,
+            Some(crate::proc::RunAs {
+                user: "root".into(),
+                group: Some("root".into())
+            })
+        );
+        assert!(!t.console_as_server());
+        let (_, key, message) = invalid(&format!(
+            "{LOCAL}user = \"root\"\ngroup = \"no-such-group-here\"\n"
+        ));
+        assert_eq!(key, "targets[0].group");
+        assert!(
+            message.contains("no group `no-such-group-here`"),
+            "{message}"
+        );
+    }
+    let c = parse(LOCAL).unwrap();
+    assert!(c.targets[0].console_as_server());
+}

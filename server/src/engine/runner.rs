@@ -173,6 +173,7 @@ fn run_spec(engine: &Engine, job: &JobRow, template: &Template, target: &Target)
         max_line_bytes: template.max_line_bytes,
         warning_exit_codes: template.warning_exit_codes.clone(),
         host: "the opsdeck server",
+        user: target.run_as.clone(),
     }
 }
 

@@ -61,6 +61,8 @@ pub struct RunSpec {
     pub warning_exit_codes: Vec<i32>,
     /// Where it runs, for messages: "the opsdeck server", "the agent".
     pub host: &'static str,
+    /// The user it runs as (a target's `user =`), else the server's own.
+    pub user: Option<proc::RunAs>,
 }
 
 /// Why a job is being stopped from outside.
@@ -110,6 +112,7 @@ pub async fn supervise(
         env: &spec.env,
         cwd: spec.cwd.as_deref(),
         io: proc::Io::Pipes,
+        user: spec.user.as_ref(),
     }) {
         Ok(c) => c,
         Err(e) => {

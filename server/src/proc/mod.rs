@@ -8,12 +8,15 @@
 //! - [`spawn`]: `posix_spawn` with `POSIX_SPAWN_SETSID`, watched by a pidfd;
 //! - [`pty`]: opening a PTY and the master side's async reads and writes;
 //! - [`group`]: process groups: signals, liveness, orphan clean-up;
-//! - [`env`]: the environment policy.
+//! - [`env`]: the environment policy;
+//! - [`user`]: running a target's work as another Unix user.
 
 pub mod env;
 pub mod group;
 pub mod pty;
 pub mod spawn;
+pub mod user;
 
 pub use env::Environment;
 pub use spawn::{spawn, Child, Io, Spec};
+pub use user::RunAs;

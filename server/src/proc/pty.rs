@@ -42,6 +42,7 @@ pub fn spawn(
     argv: &[String],
     env: &Environment,
     cwd: Option<&Path>,
+    user: Option<&super::RunAs>,
     cols: u16,
     rows: u16,
 ) -> std::io::Result<(Master, Child)> {
@@ -61,6 +62,7 @@ pub fn spawn(
         env,
         cwd,
         io: Io::Terminal(&path),
+        user,
     })?;
     // N.B.: our slave side closes only now, after the child opened its own
     // (posix_spawn returns after the exec): the master reads EIO once the

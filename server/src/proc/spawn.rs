@@ -16,6 +16,14 @@
 //!
 //! The child is watched through a pidfd: readable once it exits, then reaped
 //! with `waitid(P_PIDFD)`; a pid is never reused under us.
+//!
+//! A process that runs as another user (a target's `user =`, [`super::user`])
+//! is the one exception: `posix_spawn` cannot change users, so it is started
+//! by `std::process::Command` with a `pre_exec` hook (a `fork()`, the cost
+//! measured above, paid only by those targets) that makes the same new
+//! session and terminal, then sets the groups, group and user, then enters
+//! the user's home. Everything else (environment, signals, the pidfd) is
+//! the same.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -30,15 +38,19 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
 use super::env::Environment;
+use super::user::{Account, RunAs};
 
 /// What to start.
 pub struct Spec<'a> {
     pub argv: &'a [String],
     /// Exactly the environment it gets.
     pub env: &'a Environment,
-    /// Its working directory (else the server's).
+    /// Its working directory (else the server's, or the user's home when
+    /// it runs as `user`).
     pub cwd: Option<&'a Path>,
     pub io: Io<'a>,
+    /// Run as this user instead of the server's own.
+    pub user: Option<&'a RunAs>,
 }
 
 /// Where its stdin, stdout and stderr go.
@@ -67,6 +79,9 @@ pub fn spawn(spec: Spec<'_>) -> io::Result<Child> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
     let program = resolve(program, spec.env.path())?;
+    if let Some(run_as) = spec.user {
+        return spawn_as(&spec, &program, &Account::lookup(run_as)?);
+    }
 
     let c_program = cstring(program.as_os_str())?;
     let c_argv = spec
@@ -196,6 +211,77 @@ pub fn spawn(spec: Spec<'_>) -> io::Result<Child> {
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
+    watch(pid, readers)
+}
+
+/// `spec` started as `account`: a fork, then in the child the new session
+/// (and its terminal), the account's groups, group and user, and its
+/// directory, then the exec.
+fn spawn_as(spec: &Spec<'_>, program: &Path, account: &Account) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let mut env = spec.env.clone();
+    env.set("HOME", account.home.to_string_lossy());
+    env.set("USER", account.name.clone());
+    env.set("LOGNAME", account.name.clone());
+    let dir = cstring(spec.cwd.unwrap_or(account.start_dir()).as_os_str())?;
+    let mut cmd = Command::new(program);
+    cmd.arg0(&spec.argv[0])
+        .args(&spec.argv[1..])
+        .env_clear()
+        .envs(env.vars())
+        .stdin(Stdio::null());
+    let mut readers = None;
+    let mut terminal = None;
+    match spec.io {
+        Io::Pipes => {
+            let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+            readers = Some((out_r, err_r));
+        }
+        Io::Terminal(path) => {
+            // Its terminal is its own, as after a login.
+            nix::unistd::chown(path, Some(account.uid), None)?;
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            terminal = Some(cstring(path.as_os_str())?);
+        }
+    }
+    let account = account.clone();
+    // SAFETY: the hook runs in the forked child before exec and only makes
+    // system calls (setsid, open, dup2, setgroups, setgid, setuid, chdir)
+    // on values prepared before the fork: no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if let Some(tty) = &terminal {
+                // N.B.: opened by the new session's leader, without
+                // O_NOCTTY: it becomes the controlling terminal.
+                let fd = nix::fcntl::open(
+                    tty.as_c_str(),
+                    nix::fcntl::OFlag::O_RDWR,
+                    nix::sys::stat::Mode::empty(),
+                )?;
+                for target in 0..3 {
+                    if libc::dup2(fd.as_raw_fd(), target) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+            account.become_user()?;
+            nix::unistd::chdir(dir.as_c_str())?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // The child has its copies of the write ends; ours close with `cmd`.
+    drop(cmd);
+    watch(child.id() as i32, readers)
+}
+
+/// Our handle on the started `pid`, with the read ends of its pipes.
+fn watch(pid: i32, readers: Option<(OwnedFd, OwnedFd)>) -> io::Result<Child> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -358,6 +444,7 @@ mod tests {
             env,
             cwd,
             io: Io::Pipes,
+            user: None,
         }
     }
 

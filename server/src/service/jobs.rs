@@ -15,6 +15,7 @@ use app::model::template::{validate_params, Exclusive, TargetInfo, TemplateInfo}
 use sea_orm::DbErr;
 
 use crate::auth::policy;
+use crate::auth::revocation::Credential;
 use crate::config::Template;
 use crate::db::audit;
 use crate::db::commit::Work;
@@ -27,6 +28,7 @@ use crate::hub::Hub;
 use crate::state::AppState;
 use crate::streams::feed::FeedStream;
 use crate::streams::job::JobStream;
+use crate::streams::Lease;
 use crate::sync::Locked;
 
 /// The most lines one log page holds.
@@ -103,6 +105,8 @@ pub fn targets(state: &AppState, caller: &Caller) -> Result<Vec<TargetInfo>, App
                 .filter(|tpl| tpl.allows_target(&t.id))
                 .map(|tpl| tpl.id.clone())
                 .collect(),
+            runs_as: t.run_as.as_ref().map(|r| r.user.clone()),
+            console_as_server: user.is_admin() && t.console_as_server(),
         })
         .collect())
 }
@@ -507,6 +511,17 @@ pub async fn stream(
     let after = resume_after(after, last_event_id)?;
     let job = get(state, caller, id).await?;
     Ok(JobStream::new(state.stream_deps(), job, after))
+}
+
+/// A place for one more event stream of the caller (429 past
+/// `[server].max_streams_per_user` or `max_streams_per_address`), holding
+/// the credential it was opened with, so the stream ends when that is
+/// revoked.
+pub fn lease(state: &AppState, caller: &Caller) -> Result<Lease, AppError> {
+    let user = policy::require_user(caller)?;
+    let slot = state.stream_slots.acquire(user.id, caller.ip.as_deref())?;
+    let hold = state.revocations.hold(Credential::of(caller));
+    Ok(Lease { hold, slot })
 }
 
 /// The feed of job changes, filtered to what the caller may see.

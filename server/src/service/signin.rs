@@ -117,6 +117,7 @@ pub async fn logout(state: &AppState, caller: &Caller) -> Result<String, AppErro
         sessions::delete(&state.db, id)
             .await
             .map_err(|e| db_error(e, "ending a session"))?;
+        state.revocations.check_now();
     }
     audit::insert(
         &state.db,

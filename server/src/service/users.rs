@@ -1,5 +1,8 @@
 //! Users and tokens for a signed-in caller: the policy decides, then
 //! [`super::accounts`] does the work with the caller as the audit's actor.
+//! A change that revokes a credential (a disabled user, a password changed
+//! or reset, a revoked token) asks `auth::revocation` to check at once, so
+//! what that credential holds open here ends without waiting for its tick.
 
 use app::backend::Caller;
 use app::error::AppError;
@@ -33,7 +36,9 @@ pub async fn change_own_password(
         new,
         caller.session.as_deref(),
     )
-    .await
+    .await?;
+    state.revocations.check_now();
+    Ok(())
 }
 
 /// Every user (admins).
@@ -73,7 +78,9 @@ pub async fn set_disabled(
     disabled: bool,
 ) -> Result<UserInfo, AppError> {
     policy::require_admin(caller)?;
-    accounts::set_disabled(&state.db, actor(caller)?, &username, disabled).await
+    let user = accounts::set_disabled(&state.db, actor(caller)?, &username, disabled).await?;
+    state.revocations.check_now();
+    Ok(user)
 }
 
 /// Sets another user's password (admins); their sessions end.
@@ -84,7 +91,9 @@ pub async fn reset_password(
     password: String,
 ) -> Result<(), AppError> {
     policy::require_admin(caller)?;
-    accounts::set_password(&state.db, actor(caller)?, &username, password, None).await
+    accounts::set_password(&state.db, actor(caller)?, &username, password, None).await?;
+    state.revocations.check_now();
+    Ok(())
 }
 
 /// The caller's tokens, or everyone's (`all`, admins).
@@ -132,5 +141,7 @@ pub async fn revoke_token(
         // N.B.: someone else's token is reported as missing, not forbidden.
         return Err(AppError::NotFound(format!("no token {id}")));
     }
-    accounts::revoke_token(&state.db, actor(caller)?, id).await
+    let token = accounts::revoke_token(&state.db, actor(caller)?, id).await?;
+    state.revocations.check_now();
+    Ok(token)
 }

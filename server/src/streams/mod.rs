@@ -2,9 +2,15 @@
 //! (`/api/jobs/{id}/events`) and the feed of job changes (`/api/events`).
 //! Both are written as plain chunked bodies of pre-encoded events, so a
 //! batch of lines is one write per subscriber.
+//!
+//! Every stream runs under a [`Lease`]: its place in the per-user and
+//! per-address counts ([`limits`]) and a hold on the credential that opened
+//! it (`auth::revocation`). When that credential is revoked the stream
+//! sends `revoked` (with the reason) and ends ([`leased_response`]).
 
 pub mod feed;
 pub mod job;
+pub mod limits;
 pub mod sse;
 
 use std::sync::Arc;
@@ -18,6 +24,9 @@ use sea_orm::DatabaseConnection;
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
+use app::model::event::Revoked;
+
+use crate::auth::revocation::Hold;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
@@ -67,4 +76,41 @@ where
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// What keeps a stream allowed: its slot in the stream limits and its hold
+/// on the caller's credential. Dropped with the stream.
+pub struct Lease {
+    pub hold: Hold,
+    pub slot: limits::Slot,
+}
+
+/// [`response`] for a stream under `lease`: when the lease's credential is
+/// revoked, the stream sends a last `revoked` event with the reason and
+/// ends, whatever it was waiting for.
+pub fn leased_response<S, F, Fut>(source: S, lease: Lease, next: F) -> Response
+where
+    S: Send + 'static,
+    F: Fn(S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<(Bytes, S)>> + Send + 'static,
+{
+    let next = Arc::new(next);
+    response(
+        (Some(source), lease),
+        move |(source, mut lease): (Option<S>, Lease)| {
+            let next = next.clone();
+            async move {
+                let source = source?;
+                let chunk = next(source);
+                tokio::select! {
+                    biased;
+                    reason = lease.hold.revoked() => {
+                        let event = Revoked { reason: reason.to_string() };
+                        Some((sse::event_json(Revoked::NAME, &event.data()), (None, lease)))
+                    }
+                    chunk = chunk => chunk.map(|(bytes, s)| (bytes, (Some(s), lease))),
+                }
+            }
+        },
+    )
 }

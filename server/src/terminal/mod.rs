@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
 
+use crate::auth::revocation::{Credential, Hold};
 use crate::config::{Target, TargetAccess, TerminalConfig};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
@@ -169,13 +170,14 @@ pub async fn open(
     if resumed {
         let _ = session.resize(cols, rows);
     }
+    let credential = s.revocations.hold(Credential::of(&c));
     let limits = InputLimits {
         max_frame_bytes: s.config.terminal.max_frame_bytes,
         max_frames_per_second: s.config.terminal.max_frames_per_second,
         refusals: s.metrics.refusals().clone(),
     };
     Ok(upgrade
-        .on_upgrade(move |socket| serve(socket, session, resumed, limits))
+        .on_upgrade(move |socket| serve(socket, session, resumed, credential, limits))
         .into_response())
 }
 
@@ -226,6 +228,7 @@ async fn start(
         None => Shell::Local {
             argv: argv.clone(),
             env: Environment::for_terminal(&s.config.jobs.base_env, None),
+            user: target.run_as.clone(),
         },
     };
     let spec = Spec {
@@ -376,8 +379,14 @@ async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> bool {
 }
 
 /// One WebSocket attached to a session, until either ends.
-async fn serve(mut socket: WebSocket, session: Arc<Session>, resumed: bool, limits: InputLimits) {
-    let mut att = session.attach();
+async fn serve(
+    mut socket: WebSocket,
+    session: Arc<Session>,
+    resumed: bool,
+    credential: Hold,
+    limits: InputLimits,
+) {
+    let mut att = session.attach(credential);
     let mut rate = limits::InputRate::new(limits.max_frames_per_second, std::time::Instant::now());
     let hello = ServerFrame::Session {
         id: session.id.clone(),
@@ -503,6 +512,7 @@ mod tests {
             terminal: true,
             terminal_roles: vec![],
             shell,
+            run_as: None,
         }
     }
 

@@ -22,6 +22,7 @@ use super::record::Recorder;
 use super::shell::Pty;
 use super::text::Ring;
 use crate::agents::terminal::Relay;
+use crate::auth::revocation::Hold;
 use crate::proc::{Child, Environment};
 use crate::sync::Locked;
 
@@ -59,8 +60,13 @@ pub struct Spec {
 
 /// Where a session's shell runs.
 pub enum Shell {
-    /// Here, on a PTY: `argv` with exactly the environment `env`.
-    Local { argv: Vec<String>, env: Environment },
+    /// Here, on a PTY: `argv` with exactly the environment `env`, as
+    /// `user` (else the server's own user).
+    Local {
+        argv: Vec<String>,
+        env: Environment,
+        user: Option<crate::proc::RunAs>,
+    },
     /// On an agent's host, relayed over the agent's socket for it.
     Relayed(Relay),
 }
@@ -99,6 +105,10 @@ struct State {
     last_input: Instant,
     recorder: Option<Recorder>,
     closing: Option<String>,
+    /// The credential of the socket attached last: when it is revoked
+    /// (signed out, disabled, token revoked) the session ends, attached
+    /// or in its grace.
+    credential: Hold,
 }
 
 /// A socket's hold on a session.
@@ -140,8 +150,8 @@ impl Terminals {
         F: FnOnce(Arc<Session>, Ending) + Send + 'static,
     {
         let (io, child) = match spec.shell {
-            Shell::Local { argv, env } => {
-                let (pty, child) = Pty::start(&argv, &env, spec.cols, spec.rows)?;
+            Shell::Local { argv, env, user } => {
+                let (pty, child) = Pty::start_as(&argv, &env, user.as_ref(), spec.cols, spec.rows)?;
                 (Io::Local(pty), Some(child))
             }
             Shell::Relayed(relay) => (Io::Relayed(relay), None),
@@ -160,6 +170,7 @@ impl Terminals {
                 last_input: Instant::now(),
                 recorder: spec.recorder,
                 closing: None,
+                credential: Hold::none(),
             }),
             ended: CancellationToken::new(),
             started: Instant::now(),
@@ -182,10 +193,12 @@ impl Session {
         self.state.locked()
     }
 
-    /// Attaches a socket, detaching any other one (whose channel closes).
-    pub fn attach(&self) -> Attachment {
+    /// Attaches a socket opened with `credential`, detaching any other one
+    /// (whose channel closes); the session now depends on that credential.
+    pub fn attach(&self, credential: Hold) -> Attachment {
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut st = self.state();
+        st.credential = credential;
         let id = st.next_attach;
         st.next_attach += 1;
         st.attached = Some((id, tx));
@@ -257,7 +270,9 @@ impl Session {
     }
 
     /// Ends the session when its browser stayed away longer than `grace`,
-    /// when no input came for `idle` (zero: never), or at shutdown.
+    /// when no input came for `idle` (zero: never), when the credential it
+    /// was attached with is revoked (checked each tick, at most 1 s apart:
+    /// a look at a shared flag, no database read), or at shutdown.
     pub async fn watch(
         self: Arc<Self>,
         grace: Duration,
@@ -274,10 +289,18 @@ impl Session {
                 }
                 _ = tokio::time::sleep(tick) => {}
             }
-            let (away, quiet) = {
+            let (away, quiet, revoked) = {
                 let st = self.state();
-                (st.detached_at.map(|t| t.elapsed()), st.last_input.elapsed())
+                (
+                    st.detached_at.map(|t| t.elapsed()),
+                    st.last_input.elapsed(),
+                    st.credential.reason(),
+                )
             };
+            if let Some(reason) = revoked {
+                self.terminate(&reason, Duration::from_secs(2));
+                return;
+            }
             if away.is_some_and(|a| a >= grace) {
                 self.terminate(
                     "nobody came back within the grace period",

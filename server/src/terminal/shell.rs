@@ -42,8 +42,23 @@ impl Pty {
         cols: u16,
         rows: u16,
     ) -> std::io::Result<(Pty, Child)> {
-        let home = env.get("HOME").map(Path::new).filter(|h| h.is_dir());
-        let (master, child) = pty::spawn(argv, env, home, cols, rows)?;
+        Pty::start_as(argv, env, None, cols, rows)
+    }
+
+    /// [`Pty::start`] as `user` (a target's `user =`): in that user's home,
+    /// with its `HOME`; `None` is the server's own user.
+    pub fn start_as(
+        argv: &[String],
+        env: &Environment,
+        user: Option<&crate::proc::RunAs>,
+        cols: u16,
+        rows: u16,
+    ) -> std::io::Result<(Pty, Child)> {
+        let home = match user {
+            Some(_) => None,
+            None => env.get("HOME").map(Path::new).filter(|h| h.is_dir()),
+        };
+        let (master, child) = pty::spawn(argv, env, home, user, cols, rows)?;
         let pgid = child.id();
         Ok((Pty { master, pgid }, child))
     }

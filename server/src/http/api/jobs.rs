@@ -172,16 +172,22 @@ async fn events(
         })?),
         None => None,
     };
+    let lease = service::lease(&s, &c)?;
     let stream = service::stream(&s, &c, job_id(&id)?, q.after, last_event_id).await?;
-    Ok(crate::streams::response(stream, |mut st| async move {
-        st.next_chunk().await.map(|b| (b, st))
-    }))
+    Ok(crate::streams::leased_response(
+        stream,
+        lease,
+        |mut st| async move { st.next_chunk().await.map(|b| (b, st)) },
+    ))
 }
 
 /// `GET /api/events`: the feed of job changes the caller may see.
 async fn feed(State(s): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Response> {
+    let lease = service::lease(&s, &c)?;
     let stream = service::feed(&s, &c)?;
-    Ok(crate::streams::response(stream, |mut st| async move {
-        st.next_chunk().await.map(|b| (b, st))
-    }))
+    Ok(crate::streams::leased_response(
+        stream,
+        lease,
+        |mut st| async move { st.next_chunk().await.map(|b| (b, st)) },
+    ))
 }

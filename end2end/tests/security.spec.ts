@@ -146,3 +146,25 @@ test.describe('an inline script that got into a page anyway', () => {
     cspViolations.length = 0;
   });
 });
+
+test('signing out in another tab stops the live pages and the console, and each says why', async ({ page, context, baseURL }) => {
+  await signIn(page, 'alice');
+  await gotoHydrated(page, '/');
+  const table = page.locator('.table-wrap').first();
+  await expect(table).toHaveAttribute('data-feed', 'live', { timeout: 15_000 });
+  const consolePage = await context.newPage();
+  await consolePage.goto('/targets/web-1/console');
+  await expect(consolePage.locator('[data-status="connected"]')).toBeVisible({ timeout: 15_000 });
+
+  // Another tab of the same browser signs out (the same session).
+  const res = await context.request.post('/api/auth/logout', { headers: { origin: baseURL! } });
+  expect(res.status()).toBe(204);
+
+  await expect(table).toHaveAttribute('data-feed', 'signed-out', { timeout: 5_000 });
+  await expect(page.getByRole('alert')).toContainText('Live updates stopped: signed out');
+  await expect(page.getByRole('link', { name: 'Sign in again' })).toBeVisible();
+  await expect(consolePage.locator('[data-status="ended"]')).toContainText('Session closed: signed out', {
+    timeout: 5_000,
+  });
+  await consolePage.close();
+});

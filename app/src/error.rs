@@ -38,6 +38,10 @@ pub enum AppError {
     /// Too many attempts (429).
     #[error("too many failed attempts: try again in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
+    /// Over a limit on what one caller may hold open at once (429); the
+    /// message names the limit and its setting.
+    #[error("{0}")]
+    LimitReached(String),
     /// A dependency (the database) is down (503).
     #[error("{0}")]
     Unavailable(String),
@@ -85,7 +89,7 @@ impl AppError {
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
             AppError::TooLarge(_) => 413,
-            AppError::TooManyRequests { .. } => 429,
+            AppError::TooManyRequests { .. } | AppError::LimitReached(_) => 429,
             AppError::Unavailable(_) => 503,
             AppError::Internal | AppError::Transport(_) => 500,
         }

@@ -26,14 +26,17 @@ pub enum Limit {
     TerminalFrameRate,
     /// A sign-in refused after too many failures (429).
     LoginAttempts,
+    /// An agent connection past `[agents].max_connections_per_token` (429).
+    AgentConnections,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 4] = [
+    pub const ALL: [Limit; 5] = [
         Limit::RequestBody,
         Limit::TerminalFrameSize,
         Limit::TerminalFrameRate,
         Limit::LoginAttempts,
+        Limit::AgentConnections,
     ];
 
     /// The `limit` label.
@@ -43,6 +46,7 @@ impl Limit {
             Limit::TerminalFrameSize => "terminal_frame_size",
             Limit::TerminalFrameRate => "terminal_frame_rate",
             Limit::LoginAttempts => "login_attempts",
+            Limit::AgentConnections => "agent_connections",
         }
     }
 }

@@ -38,10 +38,10 @@ pub enum AppError {
     /// Too many attempts (429).
     #[error("too many failed attempts: try again in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
-    /// Too many of something held open at once (429); the message says the
-    /// limit and what to do.
+    /// Over a limit on what one caller may hold open at once (429); the
+    /// message names the limit and its setting.
     #[error("{0}")]
-    TooMany(String),
+    LimitReached(String),
     /// A dependency (the database) is down (503).
     #[error("{0}")]
     Unavailable(String),
@@ -89,7 +89,7 @@ impl AppError {
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
             AppError::TooLarge(_) => 413,
-            AppError::TooManyRequests { .. } | AppError::TooMany(_) => 429,
+            AppError::TooManyRequests { .. } | AppError::LimitReached(_) => 429,
             AppError::Unavailable(_) => 503,
             AppError::Internal | AppError::Transport(_) => 500,
         }
@@ -137,7 +137,7 @@ mod tests {
             AppError::TooManyRequests {
                 retry_after_secs: 5,
             },
-            AppError::TooMany("streams".into()),
+            AppError::LimitReached("streams".into()),
             AppError::Unavailable("db".into()),
             AppError::Internal,
             AppError::Transport("offline".into()),

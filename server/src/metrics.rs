@@ -30,16 +30,19 @@ pub enum Limit {
     StreamsPerUser,
     /// An event stream past `[server].max_streams_per_address` (429).
     StreamsPerAddress,
+    /// An agent connection past `[agents].max_connections_per_token` (429).
+    AgentConnections,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 6] = [
+    pub const ALL: [Limit; 7] = [
         Limit::RequestBody,
         Limit::TerminalFrameSize,
         Limit::TerminalFrameRate,
         Limit::LoginAttempts,
         Limit::StreamsPerUser,
         Limit::StreamsPerAddress,
+        Limit::AgentConnections,
     ];
 
     /// The `limit` label.
@@ -51,6 +54,7 @@ impl Limit {
             Limit::LoginAttempts => "login_attempts",
             Limit::StreamsPerUser => "streams_per_user",
             Limit::StreamsPerAddress => "streams_per_address",
+            Limit::AgentConnections => "agent_connections",
         }
     }
 }

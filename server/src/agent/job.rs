@@ -209,16 +209,24 @@ fn accept(agent: &Agent, job: &Job, log: &mut CappedLog, out: Out) -> bool {
 /// A job the server sent that this agent will not run: it ends at once,
 /// failed, with a line saying why.
 pub fn refuse(agent: &Agent, job: &Job, after_seq: i64, why: String) {
-    let mut log = CappedLog::new(after_seq, u64::MAX, 1);
-    log.push(LogStream::System, why.clone(), logs::now_millis());
-    job.spool(agent, log.flush(true));
+    fail(agent, job, after_seq, 0, why.clone(), why);
+}
+
+/// Ends `job` failed with `error`, after its last `system` line `line`
+/// (numbered after `last_seq`; `stored` is what its log already holds).
+fn fail(agent: &Agent, job: &Job, last_seq: i64, stored: i64, line: String, error: String) {
+    let mut log = CappedLog::new(last_seq, u64::MAX, 1);
+    log.push(LogStream::System, line, logs::now_millis());
+    let mut flush = log.flush(true);
+    flush.stored_bytes += stored;
+    job.spool(agent, flush);
     end(
         agent,
         job,
         Ended {
             state: JobState::Failed,
             exit_code: None,
-            error: Some(why),
+            error: Some(error),
             warnings: false,
         },
     );
@@ -242,19 +250,12 @@ pub fn interrupted(agent: &Agent, job: &Job) {
     };
     tracing::warn!(job = job.id, killed, "{line}");
     let stored = job.spool.locked().stored_bytes();
-    let mut log = CappedLog::new(last_seq, u64::MAX, 1);
-    log.push(LogStream::System, line, logs::now_millis());
-    let mut flush = log.flush(true);
-    flush.stored_bytes += stored;
-    job.spool(agent, flush);
-    end(
+    fail(
         agent,
         job,
-        Ended {
-            state: JobState::Failed,
-            exit_code: None,
-            error: Some("interrupted: agent restarted".into()),
-            warnings: false,
-        },
+        last_seq,
+        stored,
+        line,
+        "interrupted: agent restarted".into(),
     );
 }

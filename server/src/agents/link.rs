@@ -47,7 +47,7 @@ use crate::engine::progress;
 use crate::engine::transition::Transition;
 use crate::http::error::ApiError;
 use crate::hub::{Hub, LogBatch as HubBatch, Update};
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
 use crate::service::agents as service;
 use crate::state::AppState;
 use crate::sync::Locked;
@@ -69,11 +69,24 @@ pub async fn open(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let agent = service::authenticate(&s, &headers).await?;
+    let max = s.config.agents.max_connections_per_token;
+    let Some(counted) = s.agents.admit(&agent.name, max) else {
+        s.metrics.refusals().count(Limit::AgentConnections);
+        tracing::warn!(agent = %agent.name, max, "agent connection refused: its token already holds the most connections allowed");
+        return Err(AppError::LimitReached(format!(
+            "agent `{}` already holds {max} open connections ([agents].max_connections_per_token): is its token used on two hosts?",
+            agent.name
+        ))
+        .into());
+    };
     let upgrade = upgrade
         .map_err(|e| AppError::field("upgrade", format!("connect with a WebSocket ({e})")))?;
     let ip = c.ip.clone();
     Ok(upgrade
-        .on_upgrade(move |socket| serve(s, agent, ip, socket))
+        .on_upgrade(move |socket| async move {
+            serve(s, agent, ip, socket).await;
+            drop(counted);
+        })
         .into_response())
 }
 

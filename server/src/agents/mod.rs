@@ -49,6 +49,9 @@ pub struct Agents(Arc<Inner>);
 #[derive(Default)]
 struct Inner {
     links: Mutex<HashMap<String, Link>>,
+    /// Open sockets per agent, from the upgrade on (also those not yet
+    /// past `hello`), for `[agents].max_connections_per_token`.
+    sockets: Mutex<HashMap<String, usize>>,
     next_id: AtomicU64,
     /// Woken when an agent connects (the engine then claims its jobs).
     connected: tokio::sync::Notify,
@@ -61,7 +64,41 @@ pub struct Attached {
     pub rx: mpsc::Receiver<ServerMsg>,
 }
 
+/// One open socket of an agent, counted until dropped.
+pub struct Socket {
+    agents: Agents,
+    name: String,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let mut sockets = self.agents.0.sockets.locked();
+        if let Some(n) = sockets.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                sockets.remove(&self.name);
+            }
+        }
+    }
+}
+
 impl Agents {
+    /// Counts a new socket of `name`, or `None` when it already holds
+    /// `max` (a copied token dialling in a loop, say). The default of 2
+    /// lets an agent reconnect while its old half-open socket is closing.
+    pub fn admit(&self, name: &str, max: usize) -> Option<Socket> {
+        let mut sockets = self.0.sockets.locked();
+        let n = sockets.entry(name.to_string()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Socket {
+            agents: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
     /// Registers `name`'s new connection. An older connection of the same
     /// agent (a half-open socket the agent already gave up on) is closed:
     /// the newest wins.
@@ -227,6 +264,17 @@ mod tests {
             version: "1".into(),
             connected_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn sockets_past_the_limit_are_refused_until_one_closes() {
+        let agents = Agents::default();
+        let a = agents.admit("edge", 2).expect("first");
+        let _b = agents.admit("edge", 2).expect("second");
+        assert!(agents.admit("edge", 2).is_none());
+        assert!(agents.admit("other", 2).is_some(), "per agent, not global");
+        drop(a);
+        assert!(agents.admit("edge", 2).is_some());
     }
 
     #[test]

@@ -328,9 +328,25 @@ async fn transition(state: &AppState, t: Transition) -> Result<Option<JobRow>, A
 async fn cancel_running(state: &AppState, id: i64, by: Actor) -> Result<Option<JobRow>, AppError> {
     let name = by.name.clone();
     let row = transition(state, Transition::cancel_running(&state.hub, id, by)).await?;
-    if row.is_some() {
+    match row
+        .as_ref()
+        .and_then(|r| r.agent.as_deref().map(|a| (a, r.dispatch)))
+    {
+        // On an agent: pushed now if it is connected here; otherwise it
+        // hears it in the answer to its next `hello` (`agents::link`).
+        Some((agent, dispatch)) => {
+            let cancel = app::model::agent::ServerMsg::Cancel {
+                job_id: id,
+                dispatch,
+                by: name,
+            };
+            state.agents.send(agent, cancel);
+        }
         // Here, the runner hears it now; elsewhere, its replica polls.
-        state.engine.stop_job(id, StopReason::Cancel { by: name });
+        None if row.is_some() => {
+            state.engine.stop_job(id, StopReason::Cancel { by: name });
+        }
+        None => {}
     }
     Ok(row)
 }

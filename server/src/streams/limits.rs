@@ -64,7 +64,7 @@ impl StreamSlots {
         if of_user >= inner.per_user {
             drop(open);
             inner.refusals.count(Limit::StreamsPerUser);
-            return Err(AppError::TooMany(format!(
+            return Err(AppError::LimitReached(format!(
                 "you have {of_user} live streams open, the most one user may (server.max_streams_per_user): close some tabs or scripts that follow jobs, then try again"
             )));
         }
@@ -72,7 +72,7 @@ impl StreamSlots {
         if of_address >= inner.per_address {
             drop(open);
             inner.refusals.count(Limit::StreamsPerAddress);
-            return Err(AppError::TooMany(format!(
+            return Err(AppError::LimitReached(format!(
                 "{of_address} live streams are open from your address, the most one address may (server.max_streams_per_address): close some, then try again"
             )));
         }

@@ -370,7 +370,8 @@ fn a_server_killed_mid_job_and_restarted_finds_the_job_going_on_on_its_agent() {
 async fn an_agent_killed_mid_job_and_restarted_ends_it_interrupted_with_every_spooled_line_and_no_process_left(
 ) {
     let f = Fleet::start().await;
-    let (mut agent, token) = f.agent("a1", &f.e.app.url(""), &[]).await;
+    let proxy = DroppingProxy::start("127.0.0.1:0", f.e.app.addr).await;
+    let (mut agent, token) = f.agent("a1", &proxy.url(), &[]).await;
     wait_agent_online(&f.e.admin, "a1", 20).await;
     let id =
         f.e.alice
@@ -379,6 +380,10 @@ async fn an_agent_killed_mid_job_and_restarted_ends_it_interrupted_with_every_sp
     f.e.alice
         .wait_job(id, 20, |j| j["last_seq"].as_i64() >= Some(3000))
         .await;
+    // Cut off, the agent spools what the job prints; then it is killed
+    // with those lines unsent.
+    proxy.block(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
     // What the killed agent had spooled: every batch must reach the log.
@@ -584,6 +589,40 @@ async fn forged_jobs_old_dispatches_unknown_protocols_and_revoked_tokens_are_ref
         audited.len() >= 2 && audited.iter().all(|a| a["actor"] == "agent:a2"),
         "{audited:?}"
     );
+
+    // A token holds two sockets at most (a reconnect while its old socket
+    // closes), not three: refused with 429 before any upgrade, counted.
+    let twin = raw_agent(&f.e.app, &a2_token).await;
+    let third = |token: String| {
+        let app = f.e.app.client.clone();
+        let url = f.e.app.url("/api/agent");
+        async move { app.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let res = third(a2_token.clone()).await;
+    assert_eq!(res.status(), 429);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("max_connections_per_token"), "{body}");
+    let metrics =
+        f.e.app
+            .client
+            .get(f.e.app.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("opsdeck_limit_refusals_total{limit=\"agent_connections\"} 1\n"),
+        "{metrics}"
+    );
+    drop(twin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while third(a2_token.clone()).await.status() == 429 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed socket still counts"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A protocol the server does not speak.
     let mut old = raw_agent(&f.e.app, &a2_token).await;

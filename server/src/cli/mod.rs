@@ -79,6 +79,12 @@ pub enum Command {
     Cancel { id: i64 },
     /// Print a job's log; --follow keeps printing until it ends.
     Logs(client::LogsArgs),
+    /// Copy the SQLite database to FILE, consistently, while the server
+    /// runs (PostgreSQL: use pg_dump).
+    Backup {
+        /// The copy to write; it must not exist yet.
+        file: PathBuf,
+    },
     /// Write OUT: this executable carrying the built site in SITE (for
     /// `make dist`; the release binary then needs no site on disk).
     #[command(hide = true)]
@@ -127,6 +133,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Serve(args) => with_config(&cli, |config| serve(config, args)),
+        Command::Backup { file } => with_config(&cli, |config| backup(&config, &file)),
         Command::EmbedSite { site, out } => embed_site(&site, &out),
         Command::User(cmd) => with_config(&cli, |config| {
             with_database(&config, |db| Box::pin(accounts::user(db, cmd)))
@@ -200,6 +207,31 @@ fn with_database(
             }
         }
     })
+}
+
+fn backup(config: &Config, file: &std::path::Path) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("opsdeck: cannot start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    let url = &config.server.database_url;
+    match runtime.block_on(crate::db::backup::backup(url, file)) {
+        Ok(bytes) => {
+            println!(
+                "backed up {} to {} ({bytes} bytes)",
+                crate::db::redact(url),
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("opsdeck: backup: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn embed_site(site: &std::path::Path, out: &std::path::Path) -> ExitCode {

@@ -11,6 +11,7 @@ mod engine;
 mod foundation;
 mod hardening;
 mod lifecycle;
+mod ship;
 mod streams;
 mod support;
 mod terminal;

@@ -18,11 +18,12 @@ WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 E2E_DB_DIR := target/e2e
 
-.PHONY: help setup toolchain npm chromium build run test check fmt clippy cargo-test pg-clean e2e bench clean-e2e fuzz fuzz-setup
+.PHONY: help setup toolchain npm chromium build run test check fmt clippy cargo-test pg-clean e2e bench clean-e2e fuzz fuzz-setup dist dist-pack dist-test
 
 help:
 	@echo "make run    build and start opsdeck on http://127.0.0.1:3000 (demo configuration, SQLite under data/)"
 	@echo "make test   run every check and test (fmt, clippy, cargo tests, Playwright in Chromium)"
+	@echo "make dist   build the release tarball dist/opsdeck-VERSION-x86_64-linux.tar.gz (docs/install.md)"
 	@echo "make bench  run the benchmarks (results in docs/benchmarks.md)"
 	@echo "make fuzz   run each fuzz target for FUZZ_SECONDS (60) seconds (docs/fuzzing.md)"
 
@@ -69,7 +70,7 @@ run: setup
 
 # ---- tests --------------------------------------------------------------------
 
-test: setup check cargo-test e2e
+test: setup check cargo-test e2e dist-test
 
 check: fmt clippy
 
@@ -114,6 +115,24 @@ e2e: clean-e2e
 	  echo; echo "== Playwright failed; the failing tests (whole output: $(E2E_LOG)) =="; \
 	  sed -n '/^  [0-9]*) \[chromium\]/,/^  [0-9]* passed/p' $(E2E_LOG) | grep -v '^ *at \|^$$' | head -60; \
 	  exit 1; }
+
+# ---- release ------------------------------------------------------------------
+
+# The tarball: the release binary carrying its site (server/src/site),
+# the demo configuration, the systemd units, INSTALL (packaging/).
+dist: setup
+	cargo leptos build --release
+	@$(MAKE) --no-print-directory dist-pack
+
+# Packs the release build that is there, without building: in `make test`,
+# the one `make e2e` just built.
+dist-pack:
+	packaging/dist.sh
+
+# Unpacks the tarball and starts it elsewhere; Chromium checks it
+# (packaging/test-dist.sh, end2end/dist/).
+dist-test: dist-pack
+	packaging/test-dist.sh
 
 bench: setup
 	./bench/run.sh

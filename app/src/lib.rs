@@ -23,19 +23,43 @@ pub mod tokens;
 pub mod backend;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
 /// Bare module names that wasm-bindgen emits for the npm front-end packages,
-/// mapped to `/xterm-lazy.mjs`, a shim that loads opsdeck's own copies under
-/// `/vendor/xterm` (installed from npm at build time; never a CDN) only when
-/// the console page asks. It must precede the hydration scripts.
-pub const IMPORT_MAP: &str =
-    r#"{"imports":{"xterm":"/xterm-lazy.mjs","xterm-addon-fit":"/xterm-lazy.mjs"}}"#;
+/// mapped to `/xterm-lazy.mjs` (at `shim`, its content-hashed URL), a shim
+/// that loads opsdeck's own copies under `/vendor/xterm` (installed from npm
+/// at build time; never a CDN) only when the console page asks. It must
+/// precede the hydration scripts.
+pub fn import_map(shim: &str) -> String {
+    format!(r#"{{"imports":{{"xterm":"{shim}","xterm-addon-fit":"{shim}"}}}}"#)
+}
+
+/// The content-hashed URLs of the site's files, by their plain path
+/// (`/favicon.ico` → `/favicon.3f9a….ico`), provided by the server for the
+/// shell's links. A path it does not know stays as it is.
+#[derive(Clone, Debug, Default)]
+pub struct AssetUrls(pub std::sync::Arc<std::collections::HashMap<String, String>>);
+
+impl AssetUrls {
+    pub fn url(&self, path: &str) -> String {
+        self.0
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| path.to_string())
+    }
+}
 
 /// The HTML document around the app, rendered on the server.
+///
+/// N.B.: the stylesheet is linked here, not with `<Stylesheet>` in [`App`]:
+/// its name carries the build's hash (`options.output_name`, the same as the
+/// JS and wasm `<HydrationScripts>` loads), which only the server knows.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let assets = use_context::<AssetUrls>().unwrap_or_default();
+    let css = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
+    let import_map = import_map(&assets.url("/xterm-lazy.mjs"));
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -43,11 +67,12 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
-                <link rel="icon" href="/favicon.ico" sizes="32x32" />
-                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <link rel="icon" href=assets.url("/favicon.ico") sizes="32x32" />
+                <link rel="icon" href=assets.url("/favicon.svg") type="image/svg+xml" />
+                <link rel="stylesheet" id="leptos" href=css />
                 // N.B.: an inline script: it runs only with the response's CSP
                 // nonce (server/src/http/security.rs).
-                <script type="importmap" nonce=leptos::nonce::use_nonce() inner_html=IMPORT_MAP></script>
+                <script type="importmap" nonce=leptos::nonce::use_nonce() inner_html=import_map></script>
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
@@ -73,7 +98,6 @@ pub fn App() -> impl IntoView {
     jobs::live::Feed::provide();
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/opsdeck.css" />
         <Title formatter=|page: String| {
             if page.is_empty() { "opsdeck".to_string() } else { format!("{page} · opsdeck") }
         } />

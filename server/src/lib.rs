@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod proc;
 pub mod service;
+pub mod site;
 pub mod startup;
 pub mod state;
 pub mod streams;

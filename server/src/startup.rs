@@ -14,6 +14,7 @@ use crate::db::{self, DbSetupError};
 use crate::engine::{Engine, Sink};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::site::{Site, SiteError, SiteSource};
 use crate::state::{AppState, Inner};
 
 /// Why the server could not start. Each says what to do.
@@ -21,6 +22,8 @@ use crate::state::{AppState, Inner};
 pub enum StartError {
     #[error(transparent)]
     Database(#[from] DbSetupError),
+    #[error(transparent)]
+    Site(#[from] SiteError),
     #[error("cannot listen on {addr}: the address is already in use; stop the other process or choose another address with [server].addr or --addr")]
     AddrInUse { addr: SocketAddr },
     #[error(
@@ -30,6 +33,37 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// The site to serve: the `site_root` directory if one is set, else the
+/// one this executable carries, else `target/site` of a checkout (a
+/// server started by plain `cargo run`), else none.
+async fn load_site(site_root: Option<std::path::PathBuf>) -> Result<Site, SiteError> {
+    let source = match site_root {
+        Some(dir) => SiteSource::Dir(dir),
+        None if crate::site::archive::has_own() => SiteSource::Embedded,
+        None if std::path::Path::new("target/site/pkg").is_dir() => {
+            SiteSource::Dir("target/site".into())
+        }
+        None => SiteSource::None,
+    };
+    let started = std::time::Instant::now();
+    let site = tokio::task::spawn_blocking(move || Site::load(&source))
+        .await
+        .map_err(|e| SiteError::Embedded(format!("loading the site: {e}")))??;
+    match site.source() {
+        Some(SiteSource::None) | None => tracing::warn!(
+            "this executable carries no site and no [server].site_root is set: \
+             pages render without styles and never hydrate (build a release with `make dist`)"
+        ),
+        Some(source) => tracing::info!(
+            ?source,
+            files = site.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "serving the site from memory"
+        ),
+    }
+    Ok(site)
 }
 
 /// A server that is ready to serve: database open, port bound.
@@ -73,9 +107,10 @@ impl Server {
         })?;
         let reader = db::connect_reader(&config.server.database_url, &db).await?;
         crate::auth::password::warm_up();
+        let site = load_site(config.server.site_root.clone()).await?;
         let leptos = LeptosOptions::builder()
-            .output_name("opsdeck")
-            .site_root(config.server.site_root.to_string_lossy().to_string())
+            // The hashed name of the site's JS, wasm and CSS (crate::site).
+            .output_name(site.output_name())
             .site_pkg_dir("pkg")
             .site_addr(local)
             .build();
@@ -105,6 +140,7 @@ impl Server {
             db,
             reader,
             leptos,
+            site: Arc::new(site),
             shutdown,
             engine,
             hub: sink.hub,

@@ -35,8 +35,10 @@ pub struct Inner {
     /// The engine's writes and every job transition, committed in groups on
     /// `db` (`db::commit`).
     pub committer: Committer,
-    /// Where the built front-end lives and how it is named.
+    /// How the built front-end is named (its hashed `output_name`).
     pub leptos: LeptosOptions,
+    /// The built front-end's files, served from memory.
+    pub site: Arc<crate::site::Site>,
     /// Cancelled when the server shuts down: long-lived streams and
     /// background tasks watch it and end.
     pub shutdown: CancellationToken,

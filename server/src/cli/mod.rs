@@ -14,10 +14,19 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError};
 use crate::startup::{cancel_on_signals, Server};
 
+/// `opsdeck --version`: the release and the commit it was built from
+/// (`unknown` when built outside a git checkout; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OPSDECK_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "opsdeck",
-    version,
+    version = VERSION,
     about = "A self-hosted operations console: run named, parameterised jobs on your hosts from a browser.",
     after_help = "Without a subcommand, opsdeck serves. Without --config, it uses the built-in demo configuration."
 )]
@@ -70,6 +79,23 @@ pub enum Command {
     Cancel { id: i64 },
     /// Print a job's log; --follow keeps printing until it ends.
     Logs(client::LogsArgs),
+    /// Copy the SQLite database to FILE, consistently, while the server
+    /// runs (PostgreSQL: use pg_dump).
+    Backup {
+        /// The copy to write; it must not exist yet.
+        file: PathBuf,
+    },
+    /// Write OUT: this executable carrying the built site in SITE (for
+    /// `make dist`; the release binary then needs no site on disk).
+    #[command(hide = true)]
+    EmbedSite {
+        /// cargo-leptos' site directory (target/site).
+        #[arg(long, value_name = "SITE")]
+        site: PathBuf,
+        /// The executable to write.
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -78,7 +104,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<SocketAddr>,
 
-    /// The built front-end, instead of [server].site_root (cargo-leptos sets it).
+    /// A built front-end directory to serve instead of the one this
+    /// executable carries, like [server].site_root (cargo-leptos sets it).
     #[arg(long, env = "LEPTOS_SITE_ROOT", value_name = "DIR", hide = true)]
     site_root: Option<PathBuf>,
 }
@@ -106,6 +133,8 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Serve(args) => with_config(&cli, |config| serve(config, args)),
+        Command::Backup { file } => with_config(&cli, |config| backup(&config, &file)),
+        Command::EmbedSite { site, out } => embed_site(&site, &out),
         Command::User(cmd) => with_config(&cli, |config| {
             with_database(&config, |db| Box::pin(accounts::user(db, cmd)))
         }),
@@ -180,12 +209,57 @@ fn with_database(
     })
 }
 
+fn backup(config: &Config, file: &std::path::Path) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("opsdeck: cannot start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    let url = &config.server.database_url;
+    match runtime.block_on(crate::db::backup::backup(url, file)) {
+        Ok(bytes) => {
+            println!(
+                "backed up {} to {} ({bytes} bytes)",
+                crate::db::redact(url),
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("opsdeck: backup: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn embed_site(site: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    match crate::site::archive::pack(site, out) {
+        Ok(p) => {
+            println!(
+                "{}: {} files of {} ({} KiB; {} KiB with their gzip and brotli forms) appended",
+                out.display(),
+                p.files,
+                site.display(),
+                p.site_bytes / 1024,
+                p.archive_bytes / 1024
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("opsdeck: embed-site: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn serve(mut config: Config, args: ServeArgs) -> ExitCode {
     if let Some(addr) = args.addr {
         config.server.addr = addr;
     }
     if let Some(root) = args.site_root {
-        config.server.site_root = root;
+        config.server.site_root = Some(root);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -122,8 +122,9 @@ pub struct ServerConfig {
     /// The URL browsers use, when opsdeck sits behind a proxy: its origin is
     /// accepted for cross-site checks, and `https://` makes cookies Secure.
     pub public_url: Option<String>,
-    /// The built front-end (cargo-leptos' site root).
-    pub site_root: PathBuf,
+    /// A built front-end directory (cargo-leptos' site root) to serve
+    /// instead of the one the executable carries (development).
+    pub site_root: Option<PathBuf>,
     /// This replica's name, recorded on the jobs it runs.
     pub node: String,
     /// How long shutdown waits for in-flight requests.
@@ -644,7 +645,7 @@ impl RawConfig {
             public_url: s
                 .public_url
                 .map(|u| u.into_inner().trim_end_matches('/').to_string()),
-            site_root: s.site_root.unwrap_or_else(|| PathBuf::from("target/site")),
+            site_root: s.site_root,
             node,
             shutdown_timeout: dur(s.shutdown_timeout, 30),
             trust_forwarded_for: s.trust_forwarded_for.unwrap_or(false),

@@ -1,7 +1,8 @@
 //! The HTTP surface: one router holding the Leptos pages and server functions,
 //! the REST API, health and the static site, with the guard in front of every
 //! route. Built by [`router`] apart from `main`, so tests serve it on
-//! `127.0.0.1:0`.
+//! `127.0.0.1:0`. The site's files (JS, wasm, CSS, `public/`) are served
+//! from memory by the fallback (`crate::site`).
 
 pub mod api;
 pub mod bare;
@@ -16,7 +17,8 @@ pub mod serve;
 use std::sync::Arc;
 
 use app::backend::SharedBackend;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use leptos::prelude::provide_context;
@@ -43,6 +45,8 @@ pub fn router(state: AppState) -> Router {
     let leptos_routes = generate_route_list(app::App);
     let backend: SharedBackend = Arc::new(state.clone());
     let options = state.leptos.clone();
+    let assets = app::AssetUrls(Arc::new(state.site.urls()));
+    let page_assets = assets.clone();
     let guard_state = GuardState {
         app: state.clone(),
         table: Arc::new(route_table()),
@@ -64,15 +68,15 @@ pub fn router(state: AppState) -> Router {
             leptos_routes,
             move || {
                 provide_context(backend.clone());
+                provide_context(page_assets.clone());
                 security::provide_nonce();
             },
             move || app::shell(options.clone()),
         )
         .route_layer(axum::middleware::from_fn_with_state(guard_state, guard))
-        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
-            security::provide_nonce,
-            app::shell,
-        ))
+        .fallback(move |State(state): State<AppState>, req: Request| {
+            site_or_not_found(state, assets.clone(), req)
+        })
         // axum's extractors get the same limit (their own default is 2 MB).
         .layer(DefaultBodyLimit::max(body_limit.max))
         .layer(axum::middleware::from_fn_with_state(
@@ -89,4 +93,26 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(axum::middleware::from_fn(security::security_headers))
         .with_state(state)
+}
+
+/// Every request no route matched: a file of the site (from memory,
+/// `crate::site`), else the app's own not-found page, rendered in full
+/// before it is sent like every other page.
+async fn site_or_not_found(state: AppState, assets: app::AssetUrls, req: Request) -> Response {
+    if let Some(res) = state
+        .site
+        .respond(req.method(), req.uri().path(), req.headers())
+    {
+        return res;
+    }
+    let options = state.leptos.clone();
+    let render = leptos_axum::render_app_async_with_context(
+        move || {
+            provide_context(state.clone());
+            provide_context(assets.clone());
+            security::provide_nonce();
+        },
+        move || app::shell(options.clone()),
+    );
+    render(req).await
 }

@@ -12,6 +12,7 @@ mod foundation;
 mod hardening;
 mod lifecycle;
 mod secure;
+mod ship;
 mod streams;
 mod support;
 mod terminal;

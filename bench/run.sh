@@ -190,6 +190,9 @@ write_config() {
 addr = "127.0.0.1:$PORT"
 database_url = "sqlite://$dir/opsdeck.db"
 workers = 4
+# One load generator is thousands of viewers of one user on one address.
+max_streams_per_user = 20000
+max_streams_per_address = 20000
 
 [[targets]]
 id = "engine"

@@ -36,6 +36,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::Utc;
+use futures::FutureExt;
 use sea_orm::{DatabaseTransaction, DbErr};
 use tokio::time::Instant;
 
@@ -189,6 +190,7 @@ async fn serve(state: AppState, agent: Agent, ip: Option<String>, mut socket: We
         name: name.clone(),
         ip,
         progress_at: HashMap::new(),
+        kinds: HashMap::new(),
     };
     if send(&mut socket, &welcome).await {
         match link.reconcile(&held).await {
@@ -218,6 +220,66 @@ struct Link {
     ip: Option<String>,
     /// When each job's progress was last published.
     progress_at: HashMap<i64, Instant>,
+    /// Each job's template's progress format, read once per job.
+    kinds: HashMap<i64, ProgressKind>,
+}
+
+/// What followed a log batch on the socket, already read.
+enum Next {
+    Msg(AgentMsg),
+    Bad(String),
+    Closed,
+}
+
+/// Lines one commit takes at most when an agent's batches queue up.
+const MERGE_LINES: usize = 20_000;
+
+/// A batch that only adds lines (no deletion, cut marker or gap).
+fn plain(b: &LogBatch) -> bool {
+    b.delete.is_none() && b.marker.is_none() && b.gap.is_none()
+}
+
+/// While the server is behind a fast job, the agent's batches queue on the
+/// socket: the ones already there for the same job and dispatch join
+/// `batch`, so one commit stores them (the local log writer gets the same
+/// from group commit). Only plain batches whose lines all come after
+/// `batch`'s join; the first message that cannot join is returned, to be
+/// handled next. Nothing waits here: `None` when no message is ready.
+fn take_queued(
+    socket: &mut WebSocket,
+    job_id: i64,
+    dispatch: i64,
+    batch: &mut LogBatch,
+) -> Option<Next> {
+    if !plain(batch) {
+        return None;
+    }
+    while batch.lines.len() < MERGE_LINES {
+        // `recv` is cancel-safe: a message is either returned or left.
+        let msg = match recv(socket).now_or_never()? {
+            None => return Some(Next::Closed),
+            Some(Err(e)) => return Some(Next::Bad(e)),
+            Some(Ok(msg)) => msg,
+        };
+        match msg {
+            AgentMsg::Log {
+                job_id: j,
+                dispatch: d,
+                batch: b,
+            } if j == job_id
+                && d == dispatch
+                && plain(&b)
+                && b.last_seq >= batch.last_seq
+                && b.lines.first().is_none_or(|l| l.seq > batch.last_seq) =>
+            {
+                batch.lines.extend(b.lines);
+                batch.last_seq = b.last_seq;
+                batch.stored_bytes = b.stored_bytes;
+            }
+            other => return Some(Next::Msg(other)),
+        }
+    }
+    None
 }
 
 impl Link {
@@ -304,17 +366,31 @@ impl Link {
                 msg = recv(socket) => match msg {
                     Some(Ok(msg)) => {
                         heard = Instant::now();
-                        match self.handle(msg).await {
-                            Ok(replies) => {
-                                for reply in replies {
-                                    if !send(socket, &reply).await {
-                                        return;
+                        let mut next = Some(Next::Msg(msg));
+                        while let Some(n) = next.take() {
+                            let mut msg = match n {
+                                Next::Msg(msg) => msg,
+                                Next::Bad(e) => {
+                                    close(socket, CLOSE_PROTOCOL, &format!("not a protocol message: {e}")).await;
+                                    return;
+                                }
+                                Next::Closed => return,
+                            };
+                            if let AgentMsg::Log { job_id, dispatch, batch } = &mut msg {
+                                next = take_queued(socket, *job_id, *dispatch, batch);
+                            }
+                            match self.handle(msg).await {
+                                Ok(replies) => {
+                                    for reply in replies {
+                                        if !send(socket, &reply).await {
+                                            return;
+                                        }
                                     }
                                 }
-                            }
-                            Err(Broken(reason)) => {
-                                close(socket, CLOSE_PROTOCOL, &reason).await;
-                                return;
+                                Err(Broken(reason)) => {
+                                    close(socket, CLOSE_PROTOCOL, &reason).await;
+                                    return;
+                                }
                             }
                         }
                     }
@@ -447,10 +523,16 @@ impl Link {
         }
     }
 
-    async fn progress_kind(&self, job_id: i64) -> ProgressKind {
+    async fn progress_kind(&mut self, job_id: i64) -> ProgressKind {
+        if let Some(kind) = self.kinds.get(&job_id) {
+            return *kind;
+        }
         let row = jobs::by_id(&self.state.reader, job_id).await.ok().flatten();
-        row.and_then(|r| self.state.config.template(&r.template).map(|t| t.progress))
-            .unwrap_or_default()
+        let kind = row
+            .and_then(|r| self.state.config.template(&r.template).map(|t| t.progress))
+            .unwrap_or_default();
+        self.kinds.insert(job_id, kind);
+        kind
     }
 
     /// A job's end as the agent reports it.
@@ -492,6 +574,7 @@ impl Link {
         ));
         state.committer.commit(t.clone()).await?;
         self.progress_at.remove(&job_id);
+        self.kinds.remove(&job_id);
         if t.row().is_some() {
             state.engine.sink().metrics.job_finished(finish.state);
             state.engine.wake();

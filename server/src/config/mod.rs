@@ -61,7 +61,7 @@ pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 100;
 pub const DEFAULT_MAX_STREAMS_PER_ADDRESS: usize = 200;
 
 /// Target and template ids: `^[a-z0-9][a-z0-9_.-]{0,62}$`.
-static ID_RE: LazyLock<Regex> =
+pub(crate) static ID_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9_.-]{0,62}$").expect("valid regex"));
 /// Parameter names, usable in placeholders.
 static PARAM_RE: LazyLock<Regex> =

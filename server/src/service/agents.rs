@@ -27,18 +27,10 @@ fn new_token() -> String {
     format!("oda_{}", secret::random_secret(43))
 }
 
-/// Agent names: the same rule as target ids.
+/// Agent names: the configuration's rule for ids (a target names its
+/// agent with `agent = "NAME"`, checked by the same expression).
 fn validate_name(name: &str) -> Result<(), AppError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-    if ok {
+    if crate::config::ID_RE.is_match(name) {
         Ok(())
     } else {
         Err(AppError::field(

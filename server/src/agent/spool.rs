@@ -41,6 +41,15 @@ pub struct Meta {
     pub ended: Option<(Ended, i64)>,
 }
 
+/// The first line of a log file emptied because the server acknowledged
+/// everything: where the log stands, so a restarted agent numbers the
+/// job's next line after it (not after the dispatch's `after_seq`).
+#[derive(Serialize, Deserialize)]
+struct Position {
+    acked: i64,
+    stored_bytes: i64,
+}
+
 struct Entry {
     last_seq: i64,
     offset: u64,
@@ -132,6 +141,7 @@ impl Spool {
         let mut entries = VecDeque::new();
         let mut offset = 0u64;
         let (mut last_seq, mut stored_bytes) = (meta.after_seq, 0);
+        let mut acked = meta.after_seq;
         {
             let mut reader = BufReader::new(&mut file);
             let mut line = String::new();
@@ -141,7 +151,13 @@ impl Spool {
                 if n == 0 || !line.ends_with('\n') {
                     break;
                 }
-                match serde_json::from_str::<LogBatch>(line.trim_end()) {
+                let text = line.trim_end();
+                if let Ok(p) = serde_json::from_str::<Position>(text) {
+                    (last_seq, stored_bytes, acked) = (p.acked, p.stored_bytes, p.acked);
+                    offset += n as u64;
+                    continue;
+                }
+                match serde_json::from_str::<LogBatch>(text) {
                     Ok(b) => {
                         last_seq = b.last_seq;
                         stored_bytes = b.stored_bytes;
@@ -164,7 +180,7 @@ impl Spool {
             last_seq = last_seq.max(*seq);
         }
         Ok(Spool {
-            acked: meta.after_seq,
+            acked,
             dir,
             meta,
             file,
@@ -236,8 +252,15 @@ impl Spool {
             }
         }
         if self.entries.is_empty() {
+            let position = Position {
+                acked: self.last_seq,
+                stored_bytes: self.stored_bytes,
+            };
+            let mut line = serde_json::to_string(&position).map_err(io::Error::other)?;
+            line.push('\n');
             self.file.set_len(0)?;
             self.file.seek(SeekFrom::Start(0))?;
+            self.file.write_all(line.as_bytes())?;
         }
         Ok(())
     }
@@ -415,6 +438,19 @@ mod tests {
             .unwrap();
         spool.ack(9).unwrap();
         assert_eq!(spool.unacked_bytes(), 0);
+        drop(spool);
+
+        // Emptied by a full acknowledgement, the spool still knows where
+        // the log stands: a restarted agent numbers its next line after it.
+        let mut spool = Spool::load_all(dir.path()).unwrap().remove(0);
+        assert_eq!((spool.last_seq(), spool.acked()), (9, 9));
+        assert_eq!(spool.stored_bytes(), batch(7..=9, None).stored_bytes);
+        assert_eq!(seqs(&mut spool, 9), Vec::<i64>::new());
+        spool.append(&batch(10..=12, None)).unwrap();
+        drop(spool);
+        let mut spool = Spool::load_all(dir.path()).unwrap().remove(0);
+        assert_eq!(spool.last_seq(), 12);
+        assert_eq!(seqs(&mut spool, 9), [12]);
         spool.remove().unwrap();
         assert!(!dir.path().join("7").exists());
     }

@@ -36,7 +36,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::Utc;
-use futures::FutureExt;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use sea_orm::{DatabaseTransaction, DbErr};
 use tokio::time::Instant;
 
@@ -52,6 +53,25 @@ use crate::metrics::{Limit, Metrics};
 use crate::service::agents as service;
 use crate::state::AppState;
 use crate::sync::Locked;
+
+/// Sends the replies to a message, or closes the connection when the
+/// message broke it; whether the connection goes on.
+async fn reply(socket: &mut WebSocket, replies: Result<Vec<ServerMsg>, Broken>) -> bool {
+    match replies {
+        Ok(replies) => {
+            for reply in replies {
+                if !send(socket, &reply).await {
+                    return false;
+                }
+            }
+            true
+        }
+        Err(Broken(reason)) => {
+            close(socket, CLOSE_PROTOCOL, &reason).await;
+            false
+        }
+    }
+}
 
 /// How long a new connection may take to say hello.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
@@ -191,6 +211,7 @@ async fn serve(state: AppState, agent: Agent, ip: Option<String>, mut socket: We
         ip,
         progress_at: HashMap::new(),
         kinds: HashMap::new(),
+        handed: HashMap::new(),
     };
     if send(&mut socket, &welcome).await {
         match link.reconcile(&held).await {
@@ -222,7 +243,18 @@ struct Link {
     progress_at: HashMap<i64, Instant>,
     /// Each job's template's progress format, read once per job.
     kinds: HashMap<i64, ProgressKind>,
+    /// Per job and dispatch, the `last_seq` of the last batch handed to
+    /// the committer from this connection: the next batch is stored only
+    /// after it.
+    handed: HashMap<(i64, i64), i64>,
 }
+
+/// A `log` batch handed to the committer, and its answer.
+type InFlight = futures::future::BoxFuture<'static, (Arc<Batch>, Result<(), DbErr>)>;
+
+/// Log batches whose commit the connection does not wait for before it
+/// reads on, at most.
+const PIPELINE: usize = 4;
 
 /// What followed a log batch on the socket, already read.
 enum Next {
@@ -349,6 +381,11 @@ impl Link {
         tick.tick().await;
         let mut heard = Instant::now();
         let shutdown = self.state.shutdown.clone();
+        // N.B.: the log batches read from the socket are handed to the
+        // committer without waiting for their commit, so reading and
+        // decoding the next ones overlaps it; their acks go out in order as
+        // the commits complete. Any other message first waits for them.
+        let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         loop {
             tokio::select! {
                 _ = attached.close.cancelled() => {
@@ -363,7 +400,12 @@ impl Link {
                     Some(msg) => if !send(socket, &msg).await { return },
                     None => return,
                 },
-                msg = recv(socket) => match msg {
+                Some((work, result)) = inflight.next(), if !inflight.is_empty() => {
+                    if !reply(socket, self.logged(work, result).await).await {
+                        return;
+                    }
+                }
+                msg = recv(socket), if inflight.len() < PIPELINE => match msg {
                     Some(Ok(msg)) => {
                         heard = Instant::now();
                         let mut next = Some(Next::Msg(msg));
@@ -379,18 +421,23 @@ impl Link {
                             if let AgentMsg::Log { job_id, dispatch, batch } = &mut msg {
                                 next = take_queued(socket, *job_id, *dispatch, batch);
                             }
-                            match self.handle(msg).await {
-                                Ok(replies) => {
-                                    for reply in replies {
-                                        if !send(socket, &reply).await {
-                                            return;
-                                        }
+                            if let AgentMsg::Log { job_id, dispatch, batch } = msg {
+                                match self.hand_over(job_id, dispatch, batch).await {
+                                    Ok(answer) => inflight.push_back(answer),
+                                    Err(Broken(reason)) => {
+                                        close(socket, CLOSE_PROTOCOL, &reason).await;
+                                        return;
                                     }
                                 }
-                                Err(Broken(reason)) => {
-                                    close(socket, CLOSE_PROTOCOL, &reason).await;
+                                continue;
+                            }
+                            while let Some((work, result)) = inflight.next().await {
+                                if !reply(socket, self.logged(work, result).await).await {
                                     return;
                                 }
+                            }
+                            if !reply(socket, self.handle(msg).await).await {
+                                return;
                             }
                         }
                     }
@@ -421,14 +468,77 @@ impl Link {
         }
     }
 
+    /// Hands a `log` batch to the committer; the answer to wait for.
+    async fn hand_over(
+        &mut self,
+        job_id: i64,
+        dispatch: i64,
+        batch: LogBatch,
+    ) -> Result<InFlight, Broken> {
+        let kind = self.progress_kind(job_id).await;
+        let due = self
+            .progress_at
+            .get(&job_id)
+            .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+        let after = self.handed.insert((job_id, dispatch), batch.last_seq);
+        let work = Arc::new(Batch {
+            hub: self.state.hub.clone(),
+            metrics: self.state.metrics.clone(),
+            agent: self.name.clone(),
+            job_id,
+            dispatch,
+            after,
+            batch,
+            progress_kind: kind,
+            publish_progress: due,
+            outcome: Mutex::new(None),
+            publish: Mutex::new(None),
+        });
+        let answer = self
+            .state
+            .committer
+            .submit(work.clone())
+            .await
+            .map_err(|e| self.db_failed(e))?;
+        Ok(answer.map(move |result| (work, result)).boxed())
+    }
+
+    /// The reply to a `log` batch once its commit is done: the `ack`.
+    async fn logged(
+        &mut self,
+        work: Arc<Batch>,
+        result: Result<(), DbErr>,
+    ) -> Result<Vec<ServerMsg>, Broken> {
+        result.map_err(|e| self.db_failed(e))?;
+        let (job_id, dispatch) = (work.job_id, work.dispatch);
+        let outcome = work.outcome.locked().take();
+        match outcome {
+            Some(Ok(stored)) => {
+                if stored.progress && work.publish_progress {
+                    self.progress_at.insert(job_id, Instant::now());
+                }
+                Ok(vec![ServerMsg::Ack {
+                    job_id,
+                    dispatch,
+                    seq: stored.last_seq,
+                    done: false,
+                }])
+            }
+            Some(Err(reason)) => Ok(self.refusal(job_id, dispatch, Some(reason), "log").await),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// What ends the connection when something the agent sent could not be
+    /// stored.
+    fn db_failed(&self, e: DbErr) -> Broken {
+        tracing::error!(agent = %self.name, error = %e, "cannot store what the agent sent");
+        // The agent sends it again after it reconnects.
+        Broken("the server could not store this; send it again".into())
+    }
+
     /// Handles one message; the replies to send.
     async fn handle(&mut self, msg: AgentMsg) -> Result<Vec<ServerMsg>, Broken> {
-        let name = self.name.clone();
-        let db_failed = move |e: DbErr| {
-            tracing::error!(agent = %name, error = %e, "cannot store what the agent sent");
-            // The agent sends it again after it reconnects.
-            Broken("the server could not store this; send it again".into())
-        };
         match msg {
             AgentMsg::Hello { .. } => Err(Broken("`hello` comes once, first".into())),
             AgentMsg::Heartbeat { .. } => {
@@ -461,7 +571,7 @@ impl Link {
                     .committer
                     .commit(work.clone())
                     .await
-                    .map_err(db_failed)?;
+                    .map_err(|e| self.db_failed(e))?;
                 let refused = work.refused.locked().take();
                 Ok(self.refusal(job_id, dispatch, refused, "job.started").await)
             }
@@ -470,46 +580,8 @@ impl Link {
                 dispatch,
                 batch,
             } => {
-                let kind = self.progress_kind(job_id).await;
-                let due = self
-                    .progress_at
-                    .get(&job_id)
-                    .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
-                let work = Arc::new(Batch {
-                    hub: self.state.hub.clone(),
-                    metrics: self.state.metrics.clone(),
-                    agent: self.name.clone(),
-                    job_id,
-                    dispatch,
-                    batch,
-                    progress_kind: kind,
-                    publish_progress: due,
-                    outcome: Mutex::new(None),
-                    publish: Mutex::new(None),
-                });
-                self.state
-                    .committer
-                    .commit(work.clone())
-                    .await
-                    .map_err(db_failed)?;
-                let outcome = work.outcome.locked().take();
-                match outcome {
-                    Some(Ok(stored)) => {
-                        if stored.progress && due {
-                            self.progress_at.insert(job_id, Instant::now());
-                        }
-                        Ok(vec![ServerMsg::Ack {
-                            job_id,
-                            dispatch,
-                            seq: stored.last_seq,
-                            done: false,
-                        }])
-                    }
-                    Some(Err(reason)) => {
-                        Ok(self.refusal(job_id, dispatch, Some(reason), "log").await)
-                    }
-                    None => Ok(Vec::new()),
-                }
+                let (work, result) = self.hand_over(job_id, dispatch, batch).await?.await;
+                self.logged(work, result).await
             }
             AgentMsg::JobFinished {
                 job_id,
@@ -519,7 +591,7 @@ impl Link {
             } => self
                 .finished(job_id, dispatch, ended, last_seq)
                 .await
-                .map_err(db_failed),
+                .map_err(|e| self.db_failed(e)),
         }
     }
 
@@ -575,6 +647,7 @@ impl Link {
         state.committer.commit(t.clone()).await?;
         self.progress_at.remove(&job_id);
         self.kinds.remove(&job_id);
+        self.handed.retain(|(job, _), _| *job != job_id);
         if t.row().is_some() {
             state.engine.sink().metrics.job_finished(finish.state);
             state.engine.wake();
@@ -688,6 +761,9 @@ struct Batch {
     agent: String,
     job_id: i64,
     dispatch: i64,
+    /// The `last_seq` of the batch handed over before this one on the same
+    /// connection, if any: this one is stored only once that one is.
+    after: Option<i64>,
     batch: LogBatch,
     progress_kind: ProgressKind,
     publish_progress: bool,
@@ -701,7 +777,18 @@ struct Batch {
 impl Work for Batch {
     async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
         *self.publish.locked() = None;
+        *self.outcome.locked() = None;
         let row = jobs::by_id(txn, self.job_id).await?;
+        // N.B.: batches are handed over without waiting for the one before:
+        // when that one was not stored (its commit failed, which ends the
+        // connection, or it was refused), this one must not be either, or
+        // its lines would leave a hole the agent never fills.
+        if self
+            .after
+            .is_some_and(|after| row.as_ref().is_none_or(|r| r.last_seq < after))
+        {
+            return Ok(());
+        }
         if let Err(reason) = check(row.as_ref(), &self.agent, self.dispatch) {
             *self.outcome.locked() = Some(Err(reason));
             return Ok(());

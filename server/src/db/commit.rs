@@ -65,14 +65,28 @@ impl Committer {
     /// Applies `work` and commits it (with whatever else was waiting). When
     /// this returns `Ok`, the committer holds no handle to `work` any more.
     pub async fn commit(&self, work: Arc<dyn Work>) -> Result<(), DbErr> {
+        self.submit(work).await?.await
+    }
+
+    /// Hands `work` over without waiting for its commit; the returned
+    /// future answers as [`Committer::commit`] does. Items one caller hands
+    /// over are applied in that order (the queue is first in, first out,
+    /// also when a failed group is applied again item by item).
+    pub async fn submit(
+        &self,
+        work: Arc<dyn Work>,
+    ) -> Result<impl std::future::Future<Output = Result<(), DbErr>> + Send + 'static, DbErr> {
         let (done, answer) = oneshot::channel();
-        let gone = || DbErr::Custom("the database writer has stopped".into());
         self.queue
             .send(Pending { work, done })
             .await
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        Ok(async move { answer.await.map_err(|_| gone())? })
     }
+}
+
+fn gone() -> DbErr {
+    DbErr::Custom("the database writer has stopped".into())
 }
 
 async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Pending>) {

@@ -2,7 +2,7 @@
 # `make bench`: opsdeck's benchmarks of the job engine and the live streams,
 # each beside its baseline or peer, on this machine.
 #
-#   bench/run.sh                 every benchmark (about 15-20 minutes)
+#   bench/run.sh                 every benchmark (about 20-30 minutes)
 #   bench/run.sh ingest queue    only these (ingest queue fanout resume idle term agent pg)
 #   bench/run.sh report          print the tables of the last results again
 #

@@ -256,6 +256,91 @@ def agent(results: Path) -> str:
     return out + disturbance(items)
 
 
+def pg(results: Path) -> str:
+    items = load(results, "pg")
+    queues = rows_of(items, "pg-queue")
+    lats = rows_of(items, "pg-latency")
+    ingests = rows_of(items, "pg-ingest")
+    if not queues and not lats and not ingests:
+        return ""
+    parts = []
+    versions = rows_of(items, "pg-versions")
+    if versions:
+        v = versions[-1]
+        parts.append(
+            f"PostgreSQL {v['postgresql']}; procrastinate {v['procrastinate']} (psycopg {v['psycopg']}, "
+            f"Python {v['python']}); graphile-worker {v['graphile-worker']} (pg {v['pg']}, Node {v['node']})."
+        )
+    systems = [("opsdeck", 1), ("opsdeck", 2), ("procrastinate", 1), ("graphile-worker", 1)]
+
+    def label(system, replicas):
+        if system == "opsdeck":
+            return f"opsdeck, {replicas} replica{'s' if replicas > 1 else ''} × 4 workers"
+        return f"{system}, concurrency 4"
+
+    if queues:
+        rate = {k: median([r["jobs_per_s"] for r in queues if (r["system"], r["replicas"]) == k]) for k in systems}
+        proc, gw = rate[("procrastinate", 1)], rate[("graphile-worker", 1)]
+        rows = []
+        for k in systems:
+            runs = [r for r in queues if (r["system"], r["replicas"]) == k]
+            if not runs:
+                continue
+            target = ""
+            if k[0] == "opsdeck" and rate[k] is not None:
+                x_proc = rate[k] / proc if proc else None
+                x_gw = rate[k] / gw if gw else None
+                target = (f"≥ 3× procrastinate: {fmt(x_proc, 2)}× → {verdict(x_proc is not None and x_proc >= 3)}; "
+                          f"≥ graphile-worker: {fmt(x_gw, 2)}× → {verdict(x_gw is not None and x_gw >= 1)}")
+            rows.append([label(*k), fmt(median([r["first_enqueue_to_last_finished_s"] for r in runs]), 2, " s"),
+                         fmt(rate[k]), ", ".join(f"{r['jobs_per_s']:,.0f}" for r in runs), target])
+        n = queues[0]["jobs"]
+        parts.append(
+            f"### Queue on PostgreSQL: {n:,} no-op jobs, 16 enqueues in flight while the workers run "
+            f"(first enqueue → last finished; median of {len({r['run'] for r in queues})} runs)\n\n"
+            + table(["system", "time", "jobs/s", "runs (jobs/s)", "target"], rows)
+        )
+    if lats:
+        rows = []
+        for k in systems:
+            r = [x for x in lats if (x["system"], x["replicas"]) == k]
+            if not r:
+                continue
+            r = r[-1]
+            target = ""
+            if k[0] == "opsdeck":
+                target = (f"p50 ≤ 10 ms: {verdict(r['p50_ms'] <= 10)}; "
+                          f"p99 ≤ 50 ms: {verdict(r['p99_ms'] <= 50)}")
+            rows.append([label(*k), fmt(r["p50_ms"], 1, " ms"), fmt(r["p99_ms"], 1, " ms"),
+                         fmt(r["max_ms"], 1, " ms"), target])
+        x = lats[0]
+        parts.append(
+            f"### Enqueue-to-start latency on PostgreSQL: {x['jobs']:,} no-op jobs at {x['rate']:g}/s\n\n"
+            + table(["system", "p50", "p99", "max", "target"], rows)
+        )
+    if ingests:
+        copies = rows_of(items, "pg-ingest-copy")
+        n = ingests[0]["lines"]
+        ops_s = median([r["claim_to_finish_s"] for r in ingests])
+        copy_s = median([r["secs"] for r in copies])
+        ratio = ops_s / copy_s if copy_s else None
+        peak_mib = [r["peak_rss_kib"] / 1024 for r in ingests]
+        rows = [
+            ["opsdeck on PostgreSQL: claim → finished, every line committed", fmt(ops_s, 3, " s"),
+             fmt(median([r["lines_per_s"] for r in ingests])), ""],
+            ["psql `\\copy` of the same lines into a table shaped as job_logs", fmt(copy_s, 3, " s"),
+             fmt(n / copy_s if copy_s else None),
+             f"opsdeck within 2× of it: {fmt(ratio, 2)}× → {verdict(ratio is not None and ratio <= 2)}"],
+            ["opsdeck peak RSS (max of runs; median)", f"{max(peak_mib):.1f} MiB; {median(peak_mib):.1f} MiB", "", ""],
+        ]
+        parts.append(
+            f"### Ingest on PostgreSQL: {n:,} lines of 80 bytes (median of {len(ingests)} runs)\n\n"
+            + table(["what", "time", "lines/s", "target"], rows)
+            + "\n\nopsdeck runs (lines/s): " + ", ".join(f"{r['lines_per_s']:,.0f}" for r in ingests) + "."
+        )
+    return "\n\n".join(parts) + disturbance(items)
+
+
 def main() -> None:
     results = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
     parts = []
@@ -267,7 +352,7 @@ def main() -> None:
             f"{m['opsdeck']} at {m['commit']} ({m['uncommitted_files']} files uncommitted), "
             f"{m['nginx']}, sqlite3 {m['sqlite3']}; {m['date']}."
         )
-    for section in (ingest, queue, fanout, resume, idle, term, agent):
+    for section in (ingest, queue, fanout, resume, idle, term, agent, pg):
         text = section(results)
         if text:
             parts.append(text)

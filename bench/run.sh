@@ -2,19 +2,27 @@
 # `make bench`: opsdeck's benchmarks of the job engine and the live streams,
 # each beside its baseline or peer, on this machine.
 #
-#   bench/run.sh                 every benchmark (about 15-20 minutes)
-#   bench/run.sh ingest queue    only these (ingest queue fanout resume idle term)
+#   bench/run.sh                 every benchmark (about 20-30 minutes)
+#   bench/run.sh ingest queue    only these (ingest queue fanout resume idle term agent pg)
 #   bench/run.sh report          print the tables of the last results again
 #
 # Set-up (skipped when done): nginx + nchan from Debian, the release server
-# binary and the load generator (server/benches/loadgen). Results: one JSON
+# binary and the load generator (server/benches/loadgen); for `pg`, a venv
+# with procrastinate (PyPI) in $BENCH_WORK/venv and graphile-worker (npm,
+# `npm ci` of bench/graphile/package-lock.json). Results: one JSON
 # object per line in bench/results/NAME.jsonl, tables in
 # bench/results/summary.md. Scratch files (databases, configs, logs) live
 # in $BENCH_WORK (default /tmp/opsdeck-bench).
 #
 # Knobs: BENCH_FANOUT_SECS (30) seconds per fan-out rate, BENCH_RUNS (3)
-# runs of the engine benchmarks, BENCH_QUEUE_JOBS (5000), BENCH_IDLE_STREAMS
-# (10000), BENCH_MAX_WAIT (1800) seconds to wait for a quiet machine.
+# runs of the engine benchmarks, BENCH_QUEUE_JOBS (5000), BENCH_PG_JOBS
+# (5000) jobs per queue run on PostgreSQL, BENCH_IDLE_STREAMS (10000),
+# BENCH_MAX_WAIT (1800) seconds to wait for a quiet machine.
+#
+# `pg` needs the machine's PostgreSQL on 127.0.0.1:5432 (user postgres,
+# trust; .ci/run starts it) and creates and drops its own databases there
+# (opsdeck_bench_pg, opsdeck_bench_procrastinate, opsdeck_bench_graphile,
+# opsdeck_bench_copy).
 #
 # Each benchmark starts its own fresh server (and database) and stops it.
 # The engine benchmarks run the server unpinned (the job's own process
@@ -41,6 +49,12 @@ TERM_KEYS=${BENCH_TERM_KEYS:-2000}
 TERMINADO_PORT=18100
 WETTY_PORT=18110
 QUEUE_JOBS=${BENCH_QUEUE_JOBS:-5000}
+PG_JOBS=${BENCH_PG_JOBS:-5000}
+PG_LATENCY_JOBS=500
+PG_LATENCY_RATE=20
+PG_URL=postgres://postgres@127.0.0.1:5432
+# The peers' pinned versions (graphile-worker's is in bench/graphile/package.json).
+PG_PY_PINS=("procrastinate==3.10.0" "psycopg[binary]==3.3.9")
 IDLE_STREAMS=${BENCH_IDLE_STREAMS:-10000}
 PASSWORD=bench-admin-password-not-a-secret
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
@@ -290,6 +304,26 @@ EOF
 }
 
 
+# Starts `opsdeck serve` with the configuration $2 listening on port $3 (its
+# log in directory $1), the rest of the arguments before it (e.g. taskset),
+# and waits until it answers. Sets SERVER_PID.
+serve_opsdeck() {
+    local dir=$1 config=$2 port=$3
+    shift 3
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && die "port $port is taken; stop whatever listens there"
+    OPSDECK_ADMIN_PASSWORD=$PASSWORD RUST_LOG=warn "$@" "$BIN/opsdeck" --config "$config" serve \
+        >"$dir/server.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    local i
+    for i in $(seq 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
+        kill -0 "$SERVER_PID" 2>/dev/null || die "opsdeck did not start: $(tail -5 "$dir/server.log")"
+        sleep 0.1
+    done
+    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" || die "opsdeck is not answering on port $port"
+}
+
 # Starts a fresh server (new database) in $WORK/$1; $2 = "pinned" puts it on
 # core 0. Sets SERVER_PID, CONFIG and OPSDECK_TOKEN.
 start_opsdeck() {
@@ -299,18 +333,7 @@ start_opsdeck() {
     mkdir -p "$dir"
     write_config "$dir"
     CONFIG=$dir/opsdeck.toml
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && die "port $PORT is taken; stop whatever listens there"
-    OPSDECK_ADMIN_PASSWORD=$PASSWORD RUST_LOG=warn "${pin[@]}" "$BIN/opsdeck" --config "$CONFIG" serve \
-        >"$dir/server.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    local i
-    for i in $(seq 100); do
-        curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
-        kill -0 "$SERVER_PID" 2>/dev/null || die "opsdeck did not start: $(tail -5 "$dir/server.log")"
-        sleep 0.1
-    done
-    curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" || die "opsdeck is not answering on port $PORT"
+    serve_opsdeck "$dir" "$CONFIG" "$PORT" "${pin[@]}"
     OPSDECK_TOKEN=$("$BIN/opsdeck" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
     export OPSDECK_TOKEN
 }
@@ -625,6 +648,202 @@ bench_agent() {
     note_disturbance agent
 }
 
+# ---- PostgreSQL: replicas beside procrastinate and graphile-worker (issue 15) ---------
+
+# psql as the superuser on the machine's PostgreSQL; notices (e.g. "does
+# not exist, skipping") are not news.
+psql_pg() { # DATABASE ARGS...
+    local db=$1
+    shift
+    PGOPTIONS='-c client_min_messages=warning' psql -h 127.0.0.1 -p 5432 -U postgres -d "$db" \
+        -qtAX -v ON_ERROR_STOP=1 "$@"
+}
+fresh_db() { psql_pg postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"; }
+drop_db() { psql_pg postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
+
+setup_pg_peers() {
+    command -v psql >/dev/null || $SUDO apt-get install -y -q postgresql-client
+    pg_isready -h 127.0.0.1 -p 5432 -q ||
+        die "PostgreSQL is not answering on 127.0.0.1:5432: start it (.ci/run does) with: pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start"
+    local venv=$WORK/venv
+    if [ "$(cat "$venv/pins" 2>/dev/null)" != "${PG_PY_PINS[*]}" ]; then
+        log "installing ${PG_PY_PINS[*]} into $venv (PyPI, binary wheels only)"
+        rm -rf "$venv"
+        python3 -m venv "$venv" 2>/dev/null ||
+            { $SUDO apt-get install -y -q python3-venv && python3 -m venv "$venv"; }
+        "$venv/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: "${PG_PY_PINS[@]}"
+        echo "${PG_PY_PINS[*]}" >"$venv/pins"
+    fi
+    local gw=$ROOT/bench/graphile
+    if ! cmp -s "$gw/package-lock.json" "$gw/node_modules/.bench-lock.json"; then
+        log "installing graphile-worker (npm ci of bench/graphile/package-lock.json)"
+        npm ci --prefix "$gw" --no-audit --no-fund --loglevel=error >&2
+        cp "$gw/package-lock.json" "$gw/node_modules/.bench-lock.json"
+    fi
+}
+
+# The versions of the systems compared, as one result line.
+pg_versions() {
+    local py node_versions
+    py=$("$WORK/venv/bin/python" -c '
+import importlib.metadata as m, json, platform
+print(json.dumps({"procrastinate": m.version("procrastinate"), "psycopg": m.version("psycopg"),
+                  "python": platform.python_version()}))')
+    node_versions=$(cd "$ROOT/bench/graphile" && node -e '
+const v = (p) => require(`./node_modules/${p}/package.json`).version;
+console.log(JSON.stringify({ "graphile-worker": v("graphile-worker"), pg: v("pg"), node: process.versions.node }));')
+    python3 - "$(psql_pg postgres -c 'SHOW server_version')" "$py" "$node_versions" <<'EOF'
+import json, sys
+print(json.dumps({"bench": "pg-versions", "postgresql": sys.argv[1], **json.loads(sys.argv[2]),
+                  **json.loads(sys.argv[3])}))
+EOF
+}
+
+# Writes the configuration of one opsdeck replica on PostgreSQL to $1:
+# listening on port $2, named $3, on the database URL $4.
+write_pg_config() {
+    local dir=$1 port=$2 node=$3 url=$4
+    cat >"$dir/opsdeck.toml" <<EOF
+# Generated by bench/run.sh (pg).
+[[targets]]
+id = "engine"
+kind = "local"
+
+[[templates]]
+id = "true"
+command = ["true"]
+exclusive = "none"
+targets = ["engine"]
+
+# 1,000,000 lines of 80 bytes, as in the ingest benchmark.
+[[templates]]
+id = "ingest"
+command = ["awk", 'BEGIN {{ for (i = 1; i <= $LINES; i++) printf "%079d\n", i }}']
+exclusive = "none"
+max_log_bytes = "512MiB"
+targets = ["engine"]
+
+# [server] comes last so that moving the replica's name to [cluster].node
+# (issue 15's cluster branch) is one line: a "[cluster]" header above "node".
+[server]
+addr = "127.0.0.1:$port"
+database_url = "$url"
+workers = 4
+node = "$node"
+EOF
+}
+
+# Starts $1 replicas of opsdeck (ports PORT, PORT+1, …) on a fresh database,
+# one after the other: the first start runs the migrations (replicas
+# starting together on an empty database are the cluster branch's concern,
+# not this benchmark's). Sets REPLICA_PIDS, REPLICA_ARGS (the load
+# generator's --url and --also-url), SERVER_PID (the first), CONFIG and
+# OPSDECK_TOKEN.
+start_pg_replicas() {
+    fresh_db opsdeck_bench_pg
+    REPLICA_PIDS=()
+    REPLICA_ARGS=()
+    local i dir port
+    for i in $(seq "$1"); do
+        dir=$WORK/pg-$i
+        port=$((PORT + i - 1))
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        write_pg_config "$dir" "$port" "bench-$i" "$PG_URL/opsdeck_bench_pg"
+        serve_opsdeck "$dir" "$dir/opsdeck.toml" "$port"
+        REPLICA_PIDS+=("$SERVER_PID")
+        if [ "$i" = 1 ]; then REPLICA_ARGS+=(--url "http://127.0.0.1:$port"); else REPLICA_ARGS+=(--also-url "http://127.0.0.1:$port"); fi
+    done
+    SERVER_PID=${REPLICA_PIDS[0]}
+    CONFIG=$WORK/pg-1/opsdeck.toml
+    OPSDECK_TOKEN=$("$BIN/opsdeck" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
+    export OPSDECK_TOKEN
+}
+
+stop_pg_replicas() {
+    local pid
+    for pid in "${REPLICA_PIDS[@]}"; do stop_pid "$pid"; done
+}
+
+# The peers run their own worker as a child process (see their heads).
+procrastinate_peer() {
+    fresh_db opsdeck_bench_procrastinate
+    BENCH_PG_DSN=$PG_URL/opsdeck_bench_procrastinate BENCH_PEER_LOG=$WORK/procrastinate.log \
+        "$WORK/venv/bin/python" "$ROOT/bench/procrastinate/peer.py" "$@"
+}
+graphile_peer() {
+    fresh_db opsdeck_bench_graphile
+    BENCH_PG_DSN=$PG_URL/opsdeck_bench_graphile BENCH_PEER_LOG=$WORK/graphile.log \
+        node "$ROOT/bench/graphile/peer.mjs" "$@"
+}
+
+bench_pg() {
+    local out=$RESULTS/pg.jsonl run replicas job count db data=$WORK/pg-copy
+    : >"$out"
+    setup_pg_peers
+    pg_versions >>"$out"
+    mkdir -p "$data"
+    # The same lines as the ingest benchmark's, as the CSV \copy reads:
+    # job_id, seq, stream, ts (ms), text.
+    awk "BEGIN { for (i = 1; i <= $LINES; i++) printf \"1,%d,0,%d,%079d\\n\", i, 1763900000000 + i, i }" \
+        >"$data/lines.csv"
+    wait_quiet
+
+    for run in $(seq "$RUNS"); do
+        for replicas in 1 2; do
+            log "pg queue run $run/$RUNS: opsdeck, $replicas replica(s) × 4 workers, $PG_JOBS jobs \`true\`, 16 enqueues in flight"
+            start_pg_replicas "$replicas"
+            loadgen queue "${REPLICA_ARGS[@]}" --jobs "$PG_JOBS" --concurrency 16 |
+                sed "s/^{\"bench\":\"queue\",/{\"bench\":\"pg-queue\",\"system\":\"opsdeck\",\"run\":$run,/" >>"$out"
+            stop_pg_replicas
+        done
+        log "pg queue run $run/$RUNS: procrastinate, worker concurrency 4, $PG_JOBS no-op jobs"
+        procrastinate_peer queue "$PG_JOBS" 16 "$run" >>"$out"
+        log "pg queue run $run/$RUNS: graphile-worker, concurrency 4, $PG_JOBS no-op jobs"
+        graphile_peer queue "$PG_JOBS" 16 "$run" >>"$out"
+    done
+
+    for replicas in 1 2; do
+        log "pg latency: opsdeck, $replicas replica(s), $PG_LATENCY_JOBS jobs at $PG_LATENCY_RATE/s"
+        start_pg_replicas "$replicas"
+        loadgen latency "${REPLICA_ARGS[@]}" --jobs "$PG_LATENCY_JOBS" --rate "$PG_LATENCY_RATE" |
+            sed "s/^{\"bench\":\"latency\",/{\"bench\":\"pg-latency\",\"system\":\"opsdeck\",/" >>"$out"
+        stop_pg_replicas
+    done
+    log "pg latency: procrastinate, $PG_LATENCY_JOBS jobs at $PG_LATENCY_RATE/s"
+    procrastinate_peer latency "$PG_LATENCY_JOBS" "$PG_LATENCY_RATE" >>"$out"
+    log "pg latency: graphile-worker, $PG_LATENCY_JOBS jobs at $PG_LATENCY_RATE/s"
+    graphile_peer latency "$PG_LATENCY_JOBS" "$PG_LATENCY_RATE" >>"$out"
+
+    local t0 t1
+    for run in $(seq "$RUNS"); do
+        log "pg ingest run $run/$RUNS: psql \\copy of $LINES lines into a table shaped as job_logs"
+        fresh_db opsdeck_bench_copy
+        psql_pg opsdeck_bench_copy -c 'CREATE TABLE job_logs (job_id bigint NOT NULL, seq bigint NOT NULL,
+            stream smallint NOT NULL, ts bigint NOT NULL, text text NOT NULL, PRIMARY KEY (job_id, seq))'
+        t0=$(now)
+        psql_pg opsdeck_bench_copy -c "\\copy job_logs FROM '$data/lines.csv' WITH (FORMAT csv)"
+        t1=$(now)
+        count=$(psql_pg opsdeck_bench_copy -c 'SELECT count(*) FROM job_logs')
+        [ "$count" = "$LINES" ] || die "psql \\copy stored $count rows, expected $LINES"
+        echo "{\"bench\": \"pg-ingest-copy\", \"run\": $run, \"secs\": $(elapsed "$t0" "$t1"), \"rows\": $count}" >>"$out"
+
+        log "pg ingest run $run/$RUNS: opsdeck on PostgreSQL"
+        start_pg_replicas 1
+        loadgen ingest "${REPLICA_ARGS[@]}" --server-pid "$SERVER_PID" --lines "$LINES" --run "$run" |
+            sed 's/^{"bench":"ingest",/{"bench":"pg-ingest",/' >>"$out"
+        job=$(tail -1 "$out" | json_field job)
+        # Every line is in the database (payload + 2 system lines).
+        count=$(psql_pg opsdeck_bench_pg -c "SELECT count(*) FROM job_logs WHERE job_id = $job")
+        [ "$count" = $((LINES + 2)) ] || die "opsdeck stored $count lines of job $job, expected $((LINES + 2))"
+        stop_pg_replicas
+    done
+    for db in opsdeck_bench_pg opsdeck_bench_procrastinate opsdeck_bench_graphile opsdeck_bench_copy; do
+        drop_db "$db"
+    done
+    note_disturbance pg
+}
+
 report() {
     python3 "$ROOT/bench/report.py" "$RESULTS"
 }
@@ -632,13 +851,13 @@ report() {
 
 # ---- main ------------------------------------------------------------------------------
 
-ALL=(ingest queue fanout resume idle term agent)
+ALL=(ingest queue fanout resume idle term agent pg)
 todo=("$@")
 [ ${#todo[@]} = 0 ] && todo=("${ALL[@]}")
 for b in "${todo[@]}"; do
     case $b in
-    ingest | queue | fanout | resume | idle | term | agent | report) ;;
-    *) die "unknown benchmark '$b' (ingest, queue, fanout, resume, idle, term, agent, report)" ;;
+    ingest | queue | fanout | resume | idle | term | agent | pg | report) ;;
+    *) die "unknown benchmark '$b' (ingest, queue, fanout, resume, idle, term, agent, pg, report)" ;;
     esac
 done
 if [ "${todo[*]}" = report ]; then

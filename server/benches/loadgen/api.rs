@@ -38,6 +38,15 @@ impl Api {
         })
     }
 
+    /// The same client and token against another replica of the server.
+    pub fn at(&self, url: &str) -> Api {
+        Api {
+            base: url.trim_end_matches('/').to_string(),
+            token: self.token.clone(),
+            http: self.http.clone(),
+        }
+    }
+
     /// A request with the bearer token.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http

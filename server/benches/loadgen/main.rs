@@ -7,7 +7,7 @@
 //!
 //! - `emit RATE SECS`: not a measurement but the job the fan-out benchmark
 //!   runs: prints `<k> <unix nanos>` lines at a fixed rate (see `emit.rs`).
-//! - `ingest`, `queue`: the job engine (see `engine.rs`).
+//! - `ingest`, `queue`, `latency`: the job engine (see `engine.rs`).
 //! - `fanout`, `resume`, `idle`: the live streams (see `streams.rs`).
 //! - `term`: the browser terminal (see `term.rs`).
 //! - `agent-reconnect`, `agent-cancel`: remote agents (see `agent.rs`).
@@ -48,6 +48,8 @@ enum Command {
     Ingest(engine::IngestArgs),
     /// Many tiny jobs through the queue: jobs/s.
     Queue(engine::QueueArgs),
+    /// Tiny jobs at a fixed rate: enqueue-to-start latency.
+    Latency(engine::LatencyArgs),
     /// One job's lines to many SSE subscribers: the highest rate that holds.
     Fanout(streams::FanoutArgs),
     /// Time to the first event when resuming a long log near its end.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Ingest(a) => engine::ingest(a).await,
                     Command::Queue(a) => engine::queue(a).await,
+                    Command::Latency(a) => engine::latency(a).await,
                     Command::Fanout(a) => streams::fanout(a).await,
                     Command::Resume(a) => streams::resume(a).await,
                     Command::Idle(a) => streams::idle(a).await,

@@ -197,18 +197,17 @@ async fn watch_job(
     poll.tick().await;
     loop {
         poll.tick().await;
-        match jobs::by_id(&engine.0.reader, id).await {
-            Ok(Some(row)) if !runs_under(&row, owner) => {
-                if stop.stop(StopReason::Lost) {
-                    tracing::warn!(job = id, node = %owner.node, epoch = owner.epoch, "the job is no longer this node's: killing its processes");
-                    engine.sink().metrics.job_fenced();
-                }
+        let Ok(Some(row)) = jobs::by_id(&engine.0.reader, id).await else {
+            continue;
+        };
+        if !runs_under(&row, owner) {
+            if stop.stop(StopReason::Lost) {
+                tracing::warn!(job = id, node = %owner.node, epoch = owner.epoch, "the job is no longer this node's: killing its processes");
+                engine.sink().metrics.job_fenced();
             }
-            Ok(Some(row)) if row.state == JobState::Cancelling => {
-                let by = row.cancel_requested_by.unwrap_or_else(|| "someone".into());
-                stop.stop(StopReason::Cancel { by });
-            }
-            _ => {}
+        } else if row.state == JobState::Cancelling {
+            let by = row.cancel_requested_by.unwrap_or_else(|| "someone".into());
+            stop.stop(StopReason::Cancel { by });
         }
     }
 }

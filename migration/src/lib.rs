@@ -8,6 +8,7 @@ mod m20261123_000002_create_accounts;
 mod m20261123_000003_create_jobs;
 mod m20261123_000004_index_jobs_by_target;
 mod m20261205_000010_agents;
+mod m20261205_000020_cluster;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_create_jobs::Migration),
             Box::new(m20261123_000004_index_jobs_by_target::Migration),
             Box::new(m20261205_000010_agents::Migration),
+            Box::new(m20261205_000020_cluster::Migration),
         ]
     }
 }

@@ -83,6 +83,23 @@ pub struct Metrics {
     claim_sum_micros: AtomicU64,
     streams: AtomicU64,
     refusals: Arc<Refusals>,
+    /// Jobs of lost nodes this process failed.
+    jobs_lost: AtomicU64,
+    /// Runs this process stopped because their job was no longer its own.
+    jobs_fenced: AtomicU64,
+    /// Times this node found it had been declared lost and registered again.
+    node_rejoins: AtomicU64,
+}
+
+/// This node and the others, as `/metrics` shows them (read at scrape time).
+#[derive(Debug, Clone, Default)]
+pub struct NodeView {
+    pub node: String,
+    pub epoch: i64,
+    /// Nodes whose heartbeat is within `node_timeout`.
+    pub alive: u64,
+    /// Nodes declared lost (or silent past `node_timeout`, not yet declared).
+    pub lost: u64,
 }
 
 impl Metrics {
@@ -107,6 +124,68 @@ impl Metrics {
         self.claim_count.fetch_add(1, Ordering::Relaxed);
         self.claim_sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A job of a lost node was failed by this process.
+    pub fn job_lost(&self) {
+        self.jobs_lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A run here was stopped: its job was no longer this node's.
+    pub fn job_fenced(&self) {
+        self.jobs_fenced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This node registered again after it had been declared lost.
+    pub fn node_rejoined(&self) {
+        self.node_rejoins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The node gauges and counters in Prometheus text.
+    pub fn render_nodes(&self, v: &NodeView) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP opsdeck_node_info This process's node id ([cluster].node), always 1."
+        );
+        let _ = writeln!(out, "# TYPE opsdeck_node_info gauge");
+        let _ = writeln!(out, "opsdeck_node_info{{node=\"{}\"}} 1", v.node);
+        let _ = writeln!(
+            out,
+            "# HELP opsdeck_node_epoch This node's epoch (bumped at each start and after it was declared lost)."
+        );
+        let _ = writeln!(out, "# TYPE opsdeck_node_epoch gauge");
+        let _ = writeln!(out, "opsdeck_node_epoch {}", v.epoch);
+        let _ = writeln!(
+            out,
+            "# HELP opsdeck_nodes Nodes known to the database, alive (heartbeat within node_timeout) or lost."
+        );
+        let _ = writeln!(out, "# TYPE opsdeck_nodes gauge");
+        let _ = writeln!(out, "opsdeck_nodes{{state=\"alive\"}} {}", v.alive);
+        let _ = writeln!(out, "opsdeck_nodes{{state=\"lost\"}} {}", v.lost);
+        let counters = [
+            (
+                "opsdeck_jobs_lost_total",
+                "Jobs of lost nodes this process failed.",
+                &self.jobs_lost,
+            ),
+            (
+                "opsdeck_jobs_fenced_total",
+                "Runs this process stopped because their job was no longer its own (failed while this node was lost).",
+                &self.jobs_fenced,
+            ),
+            (
+                "opsdeck_node_rejoins_total",
+                "Times this node found it had been declared lost and registered under a new epoch.",
+                &self.node_rejoins,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
     }
 
     /// An event stream opened (`true`) or closed (`false`).
@@ -234,5 +313,29 @@ mod tests {
         assert!(text.contains("opsdeck_limit_refusals_total{limit=\"terminal_frame_rate\"} 1\n"));
         assert!(text.contains("opsdeck_limit_refusals_total{limit=\"terminal_frame_size\"} 0\n"));
         assert!(text.contains("opsdeck_limit_refusals_total{limit=\"login_attempts\"} 0\n"));
+    }
+
+    #[test]
+    fn the_node_gauges_name_the_node_and_count_its_events() {
+        let m = Metrics::default();
+        m.job_lost();
+        m.job_lost();
+        m.job_fenced();
+        let text = m.render_nodes(&NodeView {
+            node: "vm-3000".into(),
+            epoch: 7,
+            alive: 2,
+            lost: 1,
+        });
+        assert!(
+            text.contains("opsdeck_node_info{node=\"vm-3000\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("opsdeck_node_epoch 7\n"));
+        assert!(text.contains("opsdeck_nodes{state=\"alive\"} 2\n"));
+        assert!(text.contains("opsdeck_nodes{state=\"lost\"} 1\n"));
+        assert!(text.contains("opsdeck_jobs_lost_total 2\n"));
+        assert!(text.contains("opsdeck_jobs_fenced_total 1\n"));
+        assert!(text.contains("opsdeck_node_rejoins_total 0\n"));
     }
 }

@@ -74,8 +74,7 @@ pub struct Server {
 
 impl Server {
     /// Opens the database and binds the listen address.
-    pub async fn build(config: Config) -> Result<Server, StartError> {
-        let config = Arc::new(config);
+    pub async fn build(mut config: Config) -> Result<Server, StartError> {
         warn_of_consoles_as_server(&config);
         let db = db::connect(&config.server.database_url).await?;
         let addr = config.server.addr;
@@ -88,6 +87,9 @@ impl Server {
         let local = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        // The default node id names the port actually bound.
+        config.cluster.settle(local.port());
+        let config = Arc::new(config);
         let url = config
             .server
             .public_url

@@ -106,6 +106,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub terminal: TerminalConfig,
     pub agents: AgentsConfig,
+    pub cluster: ClusterConfig,
     pub targets: Vec<Target>,
     pub templates: Vec<Template>,
 }
@@ -125,8 +126,6 @@ pub struct ServerConfig {
     /// A built front-end directory (cargo-leptos' site root) to serve
     /// instead of the one the executable carries (development).
     pub site_root: Option<PathBuf>,
-    /// This replica's name, recorded on the jobs it runs.
-    pub node: String,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy
@@ -164,13 +163,48 @@ pub struct JobsConfig {
     pub kill_grace: Duration,
     /// Fallback poll of the queue; an enqueue wakes the workers at once.
     pub poll_interval: Duration,
-    /// How often a replica proves it is alive (several replicas only).
-    pub heartbeat_interval: Duration,
     /// The environment every job starts with (besides its template's `env`):
     /// these variables of the server's own environment, read once at start.
     /// Nothing else of the server's environment (which may hold secrets)
     /// reaches a job.
     pub base_env: Vec<(String, String)>,
+}
+
+/// `[cluster]`: this replica among the others on one database
+/// (docs/cluster.md).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This replica's node id, recorded on the jobs it runs. Unless set,
+    /// the host name and the port the server listens on (`vm-3000`): unique
+    /// for two replicas on one host, and the same when a replica restarts,
+    /// so its start-up recovery finds its own jobs. [`ClusterConfig::settle`]
+    /// fills in the port actually bound.
+    pub node: String,
+    /// Whether `node` was written in the file (else it is the default).
+    pub node_set: bool,
+    /// A replica whose heartbeat is older than this is lost: another one
+    /// fails its running jobs.
+    pub node_timeout: Duration,
+}
+
+/// `[cluster].node_timeout` unless set.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl ClusterConfig {
+    /// How often this replica writes its heartbeat and looks for lost
+    /// ones: five beats per timeout, so one late or failed beat (a slow
+    /// disk, a busy database) never makes a live replica look lost.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.node_timeout / 5
+    }
+
+    /// The default node id once the listening port is known (the server
+    /// calls this after binding, so port 0 and `--addr` give the real one).
+    pub fn settle(&mut self, port: u16) {
+        if !self.node_set {
+            self.node = default_node_name(port);
+        }
+    }
 }
 
 /// The server's environment variables a job inherits.
@@ -470,6 +504,8 @@ struct RawConfig {
     #[serde(default)]
     agents: RawAgents,
     #[serde(default)]
+    cluster: RawCluster,
+    #[serde(default)]
     targets: Vec<Spanned<RawTarget>>,
     #[serde(default)]
     templates: Vec<Spanned<RawTemplate>>,
@@ -483,7 +519,8 @@ struct RawServer {
     workers: Option<Spanned<usize>>,
     public_url: Option<Spanned<String>>,
     site_root: Option<PathBuf>,
-    node: Option<Spanned<String>>,
+    /// Moved to `[cluster].node`: named in the error.
+    node: Option<Spanned<toml::Value>>,
     shutdown_timeout: Option<ConfigDuration>,
     trust_forwarded_for: Option<bool>,
     stream_keepalive: Option<ConfigDuration>,
@@ -508,7 +545,15 @@ struct RawJobs {
     tail_lines: Option<usize>,
     kill_grace: Option<ConfigDuration>,
     poll_interval: Option<ConfigDuration>,
-    heartbeat_interval: Option<ConfigDuration>,
+    /// Replaced by `[cluster].node_timeout`: named in the error.
+    heartbeat_interval: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    node: Option<Spanned<String>>,
+    node_timeout: Option<Spanned<ConfigDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -625,17 +670,13 @@ impl RawConfig {
                 ));
             }
         }
-        let node = match s.node {
-            Some(n) if !ID_RE.is_match(n.get_ref()) => {
-                return Err(ctx.error(
-                    n.span(),
-                    "server.node",
-                    "must match ^[a-z0-9][a-z0-9_.-]{0,62}$",
-                ))
-            }
-            Some(n) => n.into_inner(),
-            None => default_node_name(),
-        };
+        if let Some(n) = &s.node {
+            return Err(ctx.error(
+                n.span(),
+                "server.node",
+                "moved to [cluster].node: write it there (see docs/cluster.md)",
+            ));
+        }
         let server = ServerConfig {
             addr,
             database_url: s
@@ -646,7 +687,6 @@ impl RawConfig {
                 .public_url
                 .map(|u| u.into_inner().trim_end_matches('/').to_string()),
             site_root: s.site_root,
-            node,
             shutdown_timeout: dur(s.shutdown_timeout, 30),
             trust_forwarded_for: s.trust_forwarded_for.unwrap_or(false),
             stream_keepalive: s.stream_keepalive.map_or(Duration::from_secs(15), |d| {
@@ -684,6 +724,14 @@ impl RawConfig {
         };
 
         let j = self.jobs;
+        if let Some(h) = &j.heartbeat_interval {
+            return Err(ctx.error(
+                h.span(),
+                "jobs.heartbeat_interval",
+                "replaced by [cluster].node_timeout (heartbeats go every fifth of it): \
+                 write e.g. node_timeout = \"15s\" under [cluster]",
+            ));
+        }
         let jobs = JobsConfig {
             max_line_bytes: line_bytes(ctx, j.max_line_bytes, "jobs.max_line_bytes")?
                 .unwrap_or(64 << 10),
@@ -692,7 +740,6 @@ impl RawConfig {
             tail_lines: j.tail_lines.unwrap_or(10_000),
             kill_grace: dur(j.kill_grace, 10),
             poll_interval: j.poll_interval.map_or(Duration::from_secs(2), |d| d.0),
-            heartbeat_interval: dur(j.heartbeat_interval, 10),
             base_env: passed_env(),
         };
 
@@ -770,6 +817,41 @@ impl RawConfig {
             max_connections_per_token: a.max_connections_per_token.unwrap_or(2).max(1),
         };
 
+        let c = self.cluster;
+        let (node, node_set) = match c.node {
+            Some(n) if !ID_RE.is_match(n.get_ref()) => {
+                return Err(ctx.error(
+                    n.span(),
+                    "cluster.node",
+                    format!(
+                        "`{}` is not a node id: it must match ^[a-z0-9][a-z0-9_.-]{{0,62}}$",
+                        n.get_ref()
+                    ),
+                ))
+            }
+            Some(n) => (n.into_inner(), true),
+            None => (default_node_name(addr.port()), false),
+        };
+        let node_timeout = match c.node_timeout {
+            Some(t)
+                if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+                    .contains(&t.get_ref().0) =>
+            {
+                return Err(ctx.error(
+                    t.span(),
+                    "cluster.node_timeout",
+                    "must be between 1s and 1h",
+                ))
+            }
+            Some(t) => t.into_inner().0,
+            None => DEFAULT_NODE_TIMEOUT,
+        };
+        let cluster = ClusterConfig {
+            node,
+            node_set,
+            node_timeout,
+        };
+
         let mut targets = Vec::new();
         let mut seen = HashSet::new();
         for (i, raw) in self.targets.into_iter().enumerate() {
@@ -808,6 +890,7 @@ impl RawConfig {
             retention,
             terminal,
             agents,
+            cluster,
             targets,
             templates,
         })
@@ -1340,14 +1423,22 @@ impl RawTemplate {
     }
 }
 
-/// The host name, made into a valid node id.
-fn default_node_name() -> String {
-    let raw = nix::unistd::gethostname()
+/// The default node id: this host's name and `port`.
+fn default_node_name(port: u16) -> String {
+    let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let cleaned: String = raw
+        .unwrap_or_default();
+    node_name(&host, port)
+}
+
+/// `host` made into a node id with `-port` after it (`vm-3000`): the
+/// host name lower-cased, other characters than `[a-z0-9_.-]` as `-`, cut
+/// so the whole stays within 63 characters; `node-PORT` if nothing is left.
+fn node_name(host: &str, port: u16) -> String {
+    let suffix = format!("-{port}");
+    let cleaned: String = host
+        .to_ascii_lowercase()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "_.-".contains(c) {
@@ -1356,12 +1447,13 @@ fn default_node_name() -> String {
                 '-'
             }
         })
-        .take(63)
+        .take(63 - suffix.len())
         .collect();
-    if ID_RE.is_match(&cleaned) {
-        cleaned
+    let id = format!("{cleaned}{suffix}");
+    if ID_RE.is_match(&id) {
+        id
     } else {
-        "node".to_string()
+        format!("node{suffix}")
     }
 }
 

@@ -381,3 +381,65 @@ fn a_targets_user_is_checked_where_it_is_written() {
     let c = parse(LOCAL).unwrap();
     assert!(c.targets[0].console_as_server());
 }
+
+#[test]
+fn the_cluster_section_has_defaults_and_is_checked() {
+    let c = parse("[server]\naddr = \"127.0.0.1:3100\"\n").unwrap();
+    assert!(!c.cluster.node_set);
+    assert!(
+        c.cluster.node.ends_with("-3100"),
+        "the default node id names the port: {}",
+        c.cluster.node
+    );
+    assert!(ID_RE.is_match(&c.cluster.node), "{}", c.cluster.node);
+    assert_eq!(c.cluster.node_timeout, Duration::from_secs(15));
+    assert_eq!(c.cluster.heartbeat_interval(), Duration::from_secs(3));
+
+    let c = parse("[cluster]\nnode = \"replica-a\"\nnode_timeout = \"3s\"\n").unwrap();
+    assert_eq!(c.cluster.node, "replica-a");
+    assert!(c.cluster.node_set);
+    assert_eq!(c.cluster.heartbeat_interval(), Duration::from_millis(600));
+
+    let (line, key, message) = invalid("[cluster]\n\nnode = \"Replica A\"\n");
+    assert_eq!((line, key.as_str()), (3, "cluster.node"));
+    assert!(
+        message.contains("`Replica A` is not a node id"),
+        "{message}"
+    );
+    let (line, key, message) = invalid("[cluster]\nnode_timeout = \"500ms\"\n");
+    assert_eq!((line, key.as_str()), (2, "cluster.node_timeout"));
+    assert_eq!(message, "must be between 1s and 1h");
+    let (line, key, message) = invalid("[cluster]\nnode_timeout = \"soon\"\n");
+    assert_eq!((line, key.as_str()), (2, "cluster.node_timeout"));
+    assert!(message.contains("not a duration"), "{message}");
+    let (line, key, _) = invalid("[cluster]\nnodes = \"a\"\n");
+    assert_eq!((line, key.as_str()), (2, "cluster.nodes"));
+}
+
+#[test]
+fn the_old_places_of_the_node_settings_say_where_they_went() {
+    let (line, key, message) = invalid("[server]\nnode = \"a\"\n");
+    assert_eq!((line, key.as_str()), (2, "server.node"));
+    assert!(message.contains("moved to [cluster].node"), "{message}");
+    let (line, key, message) = invalid("[jobs]\n\nheartbeat_interval = \"5s\"\n");
+    assert_eq!((line, key.as_str()), (3, "jobs.heartbeat_interval"));
+    assert!(message.contains("[cluster].node_timeout"), "{message}");
+}
+
+#[test]
+fn a_default_node_id_is_the_host_and_port_made_valid() {
+    assert_eq!(node_name("vm", 3000), "vm-3000");
+    assert_eq!(node_name("Web_1.Example.COM", 80), "web_1.example.com-80");
+    assert_eq!(node_name("höst name", 3000), "h-st-name-3000");
+    assert_eq!(node_name("", 3000), "node-3000");
+    assert_eq!(node_name("-leading", 1), "node-1");
+    let long = node_name(&"a".repeat(100), 65535);
+    assert_eq!(long.len(), 63);
+    assert!(long.ends_with("-65535") && ID_RE.is_match(&long), "{long}");
+    let mut c = parse("").unwrap().cluster;
+    c.settle(4242);
+    assert!(c.node.ends_with("-4242"), "{}", c.node);
+    let mut set = parse("[cluster]\nnode = \"fixed\"\n").unwrap().cluster;
+    set.settle(4242);
+    assert_eq!(set.node, "fixed", "a node id written in the file is kept");
+}

@@ -6,7 +6,7 @@
 use app::model::job::{Gap, Job, JobFilter, JobState, Progress, StateSet};
 use app::model::template::Exclusive;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     entity::prelude::*, ActiveValue::Set, Condition, ConnectionTrait, DatabaseTransaction,
     DbBackend, FromQueryResult, QueryOrder, QuerySelect, Statement, TransactionTrait,
@@ -47,6 +47,7 @@ pub mod entity {
         pub rerun_of: Option<i64>,
         pub dispatch: i64,
         pub agent: Option<String>,
+        pub epoch: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -94,6 +95,8 @@ pub struct JobRow {
     pub dispatch: i64,
     /// The agent it was dispatched to.
     pub agent: Option<String>,
+    /// The epoch of `node` it was claimed under (fencing: see [`Owner`]).
+    pub epoch: Option<i64>,
 }
 
 impl TryFrom<entity::Model> for JobRow {
@@ -141,6 +144,7 @@ impl TryFrom<entity::Model> for JobRow {
             rerun_of: m.rerun_of,
             dispatch: m.dispatch,
             agent: m.agent,
+            epoch: m.epoch,
         })
     }
 }
@@ -189,6 +193,14 @@ impl JobRow {
                 _ => None,
             },
         }
+    }
+
+    /// The node and epoch it was claimed under, if it was claimed.
+    pub fn owner(&self) -> Option<Owner> {
+        Some(Owner {
+            node: self.node.clone()?,
+            epoch: self.epoch?,
+        })
     }
 
     /// The stored progress, if any.
@@ -307,10 +319,19 @@ pub async fn list(
 /// write transaction taking the write lock before it reads (an immediate
 /// transaction). On PostgreSQL it runs in a transaction that first takes an
 /// advisory lock, so claims across replicas are serialised (exclusivity needs
-/// that), and selects with FOR UPDATE SKIP LOCKED.
+/// that: under READ COMMITTED the claim's reads see every claim committed
+/// before the lock was granted), and selects with FOR UPDATE SKIP LOCKED.
+/// Two partial unique indexes (migration `m20261205_000020_cluster`) make
+/// the database refuse what this statement must never do: two running
+/// `target` jobs on one target, two running `global` jobs.
+///
+/// N.B.: a node claims only under the epoch its `nodes` row holds (the
+/// `EXISTS` above): once another node has declared it lost (which bumps
+/// that epoch), it claims nothing until it has registered again.
 const CLAIM_SQL: &str = "
-UPDATE jobs SET state = 'running', started_at = $1, updated_at = $1, node = $2{SET}
-WHERE id = (
+UPDATE jobs SET state = 'running', started_at = $1, updated_at = $1, node = $2, epoch = $3{SET}
+WHERE EXISTS (SELECT 1 FROM nodes n WHERE n.node = $2 AND n.epoch = $3)
+  AND id = (
   SELECT j.id FROM jobs j
   WHERE j.state = 'queued'{SCOPE}
     AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state IN ('running', 'cancelling') AND r.exclusive = 'global')
@@ -346,10 +367,20 @@ pub enum ClaimScope<'a> {
     },
 }
 
-/// Claims the next job for `node` inside `txn`, if one may start now.
+/// Who runs a claimed job: a node under one of its epochs. Every write of
+/// a running job by its runner names it, and changes nothing unless the
+/// job is still running under it (fencing: a node declared lost, then
+/// back, cannot touch the jobs failed meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub node: String,
+    pub epoch: i64,
+}
+
+/// Claims the next job for `owner` inside `txn`, if one may start now.
 pub async fn claim_in(
     txn: &DatabaseTransaction,
-    node: &str,
+    owner: &Owner,
     scope: ClaimScope<'_>,
 ) -> Result<Option<JobRow>, DbErr> {
     let now = Utc::now();
@@ -368,7 +399,8 @@ pub async fn claim_in(
         // SQLite: the transaction already holds the one write lock.
         _ => "",
     };
-    let mut values: Vec<sea_orm::Value> = vec![now.into(), node.into()];
+    let mut values: Vec<sea_orm::Value> =
+        vec![now.into(), owner.node.as_str().into(), owner.epoch.into()];
     let mut set = String::new();
     let list = |values: &mut Vec<sea_orm::Value>, targets: &[String]| {
         let first = values.len() + 1;
@@ -422,6 +454,9 @@ pub struct StateChange<'a> {
     /// The dispatch the change is about (an agent's job): a change about
     /// an older dispatch writes nothing.
     pub dispatch: Option<i64>,
+    /// The runner that asks (a local job's end): a change by a runner
+    /// that no longer owns the job writes nothing.
+    pub owner: Option<&'a Owner>,
 }
 
 /// Applies a [`StateChange`] in one statement; the row as it is now, or
@@ -439,6 +474,9 @@ pub async fn change_state(
         .filter(Column::State.is_in(c.from.iter().map(|s| s.as_str())));
     if let Some(d) = c.dispatch {
         q = q.filter(Column::Dispatch.eq(d));
+    }
+    if let Some(o) = c.owner {
+        q = owned_by(q, o);
     }
     match c.position {
         Some(p) => {
@@ -534,17 +572,45 @@ impl LogPosition {
     }
 }
 
-/// Stores the log's position (one statement).
-pub async fn set_log_position(
+/// Only the rows of jobs still running or cancelling under `owner`.
+fn owned_by(q: sea_orm::UpdateMany<Entity>, owner: &Owner) -> sea_orm::UpdateMany<Entity> {
+    q.filter(Column::Node.eq(owner.node.as_str()))
+        .filter(Column::Epoch.eq(owner.epoch))
+        .filter(Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]))
+}
+
+/// Stores the log's position (and `progress`) of a job its runner owns,
+/// in one statement that checks it still does (fencing); false, and
+/// nothing written, if it does not. On PostgreSQL the statement also locks
+/// the row until the commit, so the job cannot be ended by anyone else
+/// between this check and the batch's other writes.
+pub async fn store_position(
     db: &impl ConnectionTrait,
     id: i64,
+    owner: &Owner,
     p: &LogPosition,
-) -> Result<(), DbErr> {
-    p.apply(Entity::update_many())
-        .filter(Column::Id.eq(id))
-        .exec(db)
-        .await
-        .map(|_| ())
+    progress: Option<&Progress>,
+) -> Result<bool, DbErr> {
+    let mut q = owned_by(p.apply(Entity::update_many()), owner).filter(Column::Id.eq(id));
+    if let Some(progress) = progress {
+        q = q.col_expr(
+            Column::Progress,
+            Expr::value(serde_json::to_string(progress).unwrap_or_default()),
+        );
+    }
+    Ok(q.exec(db).await?.rows_affected == 1)
+}
+
+/// Whether `owner` still runs job `id` (checked, and the row locked until
+/// the commit on PostgreSQL, by a write of `updated_at` only).
+pub async fn hold_if_owned(
+    db: &impl ConnectionTrait,
+    id: i64,
+    owner: &Owner,
+) -> Result<bool, DbErr> {
+    let q = owned_by(setting([(Column::UpdatedAt, Utc::now().into())]), owner)
+        .filter(Column::Id.eq(id));
+    Ok(q.exec(db).await?.rows_affected == 1)
 }
 
 /// Stores the process group an agent started for `dispatch` of a job.
@@ -590,39 +656,47 @@ pub async fn advance_log(
     Ok(q.exec(db).await?.rows_affected == 1)
 }
 
-pub async fn set_progress(db: &impl ConnectionTrait, id: i64, p: &Progress) -> Result<(), DbErr> {
-    setting([(
-        Column::Progress,
-        serde_json::to_string(p).unwrap_or_default().into(),
-    )])
-    .filter(Column::Id.eq(id))
-    .exec(db)
-    .await
-    .map(|_| ())
-}
-
 fn active() -> sea_orm::Select<Entity> {
     Entity::find()
         .filter(Column::State.is_in([JobState::Running.as_str(), JobState::Cancelling.as_str()]))
 }
 
-/// Jobs a node was running or cancelling itself (not on an agent).
-pub async fn active_on_node(db: &DatabaseConnection, node: &str) -> Result<Vec<JobRow>, DbErr> {
+/// Jobs `node` was running or cancelling itself (not on an agent) under
+/// an epoch up to `epoch` (or before epochs were recorded).
+pub async fn active_on_node(
+    db: &impl ConnectionTrait,
+    node: &str,
+    epoch: i64,
+) -> Result<Vec<JobRow>, DbErr> {
     typed(
         active()
             .filter(Column::Node.eq(node))
             .filter(Column::Agent.is_null())
+            .filter(
+                Condition::any()
+                    .add(Column::Epoch.is_null())
+                    .add(Column::Epoch.lte(epoch)),
+            )
+            .order_by_asc(Column::Id)
             .all(db)
             .await?,
     )
 }
 
-/// Jobs running or cancelling on nodes other than `node` (not on agents).
-pub async fn active_elsewhere(db: &DatabaseConnection, node: &str) -> Result<Vec<JobRow>, DbErr> {
+/// This node's finished jobs that ended with `error` and had a process
+/// group (a lost node's jobs, failed by another node).
+pub async fn failed_with(
+    db: &impl ConnectionTrait,
+    node: &str,
+    error: &str,
+) -> Result<Vec<JobRow>, DbErr> {
     typed(
-        active()
-            .filter(Column::Node.ne(node))
-            .filter(Column::Agent.is_null())
+        Entity::find()
+            .filter(Column::Node.eq(node))
+            .filter(Column::State.eq(JobState::Failed.as_str()))
+            .filter(Column::Error.eq(error))
+            .filter(Column::Pgid.is_not_null())
+            .order_by_asc(Column::Id)
             .all(db)
             .await?,
     )
@@ -706,41 +780,6 @@ pub async fn count_by_state(db: &DatabaseConnection) -> Result<Vec<(JobState, i6
         .collect()
 }
 
-/// Records that `node` is alive.
-pub async fn heartbeat(
-    db: &DatabaseConnection,
-    node: &str,
-    started_at: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    use super::nodes;
-    let now = Utc::now();
-    nodes::Entity::insert(nodes::ActiveModel {
-        node: Set(node.to_string()),
-        started_at: Set(started_at),
-        heartbeat_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(nodes::Column::Node)
-            .update_columns([nodes::Column::HeartbeatAt, nodes::Column::StartedAt])
-            .to_owned(),
-    )
-    .exec(db)
-    .await
-    .map(|_| ())
-}
-
-/// The last heartbeat of a node.
-pub async fn last_heartbeat(
-    db: &DatabaseConnection,
-    node: &str,
-) -> Result<Option<DateTime<Utc>>, DbErr> {
-    use super::nodes;
-    Ok(nodes::Entity::find_by_id(node.to_string())
-        .one(db)
-        .await?
-        .map(|n| n.heartbeat_at))
-}
-
 /// The newest job on `target`.
 pub async fn latest_on_target(
     db: &DatabaseConnection,
@@ -790,6 +829,7 @@ mod tests {
             rerun_of: None,
             dispatch: 0,
             agent: None,
+            epoch: None,
         }
     }
 

@@ -65,7 +65,10 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbSetupError> {
         opts.max_connections(16)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            .map_sqlx_postgres_opts(|o| {
+                o.options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)])
+            });
         Database::connect(opts)
             .await
             .map_err(|source| DbSetupError::Open {
@@ -75,13 +78,64 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbSetupError> {
     } else {
         return Err(DbSetupError::BadUrl(redact(url)));
     };
-    Migrator::up(&db, None)
-        .await
-        .map_err(|source| DbSetupError::Migrate {
-            url: redact(url),
-            source,
-        })?;
+    let migrated = if is_postgres(&db) {
+        migrate_postgres(url).await
+    } else {
+        Migrator::up(&db, None).await
+    };
+    migrated.map_err(|source| DbSetupError::Migrate {
+        url: redact(url),
+        source,
+    })?;
     Ok(db)
+}
+
+/// How long PostgreSQL lets one of our sessions sit inside a transaction
+/// without a statement before it ends the session.
+///
+/// N.B.: opsdeck's transactions send their statements back to back (a few
+/// ms). A session idle in one for seconds belongs to a replica that was
+/// stopped (SIGSTOP, a frozen VM) or cut off mid-commit, and its row locks
+/// would hold up every other replica's commits touching those rows (the
+/// failing of its jobs among them) until it came back. Ended, its locks
+/// go; the stopped replica finds its connection closed when it resumes,
+/// and its writes are refused by fencing anyway (docs/cluster.md).
+const IDLE_IN_TRANSACTION: &str = "5s";
+
+/// A key for `pg_advisory_lock`: "opsdeck" migrations.
+const MIGRATE_LOCK_KEY: i64 = 0x6f70_7364_6563_6b02;
+
+/// Runs the migrations on PostgreSQL under a session advisory lock, on a
+/// connection of its own (a session lock belongs to one connection, and a
+/// pool would run the migrator's statements on others).
+///
+/// N.B.: several replicas and the CLI started at the same moment on an
+/// empty database would otherwise each find no `seaql_migrations` table
+/// and create the schema at once, and all but one would fail on the
+/// others' tables. Under the lock they take turns: the first migrates,
+/// the rest find nothing left to do (the migrator runs in one transaction
+/// on PostgreSQL). SQLite is one replica's file: nothing to take turns with.
+async fn migrate_postgres(url: &str) -> Result<(), DbErr> {
+    let mut opts = ConnectOptions::new(url);
+    opts.max_connections(1)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let conn = Database::connect(opts).await?;
+    let lock = |sql: &str| {
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, [MIGRATE_LOCK_KEY.into()])
+    };
+    let migrated = match conn.execute(lock("SELECT pg_advisory_lock($1)")).await {
+        Ok(_) => {
+            let up = Migrator::up(&conn, None).await;
+            // Closing the connection would release it too.
+            let _ = conn.execute(lock("SELECT pg_advisory_unlock($1)")).await;
+            up
+        }
+        Err(e) => Err(e),
+    };
+    let _ = conn.close().await;
+    migrated
 }
 
 /// A second handle for the reads that can take long or come in numbers (log

@@ -17,7 +17,13 @@
 //! - ends the job with its last batch: its summary line is the last line of
 //!   that batch, and the job's [`Transition`] (state, finish fields, the
 //!   log's final position) rides in the same transaction, with the claim of
-//!   the slot's next job when asked.
+//!   the slot's next job when asked;
+//! - is fenced: each batch first checks, in the statement that stores the
+//!   log's position, that the job still runs under this runner's node and
+//!   epoch ([`Owner`]); when it does not (the node was declared lost and
+//!   the job failed by another), the batch writes nothing, the writer
+//!   stops the job's process group (`StopReason::Lost`) and stores nothing
+//!   more.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,11 +36,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::db::commit::Work;
-use crate::db::jobs::{self, Finish, JobRow, LogPosition};
+use crate::db::jobs::{self, Finish, JobRow, LogPosition, Owner};
 use crate::db::logs;
 use crate::engine::logcap::{CappedLog, Flush};
 use crate::engine::progress;
-use crate::engine::supervise::Out;
+use crate::engine::supervise::{Out, StopReason, StopSwitch};
 use crate::engine::transition::Transition;
 use crate::engine::{ClaimFor, Sink};
 use crate::hub::{LogBatch, Update};
@@ -87,13 +93,25 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Starts the writer of `job_id`, whose last stored seq is `last_seq`.
-    pub fn start(sink: Sink, job_id: i64, last_seq: i64, limits: Limits) -> LogWriter {
+    /// Starts the writer of `job_id`, whose last stored seq is `last_seq`,
+    /// run by `owner`; `stop` is the run's switch, pulled if the job turns
+    /// out to be someone else's.
+    pub fn start(
+        sink: Sink,
+        job_id: i64,
+        last_seq: i64,
+        limits: Limits,
+        owner: Owner,
+        stop: StopSwitch,
+    ) -> LogWriter {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let end = Arc::new(Mutex::new(None));
         let writer = Writer {
             sink,
             job_id,
+            owner,
+            stop,
+            lost: false,
             progress_kind: limits.progress,
             log: CappedLog::new(last_seq, limits.max_log_bytes, limits.tail_lines),
             progress: None,
@@ -128,6 +146,10 @@ impl LogWriter {
 struct Writer {
     sink: Sink,
     job_id: i64,
+    owner: Owner,
+    stop: StopSwitch,
+    /// A batch was refused: store nothing more.
+    lost: bool,
     progress_kind: ProgressKind,
     log: CappedLog,
     progress: Option<Progress>,
@@ -234,6 +256,12 @@ impl Writer {
     /// Commits pending lines (and the cut's deletions); the commit
     /// publishes them. A failed commit is retried: a line is never dropped.
     async fn commit(&mut self, last: bool) {
+        if self.lost {
+            // Drained, never stored: the job is another's now.
+            self.log.flush(last);
+            self.log.flushed();
+            return;
+        }
         // N.B.: the summary is numbered and capped like any line (it is the
         // last of the tail), and stored with the end in one transaction.
         if let Some(end) = self.end.as_mut().filter(|_| last) {
@@ -266,7 +294,8 @@ impl Writer {
             if finish.progress.is_none() {
                 finish.progress = self.progress.clone();
             }
-            let t = Transition::finish(&self.sink.hub, self.job_id, &finish, position);
+            let t = Transition::finish(&self.sink.hub, self.job_id, &finish, position)
+                .owned_by(self.owner.clone());
             (t, end.claim_for)
         });
         let (end, claim_for) = match end {
@@ -282,6 +311,7 @@ impl Writer {
         } = flush;
         let batch = Arc::new(Batch {
             job_id: self.job_id,
+            owner: self.owner.clone(),
             sink: self.sink.clone(),
             lines: Arc::new(LogBatch::new(lines)),
             delete,
@@ -293,6 +323,7 @@ impl Writer {
             end,
             claim_for,
             next: Mutex::new(None),
+            refused: Mutex::new(false),
         });
         let mut delay = Duration::from_millis(50);
         loop {
@@ -312,6 +343,20 @@ impl Writer {
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+        if *batch.refused.locked() {
+            tracing::warn!(
+                job = self.job_id,
+                node = %self.owner.node,
+                epoch = self.owner.epoch,
+                "the job is no longer this node's (failed by another node meanwhile): stopping its processes, storing nothing more"
+            );
+            if self.stop.stop(StopReason::Lost) {
+                self.sink.metrics.job_fenced();
+            }
+            self.lost = true;
+            self.log.flushed();
+            return;
         }
         if let Some(t) = &batch.end {
             self.finished = t.row();
@@ -334,6 +379,8 @@ impl Writer {
 /// the job's log position, progress, process group and, last, its end.
 struct Batch {
     job_id: i64,
+    /// Who writes: every write checks the job still runs under it.
+    owner: Owner,
     sink: Sink,
     /// The lines; the same batch goes to the subscribers once committed.
     lines: Arc<LogBatch>,
@@ -351,6 +398,8 @@ struct Batch {
     /// Claim this node's next job after the end.
     claim_for: Option<ClaimFor>,
     next: Mutex<Option<JobRow>>,
+    /// The job was not the owner's any more: nothing was written.
+    refused: Mutex<bool>,
 }
 
 #[async_trait::async_trait]
@@ -358,28 +407,44 @@ impl Work for Batch {
     async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
         let id = self.job_id;
         let lines = &self.lines.lines;
+        *self.next.locked() = None;
+        // N.B.: fencing first, in the statement that stores the position
+        // (or, with the end, one that only checks): nothing below is
+        // written unless the job still runs under this owner, and on
+        // PostgreSQL the row stays locked until the commit, so nobody
+        // ends the job in between.
+        let owned = match &self.end {
+            Some(_) => jobs::hold_if_owned(txn, id, &self.owner).await?,
+            None => {
+                jobs::store_position(txn, id, &self.owner, &self.position, self.progress.as_ref())
+                    .await?
+            }
+        };
+        *self.refused.locked() = !owned;
+        if !owned {
+            return Ok(());
+        }
         if let Some((from, to)) = self.delete {
             logs::delete_range(txn, id, from, to).await?;
         }
         if let Some((seq, text)) = &self.marker {
             logs::set_text(txn, id, *seq, text).await?;
         }
-        if let Some(p) = self.progress.as_ref().filter(|_| self.end.is_none()) {
-            jobs::set_progress(txn, id, p).await?;
-        }
         // The end (its state, summary line and the log's last position) and
-        // the lines in one go; if the job was no longer running, the lines
-        // and the position only.
-        let ended = match &self.end {
-            Some(t) => t.apply_with(txn, lines).await?,
-            None => false,
-        };
-        if !ended {
-            logs::insert_batch(txn, id, lines).await?;
-            jobs::set_log_position(txn, id, &self.position).await?;
+        // the lines in one go.
+        match &self.end {
+            Some(t) => {
+                if !t.apply_with(txn, lines).await? {
+                    // Held above, so only a bug gets here: write nothing.
+                    return Err(sea_orm::DbErr::Custom(format!(
+                        "job {id}: its end was refused although its runner holds it"
+                    )));
+                }
+            }
+            None => logs::insert_batch(txn, id, lines).await?,
         }
         let next = match &self.claim_for {
-            Some(c) => jobs::claim_in(txn, &c.node, c.scope()).await?,
+            Some(c) => jobs::claim_in(txn, &c.owner, c.scope()).await?,
             None => None,
         };
         *self.next.locked() = next;
@@ -387,6 +452,9 @@ impl Work for Batch {
     }
 
     fn committed(&self) {
+        if *self.refused.locked() {
+            return;
+        }
         let hub = &self.sink.hub;
         self.sink
             .metrics

@@ -3,13 +3,15 @@
 //! in one of the writer's group transactions: `db::jobs`, `db::commit`), runs
 //! them (`runner`), and ends them through the one [`transition`]. An enqueue
 //! wakes the pool at once; polling is only the fallback (jobs enqueued by
-//! another replica, a slot freed by exclusivity). Also owned here: recovery
-//! at start, heartbeats, retention.
+//! another replica, a slot freed by exclusivity). Also owned here: this
+//! node among the replicas (`cluster`: its epoch, heartbeats, lost nodes),
+//! recovery at start, retention.
 //!
 //! The engine is wired by `AppState` but does not know it: it runs with
 //! the configuration, the database handles and a [`Sink`] (committer, hub,
 //! metrics, shutdown), and nothing else.
 
+pub mod cluster;
 pub mod command;
 pub mod exit;
 pub mod logcap;
@@ -23,6 +25,7 @@ pub mod supervise;
 pub mod transition;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sea_orm::DatabaseConnection;
@@ -36,7 +39,7 @@ use app::model::agent::ServerMsg;
 use crate::agents::Agents;
 use crate::config::Config;
 use crate::db::commit::{Committer, Work};
-use crate::db::jobs::{self, ClaimScope, JobRow};
+use crate::db::jobs::{self, ClaimScope, JobRow, Owner};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::sync::Locked;
@@ -73,6 +76,8 @@ struct Inner {
     sink: Sink,
     wake: Notify,
     running: Mutex<HashMap<i64, StopSwitch>>,
+    /// This node's epoch (`engine::cluster`): 0 until it has registered.
+    epoch: AtomicI64,
 }
 
 impl Engine {
@@ -98,6 +103,7 @@ impl Engine {
             sink,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            epoch: AtomicI64::new(0),
         }))
     }
 
@@ -130,10 +136,23 @@ impl Engine {
         &self.0.config
     }
 
+    /// This node's epoch (0 before it registered).
+    pub fn epoch(&self) -> i64 {
+        self.0.epoch.load(Ordering::Relaxed)
+    }
+
+    /// This node under its current epoch: who claims now.
+    fn owner(&self) -> Owner {
+        Owner {
+            node: self.config().cluster.node.clone(),
+            epoch: self.epoch(),
+        }
+    }
+
     /// How a finishing job claims its slot's next job on this node.
     fn claim_for(&self) -> ClaimFor {
         ClaimFor {
-            node: self.config().server.node.clone(),
+            owner: self.owner(),
             agent_targets: self.0.agent_targets.clone(),
         }
     }
@@ -142,9 +161,13 @@ impl Engine {
     /// at shutdown, stop running jobs (they are recorded as interrupted)
     /// and wait for them.
     pub async fn run(self) {
-        recovery::recover(&self).await;
+        let Some(joined) = cluster::join(&self).await else {
+            return;
+        };
+        let epoch = joined.epoch;
+        recovery::recover(&self, joined).await;
         let background = [
-            tokio::spawn(recovery::heartbeats(self.clone())),
+            tokio::spawn(cluster::heartbeats(self.clone())),
             tokio::spawn(retention::run(
                 self.0.db.clone(),
                 self.0.sink.clone(),
@@ -156,15 +179,14 @@ impl Engine {
         let slots = Arc::new(Semaphore::new(workers));
         let mut tasks: JoinSet<Ran> = JoinSet::new();
         let mut tick = tokio::time::interval(self.config().jobs.poll_interval);
-        let node = self.config().server.node.clone();
-        tracing::info!(workers, node = %node, "job engine started");
+        tracing::info!(workers, node = %self.config().cluster.node, epoch, "job engine started");
 
         loop {
             // Fill every free slot with a claimable job, in one claim.
             let permits: Vec<_> =
                 std::iter::from_fn(|| slots.clone().try_acquire_owned().ok()).collect();
             if !permits.is_empty() {
-                let claimed = match self.claim(&node, permits.len()).await {
+                let claimed = match self.claim(permits.len()).await {
                     Ok(claimed) => claimed,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot claim a job");
@@ -176,7 +198,7 @@ impl Engine {
                     self.start(&mut tasks, job, permit);
                 }
             }
-            self.dispatch_to_agents(&node).await;
+            self.dispatch_to_agents().await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.0.wake.notified() => {}
@@ -212,20 +234,19 @@ impl Engine {
         tracing::info!("job engine stopped");
     }
 
-    /// Claims up to `slots` jobs for `node`, oldest first, in one
-    /// transaction of the writer (`db::commit`).
-    async fn claim(&self, node: &str, slots: usize) -> Result<Vec<JobRow>, sea_orm::DbErr> {
-        self.claim_scoped(node, slots, None).await
+    /// Claims up to `slots` jobs for this node under its current epoch,
+    /// oldest first, in one transaction of the writer (`db::commit`).
+    async fn claim(&self, slots: usize) -> Result<Vec<JobRow>, sea_orm::DbErr> {
+        self.claim_scoped(slots, None).await
     }
 
     async fn claim_scoped(
         &self,
-        node: &str,
         slots: usize,
         agent: Option<(&str, &[String])>,
     ) -> Result<Vec<JobRow>, sea_orm::DbErr> {
         let work = Arc::new(Claim {
-            node: node.to_string(),
+            owner: self.owner(),
             slots,
             agent: agent.map(|(a, t)| (a.to_string(), t.to_vec())),
             agent_targets: self.0.agent_targets.clone(),
@@ -240,7 +261,7 @@ impl Engine {
     /// to it. A job whose `command.run` does not reach the agent (it just
     /// went away) stays `running`, never started: it is sent again when
     /// the agent reconnects (`agents::link`).
-    async fn dispatch_to_agents(&self, node: &str) {
+    async fn dispatch_to_agents(&self) {
         for name in self.0.agents.online() {
             let targets: Vec<String> = self
                 .config()
@@ -252,10 +273,7 @@ impl Engine {
             if targets.is_empty() {
                 continue;
             }
-            let claimed = match self
-                .claim_scoped(node, usize::MAX, Some((&name, &targets)))
-                .await
-            {
+            let claimed = match self.claim_scoped(usize::MAX, Some((&name, &targets))).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(agent = %name, error = %e, "cannot claim jobs for an agent");
@@ -314,7 +332,7 @@ impl Engine {
 /// agent's).
 #[derive(Debug, Clone)]
 pub struct ClaimFor {
-    pub node: String,
+    pub owner: Owner,
     pub agent_targets: Arc<[String]>,
 }
 
@@ -327,7 +345,7 @@ impl ClaimFor {
 }
 
 struct Claim {
-    node: String,
+    owner: Owner,
     slots: usize,
     /// Claim for this agent, on these targets (else for this node).
     agent: Option<(String, Vec<String>)>,
@@ -346,7 +364,7 @@ impl Work for Claim {
         };
         let mut claimed = Vec::new();
         while claimed.len() < self.slots {
-            match jobs::claim_in(txn, &self.node, scope).await? {
+            match jobs::claim_in(txn, &self.owner, scope).await? {
                 Some(job) => claimed.push(job),
                 None => break,
             }

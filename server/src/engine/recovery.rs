@@ -1,24 +1,31 @@
-//! Never leave a job "running": at start, a server marks the jobs it owned
-//! that are still running or cancelling as failed ("interrupted: server
-//! restarted") and kills what is left of their process groups (guarded
-//! against pid reuse). With several replicas, each proves it is alive with
-//! heartbeats, and the jobs of a replica that stopped beating are failed by
-//! the others. Every such end is the job's one transition, audited as
-//! `job.interrupted` by `system`.
+//! Never leave a job "running": at start, once it has registered under its
+//! new epoch (`engine::cluster`), a server marks the jobs it owned under
+//! its earlier epochs that are still running or cancelling as failed
+//! ("interrupted: server restarted") and kills what is left of their
+//! process groups (guarded against pid reuse). The jobs of a replica that
+//! stopped beating are failed by the others (`engine::cluster`), who
+//! cannot reach its processes: when it starts again after that, it kills
+//! what is left of those jobs' groups too (audited as `job.orphans_killed`).
+//! Every end of a job is its one transition, audited as `job.interrupted`
+//! by `system`.
 
 use std::sync::Arc;
 
-use chrono::Utc;
-
+use crate::db::audit;
 use crate::db::jobs::{self, JobRow};
+use crate::engine::cluster::{self, Joined};
 use crate::engine::transition::Transition;
 use crate::engine::{runner, Engine};
 use crate::proc::group as process;
 
-/// Recovers this node's jobs. Runs before the first claim.
-pub async fn recover(engine: &Engine) {
-    let node = &engine.config().server.node;
-    let rows = match jobs::active_on_node(&engine.0.db, node).await {
+/// Recovers this node's jobs of the epochs before the one it just took.
+/// Runs before the first claim.
+pub async fn recover(engine: &Engine, joined: Joined) {
+    let node = &engine.config().cluster.node;
+    if joined.was_lost {
+        kill_lost_orphans(engine, node).await;
+    }
+    let rows = match jobs::active_on_node(&engine.0.db, node, joined.epoch - 1).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::error!(error = %e, "cannot look for interrupted jobs");
@@ -41,6 +48,42 @@ pub async fn recover(engine: &Engine) {
     }
 }
 
+/// Kills what is left of the process groups of this node's jobs that
+/// another node failed while this one was lost (it said it could not).
+async fn kill_lost_orphans(engine: &Engine, node: &str) {
+    let db = &engine.0.db;
+    let rows = match jobs::failed_with(db, node, &cluster::lost_error(node)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot look for the jobs failed while this node was lost");
+            return;
+        }
+    };
+    for row in rows {
+        let Some(pgid) = row.pgid else { continue };
+        let killed = process::kill_orphaned_group(pgid, row.pgid_start);
+        if killed == 0 {
+            continue;
+        }
+        tracing::warn!(
+            job = row.id,
+            killed,
+            "killed the leftover processes of a job failed while this node was lost"
+        );
+        let subject = format!("job {}", row.id);
+        let record = audit::Record {
+            actor: "system",
+            action: "job.orphans_killed",
+            subject: &subject,
+            detail: Some(serde_json::json!({ "node": node, "killed": killed })),
+            ip: None,
+        };
+        if let Err(e) = audit::insert(db, record).await {
+            tracing::warn!(job = row.id, error = %e, "cannot audit the killed leftovers");
+        }
+    }
+}
+
 /// Fails an active job that nothing runs any more.
 async fn interrupt(engine: &Engine, row: &JobRow, line: String, error: &str) {
     let sink = engine.sink();
@@ -56,44 +99,5 @@ async fn interrupt(engine: &Engine, row: &JobRow, line: String, error: &str) {
         // Finished meanwhile by someone else: say what it is now.
         Ok(()) => runner::announce_current(engine, row.id).await,
         Err(e) => tracing::error!(job = row.id, error = %e, "cannot fail the interrupted job"),
-    }
-}
-
-/// Beats every `heartbeat_interval`; fails the jobs of replicas silent for
-/// three intervals.
-pub async fn heartbeats(engine: Engine) {
-    let every = engine.config().jobs.heartbeat_interval;
-    let node = engine.config().server.node.clone();
-    let shutdown = engine.sink().shutdown.clone();
-    let db = engine.0.db.clone();
-    let started = Utc::now();
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = jobs::heartbeat(&db, &node, started).await {
-            tracing::warn!(error = %e, "cannot record the heartbeat");
-            continue;
-        }
-        let Ok(others) = jobs::active_elsewhere(&db, &node).await else {
-            continue;
-        };
-        let silent_for =
-            chrono::Duration::from_std(every * 3).unwrap_or(chrono::Duration::seconds(30));
-        for row in others {
-            let Some(other) = row.node.clone() else {
-                continue;
-            };
-            let last = jobs::last_heartbeat(&db, &other).await.ok().flatten();
-            if last.is_none_or(|at| Utc::now() - at > silent_for) {
-                let text = format!("interrupted: node `{other}` stopped sending heartbeats");
-                tracing::warn!(job = row.id, node = %other, "{text}");
-                interrupt(&engine, &row, text.clone(), &text).await;
-            }
-        }
-        crate::agents::fail_lost(&db, engine.sink(), engine.config()).await;
-        engine.sink().hub.prune();
     }
 }

@@ -1,7 +1,8 @@
 //! Running one claimed job here: build its argv for the target, have it
 //! supervised (`engine::supervise`) into the log writer, watch the database
-//! for a cancel requested through another replica, and end the job through
-//! its one transition.
+//! for a cancel requested through another replica and for the job ceasing
+//! to be this runner's (its node declared lost: fencing), and end the job
+//! through its one transition.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::{Target, Template};
-use crate::db::jobs::{self, Finish, JobRow};
+use crate::db::jobs::{self, Finish, JobRow, Owner};
 use crate::engine::command;
 use crate::engine::exit::Outcome;
 use crate::engine::logwriter::{End, Limits, LogWriter};
@@ -23,7 +24,7 @@ use crate::proc::Environment;
 pub use crate::engine::supervise::{StopReason, StopSwitch};
 
 /// How often a running job looks in the database for a cancel requested
-/// through another replica.
+/// through another replica, and whether it is still this runner's.
 const CANCEL_POLL: Duration = Duration::from_secs(2);
 
 /// Runs a claimed job to its end. Never panics on the job path; every way
@@ -41,6 +42,9 @@ pub async fn run(
     async move {
         let sink = engine.sink();
         sink.hub.job_changed(job.to_job());
+        // The claim wrote both; this node's current owner only if a row
+        // somehow lacks them.
+        let owner = job.owner().unwrap_or_else(|| engine.owner());
         let config = engine.config();
         let (Some(template), Some(target)) =
             (config.template(&job.template), config.target(&job.target))
@@ -51,7 +55,7 @@ pub async fn run(
                 format!("target `{}`", job.target)
             };
             let error = format!("the {missing} is no longer in the configuration");
-            fail_without_process(engine, &job, error).await;
+            fail_without_process(engine, &job, owner, error).await;
             return None;
         };
         let limits = Limits {
@@ -59,10 +63,17 @@ pub async fn run(
             tail_lines: template.tail_lines,
             progress: template.progress,
         };
-        let writer = LogWriter::start(sink.clone(), job.id, job.last_seq, limits);
+        let writer = LogWriter::start(
+            sink.clone(),
+            job.id,
+            job.last_seq,
+            limits,
+            owner.clone(),
+            stop.clone(),
+        );
         let spec = run_spec(engine, &job, template, target);
         let outcome = {
-            let watch = watch_for_cancel(engine, job.id, &stop);
+            let watch = watch_job(engine, job.id, &owner, &stop);
             let started = |_pgid| engine.sink().metrics.claim_to_start(claimed_at.elapsed());
             let run = supervise::supervise(&spec, writer.sender(), &stop, started);
             tokio::select! {
@@ -89,16 +100,10 @@ pub async fn run(
 }
 
 /// Fails a job that could not even start, with a system line saying why.
-async fn fail_without_process(engine: &Engine, job: &JobRow, error: String) {
+async fn fail_without_process(engine: &Engine, job: &JobRow, owner: Owner, error: String) {
     tracing::warn!(job = job.id, "{error}");
     let sink = engine.sink();
-    let t = Arc::new(Transition::fail(
-        &sink.hub,
-        job,
-        error.clone(),
-        error,
-        false,
-    ));
+    let t = Arc::new(Transition::fail(&sink.hub, job, error.clone(), error, false).owned_by(owner));
     let row = match sink.committer.commit(t.clone()).await {
         Ok(()) => t.row(),
         Err(e) => {
@@ -178,17 +183,102 @@ fn run_spec(engine: &Engine, job: &JobRow, template: &Template, target: &Target)
 }
 
 /// Looks every [`CANCEL_POLL`] for a cancel that reached the database
-/// through another replica, and stops the job when one did. Never ends.
-async fn watch_for_cancel(engine: &Engine, id: i64, stop: &StopSwitch) -> std::convert::Infallible {
+/// through another replica, and stops the job when one did; kills it at
+/// once when it is no longer `owner`'s (failed by another node while this
+/// one was lost: a quiet job would otherwise run on unnoticed until its
+/// next write). Never ends.
+async fn watch_job(
+    engine: &Engine,
+    id: i64,
+    owner: &Owner,
+    stop: &StopSwitch,
+) -> std::convert::Infallible {
     let mut poll = tokio::time::interval(CANCEL_POLL);
     poll.tick().await;
     loop {
         poll.tick().await;
-        if let Ok(Some(row)) = jobs::by_id(&engine.0.reader, id).await {
-            if row.state == JobState::Cancelling {
-                let by = row.cancel_requested_by.unwrap_or_else(|| "someone".into());
-                stop.stop(StopReason::Cancel { by });
+        let Ok(Some(row)) = jobs::by_id(&engine.0.reader, id).await else {
+            continue;
+        };
+        if !runs_under(&row, owner) {
+            if stop.stop(StopReason::Lost) {
+                tracing::warn!(job = id, node = %owner.node, epoch = owner.epoch, "the job is no longer this node's: killing its processes");
+                engine.sink().metrics.job_fenced();
             }
+        } else if row.state == JobState::Cancelling {
+            let by = row.cancel_requested_by.unwrap_or_else(|| "someone".into());
+            stop.stop(StopReason::Cancel { by });
         }
+    }
+}
+
+/// Whether `row` is still running (or cancelling) under `owner`.
+pub fn runs_under(row: &JobRow, owner: &Owner) -> bool {
+    row.state.is_active() && row.owner().as_ref() == Some(owner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: JobState, node: Option<&str>, epoch: Option<i64>) -> JobRow {
+        let now = chrono::Utc::now();
+        JobRow {
+            id: 1,
+            template: "t".into(),
+            target: "t1".into(),
+            params: "{}".into(),
+            state,
+            exclusive: app::model::template::Exclusive::Target,
+            owner_id: 1,
+            owner: "admin".into(),
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            updated_at: now,
+            exit_code: None,
+            error: None,
+            warnings: false,
+            progress: None,
+            cancel_requested_by: None,
+            node: node.map(Into::into),
+            pgid: None,
+            pgid_start: None,
+            last_seq: 0,
+            log_bytes: 0,
+            omitted_from: None,
+            omitted_to: None,
+            omitted_bytes: 0,
+            rerun_of: None,
+            dispatch: 0,
+            agent: None,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn a_job_is_its_runners_only_while_it_runs_under_the_same_node_and_epoch() {
+        let me = Owner {
+            node: "a".into(),
+            epoch: 2,
+        };
+        assert!(runs_under(&row(JobState::Running, Some("a"), Some(2)), &me));
+        assert!(runs_under(
+            &row(JobState::Cancelling, Some("a"), Some(2)),
+            &me
+        ));
+        // Failed by another node while this one was lost.
+        assert!(!runs_under(&row(JobState::Failed, Some("a"), Some(2)), &me));
+        // The same node id, another epoch (this node started again, or
+        // another process took the id).
+        assert!(!runs_under(
+            &row(JobState::Running, Some("a"), Some(3)),
+            &me
+        ));
+        assert!(!runs_under(
+            &row(JobState::Running, Some("b"), Some(2)),
+            &me
+        ));
+        assert!(!runs_under(&row(JobState::Running, Some("a"), None), &me));
     }
 }

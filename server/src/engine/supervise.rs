@@ -68,8 +68,14 @@ pub struct RunSpec {
 /// Why a job is being stopped from outside.
 #[derive(Debug, Clone)]
 pub enum StopReason {
-    Cancel { by: String },
+    Cancel {
+        by: String,
+    },
     Shutdown,
+    /// The job is no longer this runner's (its node was declared lost and
+    /// the job failed meanwhile): SIGKILL at once, with no grace and no
+    /// line (nothing this runner writes is stored any more).
+    Lost,
 }
 
 /// A running job's stop switch.
@@ -80,12 +86,16 @@ pub struct StopSwitch {
 }
 
 impl StopSwitch {
-    pub fn stop(&self, reason: StopReason) {
+    /// Stops the job for `reason`; true if this is the first reason given
+    /// (a later one changes nothing).
+    pub fn stop(&self, reason: StopReason) -> bool {
         let mut r = self.reason.locked();
-        if r.is_none() {
+        let first = r.is_none();
+        if first {
             *r = Some(reason);
         }
         self.token.cancel();
+        first
     }
 
     fn reason(&self) -> Option<StopReason> {
@@ -166,6 +176,13 @@ pub async fn supervise(
         tokio::select! {
             st = child.wait() => break st.unwrap_or_else(|_| ExitStatus::from_raw(1 << 8)),
             _ = stop.token.cancelled(), if stopping == Stopping::No => {
+                if matches!(stop.reason(), Some(StopReason::Lost)) {
+                    // N.B.: another job may already run on this target.
+                    ending = Ending::Interrupted("interrupted: the job was lost to another node".into());
+                    process::signal_group(pgid, Signal::SIGKILL);
+                    stopping = Stopping::Killed;
+                    continue;
+                }
                 let why = match stop.reason() {
                     Some(StopReason::Cancel { by }) => {
                         ending = Ending::Cancelled;

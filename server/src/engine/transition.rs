@@ -27,7 +27,7 @@ use sea_orm::{DatabaseTransaction, DbErr};
 use serde_json::json;
 
 use crate::db::commit::Work;
-use crate::db::jobs::{self, entity::Column, Finish, JobRow, LogPosition, StateChange};
+use crate::db::jobs::{self, entity::Column, Finish, JobRow, LogPosition, Owner, StateChange};
 use crate::db::{audit, logs};
 use crate::hub::{Hub, LogBatch, Update};
 use crate::sync::Locked;
@@ -72,6 +72,9 @@ pub struct Transition {
     position: Option<LogPosition>,
     /// Only if the job still runs this dispatch (an agent's job).
     dispatch: Option<i64>,
+    /// Only if the job still runs under this node and epoch (a local
+    /// runner's end: fencing).
+    owner: Option<Owner>,
     hub: Hub,
     /// The row after the change, if it won (the last try's).
     row: Mutex<Option<JobRow>>,
@@ -90,6 +93,7 @@ impl Transition {
             audit: None,
             position: None,
             dispatch: None,
+            owner: None,
             hub: hub.clone(),
             row: Mutex::new(None),
             stored: Mutex::new(Vec::new()),
@@ -176,6 +180,14 @@ impl Transition {
         self
     }
 
+    /// Applies only while the job still runs under `owner` (its runner's
+    /// node and epoch): a runner whose node was declared lost meanwhile
+    /// changes nothing.
+    pub fn owned_by(mut self, owner: Owner) -> Transition {
+        self.owner = Some(owner);
+        self
+    }
+
     /// A job on an agent ends as the agent reports: its lines are stored
     /// already (each batch as it came); the end needs the whole log, up
     /// to `last_seq`.
@@ -234,6 +246,7 @@ impl Transition {
                 bytes: bytes as i64,
                 position: self.position.as_ref(),
                 dispatch: self.dispatch,
+                owner: self.owner.as_ref(),
             },
         )
         .await?;

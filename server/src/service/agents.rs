@@ -237,7 +237,7 @@ pub async fn connected(
     hostname: &str,
     version: &str,
 ) -> Result<(), DbErr> {
-    let node = &state.config.server.node;
+    let node = &state.config.cluster.node;
     agents::connected(&state.db, name, hostname, version, node, Utc::now()).await?;
     announce(state, name).await;
     Ok(())
@@ -245,7 +245,7 @@ pub async fn connected(
 
 /// The agent's connection to this node closed.
 pub async fn disconnected(state: &AppState, name: &str) -> Result<(), DbErr> {
-    agents::disconnected(&state.db, name, &state.config.server.node).await?;
+    agents::disconnected(&state.db, name, &state.config.cluster.node).await?;
     announce(state, name).await;
     Ok(())
 }

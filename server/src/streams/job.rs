@@ -436,6 +436,7 @@ mod tests {
                 bytes: 0,
                 position: None,
                 dispatch: None,
+                owner: None,
             },
         )
         .await

@@ -741,7 +741,9 @@ fn a_server_killed_mid_job_marks_it_interrupted_at_restart_and_kills_its_orphans
         "the orphans still run after the SIGKILL"
     );
 
-    let restarted = BinServer::start(dir.path(), &config);
+    // The same replica again: same address, so the same default node id.
+    server.restart();
+    let restarted = &server;
     let job = rt.block_on(async {
         let admin = Client {
             base: restarted.url(""),
@@ -800,7 +802,6 @@ fn a_server_killed_mid_job_marks_it_interrupted_at_restart_and_kills_its_orphans
         !group_has_members(pgid),
         "the orphans were killed at restart"
     );
-    drop(restarted);
 }
 
 #[tokio::test]
@@ -811,7 +812,7 @@ async fn on_postgresql_two_replicas_share_one_queue_and_never_overlap_on_a_targe
         async move {
             TestApp::builder()
                 .database_url(&url)
-                .config(&format!("{ENGINE_CONFIG}\n[server]\nnode = \"{node}\"\n"))
+                .config(&format!("{ENGINE_CONFIG}\n[cluster]\nnode = \"{node}\"\n"))
                 .start()
                 .await
         }

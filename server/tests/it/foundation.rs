@@ -16,7 +16,28 @@ async fn health_answers_ok_after_a_real_database_query() {
     let app = TestApp::start().await;
     let res = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    let engine = if on_postgres() {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
+    let node = app.state.config.cluster.node.clone();
+    assert!(
+        node.ends_with(&format!("-{}", app.addr.port())),
+        "the default node id names the port bound: {node}"
+    );
+    let mut body = res.json::<Value>().await.unwrap();
+    // 0 until the engine has registered the node (it does so beside serving).
+    let epoch = body["epoch"].take();
+    assert!(
+        epoch.as_i64().is_some_and(|e| (0..=1).contains(&e)),
+        "{epoch}"
+    );
+    assert_eq!(
+        body,
+        json!({"status": "ok", "node": node, "epoch": null,
+               "database": {"engine": engine, "answered": true}})
+    );
 }
 
 #[tokio::test]
@@ -35,6 +56,11 @@ async fn health_answers_503_with_a_reason_when_the_database_is_unreachable() {
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
+    assert_eq!(
+        body["database"],
+        json!({"engine": "postgresql", "answered": false})
+    );
+    assert_eq!(body["node"], app.state.config.cluster.node.as_str());
     assert!(
         body["reason"].as_str().unwrap().contains("database"),
         "a reason naming the database: {body}"

@@ -7,6 +7,7 @@ mod accounts;
 mod agents;
 mod authz;
 mod cli;
+mod cluster;
 mod engine;
 mod foundation;
 mod hardening;

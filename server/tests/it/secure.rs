@@ -314,7 +314,7 @@ async fn a_sign_out_on_one_replica_ends_the_sessions_streams_on_another() {
     let a = start("").await;
     let url = a.state.config.server.database_url.clone();
     let b = TestApp::builder()
-        .config(&config("node = \"replica-b\"", ""))
+        .config(&config("", "[cluster]\nnode = \"replica-b\"\n"))
         .database_url(&url)
         .start()
         .await;

@@ -327,7 +327,13 @@ fn ship_version_names_the_release_and_the_commit() {
 }
 
 /// A template that logs a numbered line every millisecond or so, for long.
+/// N.B.: one node id for the server and the one serving the restored
+/// copy (on another port), so the copy's start-up recovery takes the job
+/// the backup caught running as its own (docs/cluster.md).
 const LOGGER: &str = r#"
+[cluster]
+node = "backup-test"
+
 [[targets]]
 id = "t1"
 kind = "local"

@@ -723,12 +723,12 @@ exclusive = "none"
 max_log_bytes = "512MiB"
 targets = ["engine"]
 
-# [server] comes last so that moving the replica's name to [cluster].node
-# (issue 15's cluster branch) is one line: a "[cluster]" header above "node".
 [server]
 addr = "127.0.0.1:$port"
 database_url = "$url"
 workers = 4
+
+[cluster]
 node = "$node"
 EOF
 }

@@ -9,6 +9,7 @@ mod m20261123_000003_create_jobs;
 mod m20261123_000004_index_jobs_by_target;
 mod m20261205_000010_agents;
 mod m20261205_000020_cluster;
+mod m20261205_000030_claim_indexes;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_index_jobs_by_target::Migration),
             Box::new(m20261205_000010_agents::Migration),
             Box::new(m20261205_000020_cluster::Migration),
+            Box::new(m20261205_000030_claim_indexes::Migration),
         ]
     }
 }

@@ -83,6 +83,9 @@ pub struct Metrics {
     claim_sum_micros: AtomicU64,
     streams: AtomicU64,
     refusals: Arc<Refusals>,
+    /// Notifications between replicas and tails (PostgreSQL; all zero on
+    /// SQLite).
+    pub notify: crate::notify::Counters,
 }
 
 impl Metrics {
@@ -215,6 +218,7 @@ impl Metrics {
                 self.refusals.get(limit)
             );
         }
+        self.notify.render(&mut out);
         out
     }
 }

@@ -2,6 +2,11 @@
 //! live subscribers in this process, and one feed of job changes for the
 //! list pages.
 //!
+//! On PostgreSQL the hub also marks what each commit announces for the
+//! other replicas (`notify::Outbox`); what they committed comes back into
+//! this hub through [`Hub::relay`] (a job's tail, `notify::tail`) and
+//! [`Hub::relay_feed`], which announce nothing further.
+//!
 //! N.B.: only what the database already holds is published: every
 //! publisher is a `db::commit::Work` item's `committed` (or runs after its
 //! own commit), so a subscriber that falls behind can always catch up from
@@ -14,10 +19,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use app::model::event::FeedEvent;
-use app::model::job::{Gap, Job, LogLine, Progress};
+use app::model::job::{Gap, Job, JobState, LogLine, Progress};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use crate::notify::{Channel, Outbox};
 use crate::sync::Locked;
 
 /// Batches a job channel holds for subscribers that are behind.
@@ -85,18 +91,36 @@ pub struct Hub(Arc<Inner>);
 struct Inner {
     jobs: Mutex<HashMap<i64, broadcast::Sender<Update>>>,
     feed: broadcast::Sender<FeedEvent>,
+    /// Where the other replicas hear of this process's commits (PostgreSQL).
+    outbox: Option<Outbox>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub(Arc::new(Inner {
-            jobs: Mutex::new(HashMap::new()),
-            feed: broadcast::channel(FEED_CHANNEL).0,
-        }))
+        Hub::with_outbox(None)
     }
 }
 
 impl Hub {
+    /// A hub whose commits are also announced to the other replicas.
+    pub fn announcing(outbox: Outbox) -> Hub {
+        Hub::with_outbox(Some(outbox))
+    }
+
+    fn with_outbox(outbox: Option<Outbox>) -> Hub {
+        Hub(Arc::new(Inner {
+            jobs: Mutex::new(HashMap::new()),
+            feed: broadcast::channel(FEED_CHANNEL).0,
+            outbox,
+        }))
+    }
+
+    fn announce(&self, channel: Channel, job_id: i64) {
+        if let Some(outbox) = &self.0.outbox {
+            outbox.mark(channel, job_id);
+        }
+    }
+
     /// Subscribes to a job's updates (creating its channel).
     pub fn subscribe(&self, job_id: i64) -> broadcast::Receiver<Update> {
         let mut jobs = self.0.jobs.locked();
@@ -105,8 +129,19 @@ impl Hub {
             .subscribe()
     }
 
-    /// Publishes to a job's subscribers, if it has any. Never waits.
+    /// Publishes a commit of this process to a job's subscribers, if it
+    /// has any, and to the other replicas. Never waits.
     pub fn publish(&self, job_id: i64, update: Update) {
+        match update {
+            Update::State(_) => self.announce(Channel::Job, job_id),
+            _ => self.announce(Channel::Log, job_id),
+        }
+        self.relay(job_id, update);
+    }
+
+    /// Publishes what another replica committed (read back by a tail) to a
+    /// job's subscribers here. Never waits.
+    pub fn relay(&self, job_id: i64, update: Update) {
         let jobs = self.0.jobs.locked();
         if let Some(tx) = jobs.get(&job_id) {
             let _ = tx.send(update);
@@ -115,9 +150,22 @@ impl Hub {
 
     /// Publishes a job's new state to its subscribers and the feed.
     pub fn job_changed(&self, job: Job) {
+        self.announce(Channel::Job, job.id);
+        match job.state {
+            // N.B.: a job enqueued, or one whose end freed its slot (and
+            // maybe its target): another replica may claim now.
+            s if s == JobState::Queued || s.is_finished() => self.announce(Channel::Queue, job.id),
+            JobState::Cancelling => self.announce(Channel::Cancel, job.id),
+            _ => {}
+        }
         let job = Arc::new(job);
-        self.publish(job.id, Update::State(job.clone()));
+        self.relay(job.id, Update::State(job.clone()));
         let _ = self.0.feed.send(FeedEvent::Job(job));
+    }
+
+    /// Sends what another replica changed (read back here) to the feed.
+    pub fn relay_feed(&self, event: FeedEvent) {
+        let _ = self.0.feed.send(event);
     }
 
     /// The job finished: its channel closes once its last updates are out,
@@ -137,12 +185,22 @@ impl Hub {
 
     /// Retention removed a job.
     pub fn deleted(&self, job_id: i64) {
+        self.announce(Channel::Job, job_id);
         let _ = self.0.feed.send(FeedEvent::Deleted(job_id));
     }
 
     /// An agent's status changed.
     pub fn agent_changed(&self, agent: app::model::agent::AgentInfo) {
         let _ = self.0.feed.send(FeedEvent::Agent(Arc::new(agent)));
+    }
+
+    /// How many subscribers a job's channel has (a tail counts itself).
+    pub fn watchers(&self, job_id: i64) -> usize {
+        self.0
+            .jobs
+            .locked()
+            .get(&job_id)
+            .map_or(0, |tx| tx.receiver_count())
     }
 
     /// Jobs with a live channel (for metrics and tests).
@@ -153,7 +211,7 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use app::model::job::{JobState, LogStream};
+    use app::model::job::LogStream;
     use chrono::Utc;
     use tokio::sync::broadcast::error::TryRecvError;
 
@@ -243,6 +301,35 @@ mod tests {
         assert_eq!(hub.channels(), 1, "job 2 had no subscriber left");
         hub.close(1);
         assert!(matches!(rx.try_recv(), Err(TryRecvError::Closed)));
+    }
+
+    #[test]
+    fn commits_are_marked_for_the_other_replicas_and_what_they_committed_is_not() {
+        let outbox = Outbox::default();
+        let hub = Hub::announcing(outbox.clone());
+        hub.relay(1, Update::Lines(Arc::new(LogBatch::new(vec![line(1)]))));
+        hub.relay_feed(FeedEvent::Resync);
+        assert_eq!(outbox.marked(Channel::Log), (false, vec![]));
+        assert_eq!(outbox.marked(Channel::Job), (false, vec![]));
+
+        hub.publish(1, Update::Lines(Arc::new(LogBatch::new(vec![line(1)]))));
+        hub.job_changed(job(2, JobState::Cancelling));
+        hub.job_changed(job(3, JobState::Running));
+        assert_eq!(
+            outbox.marked(Channel::Queue),
+            (false, vec![]),
+            "nothing freed or enqueued"
+        );
+        hub.job_changed(job(4, JobState::Succeeded));
+        hub.deleted(5);
+        assert_eq!(outbox.marked(Channel::Log), (true, vec![1]));
+        assert_eq!(outbox.marked(Channel::Cancel), (true, vec![2]));
+        assert_eq!(outbox.marked(Channel::Job), (true, vec![2, 3, 4, 5]));
+        assert_eq!(
+            outbox.marked(Channel::Queue),
+            (true, vec![]),
+            "ids are not sent"
+        );
     }
 
     #[test]

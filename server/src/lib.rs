@@ -13,6 +13,7 @@ pub mod http;
 pub mod hub;
 pub mod maintenance;
 pub mod metrics;
+pub mod notify;
 pub mod proc;
 pub mod service;
 pub mod site;

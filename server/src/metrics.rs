@@ -89,6 +89,9 @@ pub struct Metrics {
     jobs_fenced: AtomicU64,
     /// Times this node found it had been declared lost and registered again.
     node_rejoins: AtomicU64,
+    /// Notifications between replicas and tails (PostgreSQL; all zero on
+    /// SQLite).
+    pub notify: crate::notify::Counters,
 }
 
 /// This node and the others, as `/metrics` shows them (read at scrape time).
@@ -294,6 +297,7 @@ impl Metrics {
                 self.refusals.get(limit)
             );
         }
+        self.notify.render(&mut out);
         out
     }
 }

@@ -117,12 +117,25 @@ impl Server {
             .site_addr(local)
             .build();
         let shutdown = CancellationToken::new();
+        // Several replicas share a PostgreSQL database: what this one
+        // commits is announced to the others (crate::notify).
+        let outbox = db::is_postgres(&db).then(crate::notify::Outbox::default);
         let sink = Sink {
             committer: db::commit::Committer::start(db.clone()),
-            hub: Hub::default(),
+            hub: outbox.clone().map_or_else(Hub::default, Hub::announcing),
             metrics: Arc::new(Metrics::default()),
             shutdown: shutdown.clone(),
         };
+        let replicas = outbox.map(|outbox| crate::state::Replicas {
+            tails: crate::notify::tail::Tails::new(
+                reader.clone(),
+                sink.hub.clone(),
+                sink.metrics.clone(),
+                shutdown.clone(),
+            ),
+            outbox,
+            tag: crate::notify::new_sender_tag(),
+        });
         let agents = crate::agents::Agents::default();
         let engine = Engine::new(
             config.clone(),
@@ -152,6 +165,7 @@ impl Server {
             agent_terminals: Default::default(),
             revocations: Default::default(),
             stream_slots,
+            replicas,
         });
         Ok(Server { state, listener })
     }
@@ -188,6 +202,34 @@ impl Server {
             crate::auth::revocation::CHECK_EVERY,
             token.clone(),
         ));
+        // N.B.: the sender stops after the engine, so the other replicas
+        // hear of the jobs this one gave back or ended at shutdown.
+        let stop_sending = CancellationToken::new();
+        let notify = state.replicas.as_ref().map(|r| {
+            let receivers = crate::notify::Receivers {
+                engine: state.engine.clone(),
+                agents: state.agents.clone(),
+                hub: state.hub.clone(),
+                tails: r.tails.clone(),
+                reader: state.reader.clone(),
+                metrics: state.metrics.clone(),
+            };
+            [
+                tokio::spawn(crate::notify::send(
+                    r.outbox.clone(),
+                    state.db.clone(),
+                    r.tag.clone(),
+                    state.metrics.clone(),
+                    stop_sending.clone(),
+                )),
+                tokio::spawn(crate::notify::listen(
+                    state.config.server.database_url.clone(),
+                    r.tag.clone(),
+                    receivers,
+                    token.clone(),
+                )),
+            ]
+        });
         token.cancelled().await;
         tracing::info!("shutting down: letting in-flight requests finish");
         match tokio::time::timeout(grace, serving).await {
@@ -198,7 +240,11 @@ impl Server {
         }
         let _ = maintenance.await;
         let _ = engine.await;
+        stop_sending.cancel();
         let _ = revocations.await;
+        for task in notify.into_iter().flatten() {
+            let _ = task.await;
+        }
         state.reader.clone().close().await.ok();
         state.db.clone().close().await.ok();
         tracing::info!("stopped");

@@ -60,6 +60,17 @@ pub struct Inner {
     pub revocations: crate::auth::revocation::Revocations,
     /// Open event streams per user and per address (`streams::limits`).
     pub stream_slots: crate::streams::limits::StreamSlots,
+    /// On PostgreSQL: what brings the other replicas' commits to this
+    /// replica's streams (`notify::tail`), and this replica's tag in its
+    /// notifications (`notify`).
+    pub replicas: Option<Replicas>,
+}
+
+/// The parts of a replica that only PostgreSQL has (several replicas).
+pub struct Replicas {
+    pub tails: crate::notify::tail::Tails,
+    pub outbox: crate::notify::Outbox,
+    pub tag: String,
 }
 
 impl AppState {
@@ -75,6 +86,7 @@ impl AppState {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
             keepalive: self.config.server.stream_keepalive,
+            tails: self.replicas.as_ref().map(|c| c.tails.clone()),
         }
     }
 }

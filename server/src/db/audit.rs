@@ -53,6 +53,31 @@ pub async fn insert(db: &impl ConnectionTrait, r: Record<'_>) -> Result<(), DbEr
     .map(|_| ())
 }
 
+/// Whether a terminal session `session` (32 hex digits, checked by the
+/// caller) on `target` is open: the `node` its `terminal.start` names,
+/// if no `terminal.end` follows it.
+pub async fn open_terminal_node(
+    db: &DatabaseConnection,
+    target: &str,
+    session: &str,
+) -> Result<Option<String>, DbErr> {
+    let rows = Entity::find()
+        .filter(Column::Subject.eq(target))
+        .filter(Column::Action.is_in(["terminal.start", "terminal.end"]))
+        .filter(Column::Detail.like(format!("%\"session\":\"{session}\"%")))
+        .order_by_asc(Column::Id)
+        .limit(4)
+        .all(db)
+        .await?;
+    if rows.iter().any(|r| r.action == "terminal.end") {
+        return Ok(None);
+    }
+    Ok(rows
+        .iter()
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(r.detail.as_deref()?).ok())
+        .find_map(|d| d["node"].as_str().map(str::to_string)))
+}
+
 /// A page of entries, newest first.
 pub async fn page(
     db: &DatabaseConnection,

@@ -251,6 +251,19 @@ pub async fn by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<JobRow>,
     typed_one(Entity::find_by_id(id).one(db).await?)
 }
 
+/// The jobs of `ids` that exist (in no particular order).
+pub async fn by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<JobRow>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    typed(
+        Entity::find()
+            .filter(Column::Id.is_in(ids.iter().copied()))
+            .all(db)
+            .await?,
+    )
+}
+
 /// Which jobs a caller may see.
 pub enum Visible<'a> {
     All,

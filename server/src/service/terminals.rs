@@ -62,6 +62,9 @@ pub async fn started(
             subject: &target.id,
             detail: Some(json!({
                 "session": session,
+                // Where it lives: a reattach that another replica receives
+                // says so (`elsewhere`).
+                "node": state.config.cluster.node,
                 "kind": target.kind(),
                 "command": argv,
                 "recording": recorded.then_some(session),
@@ -71,6 +74,33 @@ pub async fn started(
     )
     .await
     .map_err(|e| db_error(e, "writing the audit log"))
+}
+
+/// A reattach to `session` reached this replica, which does not hold it:
+/// why it cannot be resumed here, if it is open on another replica
+/// (sessions live in the process that started them).
+pub async fn elsewhere(
+    state: &AppState,
+    target: &Target,
+    session: &str,
+) -> Result<Option<String>, AppError> {
+    if state.replicas.is_none() {
+        return Ok(None);
+    }
+    let node = audit::open_terminal_node(&state.db, &target.id, session)
+        .await
+        .map_err(|e| db_error(e, "reading the audit log"))?;
+    Ok(node
+        .filter(|node| *node != state.config.cluster.node)
+        .map(|node| {
+            format!(
+                "this terminal session lives on the opsdeck node `{node}`, but the reconnect \
+                 reached the node `{}`: the load balancer must route /api/targets/*/terminal \
+                 stickily, so a browser always reaches the same replica (docs/deploy.md); \
+                 open the console in a new tab to start a session here",
+                state.config.cluster.node
+            )
+        }))
 }
 
 /// How a session ended, for `terminal.end`.

@@ -88,7 +88,7 @@ impl JobStream {
     pub fn new(deps: StreamDeps, job: Job, after: i64) -> JobStream {
         let finished = job.state.is_finished();
         // Subscribe before reading anything, so nothing falls between.
-        let rx = (!finished).then(|| deps.hub.subscribe(job.id));
+        let rx = (!finished).then(|| deps.follow(job.id));
         let mut opening = BytesMut::from(&b"retry: 2000\n\n"[..]);
         opening.extend_from_slice(&sse::event(JobEventKind::State.name(), &job));
         deps.metrics.stream(true);
@@ -209,7 +209,7 @@ impl JobStream {
                     self.rx = None;
                     self.phase = Phase::Replay { ending: true };
                 } else {
-                    self.rx = Some(self.deps.hub.subscribe(self.job_id));
+                    self.rx = Some(self.deps.follow(self.job_id));
                     self.phase = Phase::Replay { ending: false };
                 }
             }
@@ -352,6 +352,7 @@ mod tests {
                 metrics: Arc::default(),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 keepalive: Duration::from_secs(60),
+                tails: None,
             }
         }
 

@@ -31,7 +31,8 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 
 /// What a stream uses of the server: committed rows to catch up from, the
-/// hub to follow, counters, and the shutdown signal.
+/// hub to follow (and the tails feeding it), counters, and the shutdown
+/// signal.
 #[derive(Clone)]
 pub struct StreamDeps {
     /// Reads beside the writer (replays).
@@ -41,6 +42,21 @@ pub struct StreamDeps {
     pub shutdown: CancellationToken,
     /// How often an idle stream sends a keepalive comment.
     pub keepalive: Duration,
+    /// On PostgreSQL: the tails that bring other replicas' commits of a
+    /// watched job into the hub (`notify::tail`).
+    pub tails: Option<crate::notify::tail::Tails>,
+}
+
+impl StreamDeps {
+    /// Subscribes to a job in the hub and, on PostgreSQL, makes sure the
+    /// job's committed rows are tailed for it.
+    fn follow(&self, job_id: i64) -> tokio::sync::broadcast::Receiver<crate::hub::Update> {
+        let rx = self.hub.subscribe(job_id);
+        if let Some(tails) = &self.tails {
+            tails.watch(job_id);
+        }
+        rx
+    }
 }
 
 impl StreamDeps {

@@ -163,6 +163,18 @@ pub async fn open(
         .session
         .as_deref()
         .and_then(|id| s.terminals.find(id, user.id, &target.id));
+    if let (None, Some(id)) = (&resumed, q.session.as_deref()) {
+        // N.B.: said over the socket, as the console shows a server's
+        // reason (a failed handshake's body never reaches the page).
+        if let Some(reason) = terminals::elsewhere(&s, &target, id).await? {
+            return Ok(upgrade
+                .on_upgrade(move |mut socket| async move {
+                    send(&mut socket, &ServerFrame::Closed { reason }).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                })
+                .into_response());
+        }
+    }
     let (session, resumed) = match resumed {
         Some(session) => (session, true),
         None => (start(&s, &c, &user, &target, cols, rows).await?, false),

@@ -12,6 +12,7 @@ mod engine;
 mod foundation;
 mod hardening;
 mod lifecycle;
+mod replicas;
 mod secure;
 mod ship;
 mod streams;

@@ -76,7 +76,10 @@ test.describe('without JavaScript', () => {
 test('health answers ok after a database query', async ({ request }) => {
   const res = await request.get('/healthz');
   expect(res.status()).toBe(200);
-  expect(await res.json()).toEqual({ status: 'ok' });
+  // The node that answered and its database (docs/cluster.md).
+  const body = await res.json();
+  expect(body).toMatchObject({ status: 'ok', database: { engine: 'sqlite', answered: true } });
+  expect(body.node).toMatch(/^[a-z0-9][a-z0-9_.-]*-\d+$/);
 });
 
 test.describe('an unknown page', () => {

@@ -338,6 +338,18 @@ def pg(results: Path) -> str:
             + table(["what", "time", "lines/s", "target"], rows)
             + "\n\nopsdeck runs (lines/s): " + ", ".join(f"{r['lines_per_s']:,.0f}" for r in ingests) + "."
         )
+    recoveries = rows_of(items, "pg-recovery")
+    if recoveries:
+        secs = [r["secs"] for r in recoveries]
+        rows = [["SIGKILL of the replica running a job → the job `failed` on the other replica",
+                 fmt(median(secs), 1, " s"), fmt(max(secs), 1, " s"),
+                 ", ".join(f"{s:.1f}" for s in secs),
+                 f"≤ 15 s: {verdict(max(secs) <= 15)}"]]
+        parts.append(
+            f"### Dead-replica recovery: two replicas, `node_timeout` {recoveries[0]['node_timeout_s']} s "
+            f"(the default), {len(secs)} kills\n\n"
+            + table(["what", "median", "max", "runs (s)", "target"], rows)
+        )
     return "\n\n".join(parts) + disturbance(items)
 
 

@@ -723,6 +723,13 @@ exclusive = "none"
 max_log_bytes = "512MiB"
 targets = ["engine"]
 
+# A job that runs until its replica dies (the recovery benchmark).
+[[templates]]
+id = "hold"
+command = ["sleep", "600"]
+exclusive = "none"
+targets = ["engine"]
+
 [server]
 addr = "127.0.0.1:$port"
 database_url = "$url"
@@ -838,10 +845,45 @@ bench_pg() {
         [ "$count" = $((LINES + 2)) ] || die "opsdeck stored $count lines of job $job, expected $((LINES + 2))"
         stop_pg_replicas
     done
+    bench_pg_recovery "$out"
     for db in opsdeck_bench_pg opsdeck_bench_procrastinate opsdeck_bench_graphile opsdeck_bench_copy; do
         drop_db "$db"
     done
     note_disturbance pg
+}
+
+# Dead-replica recovery: two replicas with the default [cluster].node_timeout
+# (15 s); a job runs on one, which gets SIGKILL; the time from the kill to
+# the job's `failed` as the other replica reports it (it polls every 100 ms).
+bench_pg_recovery() {
+    local out=$1 run job node victim survivor t0 t1 state
+    for run in $(seq "$RUNS"); do
+        log "pg recovery run $run/$RUNS: SIGKILL the replica running a job; until the other fails it"
+        start_pg_replicas 2
+        job=$(api POST /api/jobs '{"template":"hold","target":"engine","params":{}}' | json_field id)
+        node=
+        for _ in $(seq 100); do
+            node=$(api GET "/api/jobs/$job" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["node"] if j["state"] == "running" else "")')
+            [ -n "$node" ] && break
+            sleep 0.1
+        done
+        [ -n "$node" ] || die "the recovery job $job did not start"
+        # Replica i is node bench-i on port PORT+i-1.
+        victim=${node#bench-}
+        survivor=$((3 - victim))
+        t0=$(now)
+        kill -KILL "${REPLICA_PIDS[$((victim - 1))]}"
+        state=
+        while [ "$state" != failed ]; do
+            sleep 0.1
+            state=$(curl -sf -H "Authorization: Bearer $OPSDECK_TOKEN" \
+                "http://127.0.0.1:$((PORT + survivor - 1))/api/jobs/$job" | json_field state)
+            [ "$(elapsed "$t0" "$(now)" | cut -d. -f1)" -lt 120 ] || die "job $job still $state 120 s after its replica died"
+        done
+        t1=$(now)
+        echo "{\"bench\": \"pg-recovery\", \"run\": $run, \"secs\": $(elapsed "$t0" "$t1"), \"node_timeout_s\": 15}" >>"$out"
+        stop_pg_replicas
+    done
 }
 
 report() {

@@ -78,24 +78,6 @@ impl Pair {
     }
 }
 
-/// A counter or gauge of `app`'s `/metrics` (the first line starting so).
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 /// The next event of `sse`, failing the test if none comes within `secs`.
 async fn next_within(sse: &mut Sse, secs: u64, what: &str) -> Option<SseEvent> {
     tokio::time::timeout(Duration::from_secs(secs), sse.next())
@@ -256,7 +238,7 @@ async fn a_stream_on_one_replica_follows_a_job_on_the_other_through_50_reconnect
     // for a loaded 2-core CI machine.
     assert!(p99 < 1000.0, "extra p99 latency {p99:.1} ms");
     assert!(
-        metric(&r.apps[other], "opsdeck_stream_tails").await <= 1.0,
+        r.apps[other].metric("opsdeck_stream_tails").await <= 1.0,
         "one tail per watched job, however many streams"
     );
     r.stop().await;
@@ -298,11 +280,9 @@ async fn the_feed_on_one_replica_shows_the_other_replicas_job_changes() {
         "the other replica's feed saw it run: {states:?}"
     );
     assert!(
-        metric(
-            &r.apps[other],
-            "opsdeck_notifications_received_total{channel=\"job\"}"
-        )
-        .await
+        r.apps[other]
+            .metric("opsdeck_notifications_received_total{channel=\"job\"}")
+            .await
             >= 1.0
     );
     r.stop().await;
@@ -338,11 +318,9 @@ async fn a_cancel_received_by_one_replica_stops_the_job_on_the_other_within_a_se
     // for a loaded 2-core CI machine.
     assert!(took < Duration::from_secs(3), "cancel took {took:?}");
     assert!(
-        metric(
-            &r.apps[run],
-            "opsdeck_notifications_received_total{channel=\"cancel\"}"
-        )
-        .await
+        r.apps[run]
+            .metric("opsdeck_notifications_received_total{channel=\"cancel\"}")
+            .await
             >= 1.0,
         "the job's replica heard the cancel by notification"
     );
@@ -598,7 +576,7 @@ async fn after_a_postgresql_restart_under_load_the_replicas_reconnect_and_lose_o
     // Both replicas listen again by themselves.
     let deadline = Instant::now() + Duration::from_secs(20);
     for app in &r.apps {
-        while metric(app, "opsdeck_notify_listener_reconnects_total").await < 1.0 {
+        while app.metric("opsdeck_notify_listener_reconnects_total").await < 1.0 {
             assert!(Instant::now() < deadline, "a replica did not listen again");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

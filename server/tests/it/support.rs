@@ -571,6 +571,13 @@ impl TestApp {
 
     /// `opsdeck_limit_refusals_total{limit="…"}` from `/metrics`.
     pub async fn refusals(&self, limit: &str) -> u64 {
+        let name = format!("opsdeck_limit_refusals_total{{limit=\"{limit}\"}}");
+        self.metric(&name).await as u64
+    }
+
+    /// A counter or gauge from `/metrics` (the line of exactly `name`,
+    /// labels included).
+    pub async fn metric(&self, name: &str) -> f64 {
         let text = self
             .client
             .get(self.url("/metrics"))
@@ -580,10 +587,9 @@ impl TestApp {
             .text()
             .await
             .unwrap();
-        let prefix = format!("opsdeck_limit_refusals_total{{limit=\"{limit}\"}} ");
         text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
             .parse()
             .unwrap()
     }

@@ -84,10 +84,12 @@ clippy:
 
 # One invocation: app's tests get `ssr` through server, and nothing is built twice.
 # Then the integration suite again with every server on PostgreSQL (a fresh
-# database per server, on the machine's PostgreSQL 15: .ci/run starts it).
+# database per server, on the machine's PostgreSQL 15: .ci/run starts it),
+# named with the same packages so cargo unifies the same features and reuses
+# the build (`-p server` alone would compile the server again).
 cargo-test: pg-clean
 	cargo test --release -p app -p migration -p server
-	OPSDECK_TEST_DB=postgres cargo test --release -p server --test it
+	OPSDECK_TEST_DB=postgres cargo test --release -p app -p migration -p server --test it
 	@$(MAKE) --no-print-directory pg-clean
 
 # Test databases left behind: each is named opsdeck_{it,bin}_PID_N after the

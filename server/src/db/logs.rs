@@ -80,11 +80,14 @@ impl Seqs {
 /// Rows per insert statement, at most.
 const ROWS_PER_INSERT: usize = 1000;
 
-/// Inserts lines. N.B.: only a few statement shapes are ever used — 1,000
-/// rows, then powers of two for the rest — so the prepared-statement cache
-/// reuses them: a statement per distinct row count (or with values written
-/// inline) would be parsed anew every batch and fill the cache with large
-/// compiled statements.
+/// Inserts lines. N.B.: only a few statement shapes are ever used, so the
+/// prepared-statement cache reuses them: a statement per distinct row count
+/// (or with values written inline) would be parsed anew every batch and fill
+/// the cache with large compiled statements. On SQLite: 1,000 rows of bound
+/// values, then powers of two for the rest. On PostgreSQL: one statement for
+/// any count, the rows passed as one JSON array and unpacked by
+/// `json_to_recordset` — PostgreSQL parses and binds a 5,000-parameter
+/// `VALUES` list slowly, and one text parameter is cheap to send.
 pub async fn insert_batch(
     db: &impl ConnectionTrait,
     job_id: i64,
@@ -109,6 +112,12 @@ async fn insert_chunked(
     lines: &[LogLine],
     once: bool,
 ) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        for chunk in lines.chunks(PG_ROWS_PER_INSERT) {
+            insert_json(db, job_id, chunk, once).await?;
+        }
+        return Ok(());
+    }
     let mut rest = lines;
     while !rest.is_empty() {
         let n = if rest.len() >= ROWS_PER_INSERT {
@@ -123,6 +132,55 @@ async fn insert_chunked(
     Ok(())
 }
 
+/// Rows per PostgreSQL insert, at most (a bound on one statement's text).
+const PG_ROWS_PER_INSERT: usize = 10_000;
+
+/// One line as [`insert_json`] sends it: short keys, as the JSON is parsed
+/// once per row.
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    s: i64,
+    k: i16,
+    t: i64,
+    x: &'a str,
+}
+
+async fn insert_json(
+    db: &impl ConnectionTrait,
+    job_id: i64,
+    lines: &[LogLine],
+    once: bool,
+) -> Result<(), DbErr> {
+    let rows: Vec<JsonRow> = lines
+        .iter()
+        .map(|l| JsonRow {
+            s: l.seq,
+            k: l.stream.code(),
+            t: l.ts.timestamp_millis(),
+            x: &l.text,
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).map_err(|e| DbErr::Custom(e.to_string()))?;
+    let sql = if once {
+        "INSERT INTO job_logs (job_id, seq, stream, ts, text) \
+         SELECT $1, r.s, r.k, r.t, r.x FROM json_to_recordset($2::json) \
+           AS r(s bigint, k smallint, t bigint, x text) \
+         ON CONFLICT (job_id, seq) DO NOTHING"
+    } else {
+        "INSERT INTO job_logs (job_id, seq, stream, ts, text) \
+         SELECT $1, r.s, r.k, r.t, r.x FROM json_to_recordset($2::json) \
+           AS r(s bigint, k smallint, t bigint, x text)"
+    };
+    db.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [job_id.into(), json.into()],
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// Inserts on SQLite.
 async fn insert_rows(
     db: &impl ConnectionTrait,
     job_id: i64,
@@ -137,22 +195,7 @@ async fn insert_rows(
         if i > 0 {
             sql.push(',');
         }
-        match backend {
-            DbBackend::Postgres => {
-                let b = i * 5;
-                use std::fmt::Write;
-                let _ = write!(
-                    sql,
-                    "(${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                );
-            }
-            _ => sql.push_str("(?,?,?,?,?)"),
-        }
+        sql.push_str("(?,?,?,?,?)");
         values.push(job_id.into());
         values.push(l.seq.into());
         values.push(l.stream.code().into());

@@ -6,7 +6,9 @@
 //!   final state; a trailing `\r` keeps the text before it;
 //! - a line longer than `max_line_bytes` is split (never inside a UTF-8
 //!   sequence), so memory stays bounded whatever the program prints;
-//! - invalid UTF-8 is replaced with U+FFFD, never fatal.
+//! - invalid UTF-8 is replaced with U+FFFD, never fatal, and so is a NUL
+//!   byte: PostgreSQL's `text` cannot hold one (the insert of the whole
+//!   batch would fail), and no terminal shows it.
 
 /// Splits one stream's bytes into lines; keeps the partial last line.
 #[derive(Debug)]
@@ -59,10 +61,20 @@ impl LineSplitter {
         let mut line = collapse_cr(line);
         while line.len() > self.max_line {
             let cut = char_boundary(line, self.max_line);
-            out.push(String::from_utf8_lossy(&line[..cut]).into_owned());
+            out.push(text(&line[..cut]));
             line = &line[cut..];
         }
-        out.push(String::from_utf8_lossy(line).into_owned());
+        out.push(text(line));
+    }
+}
+
+/// A line's bytes as stored text: invalid UTF-8 and NUL bytes become U+FFFD.
+fn text(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes).into_owned();
+    if memchr(0, bytes).is_some() {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s
     }
 }
 

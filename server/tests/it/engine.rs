@@ -221,7 +221,12 @@ async fn output_hygiene_replaces_bad_utf8_keeps_what_a_terminal_shows_and_ends_p
     let out = texts(&e.alice.all_lines(id).await, "stdout");
     assert_eq!(
         out,
-        ["ok \u{fffd}\u{fffd} end", "done", "no newline at the end"]
+        [
+            "ok \u{fffd}\u{fffd} end",
+            "nul \u{fffd} byte",
+            "done",
+            "no newline at the end"
+        ]
     );
 }
 

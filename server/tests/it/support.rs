@@ -714,7 +714,7 @@ exclusive = "none"
 
 [[templates]]
 id = "bytes"
-script = 'printf "ok \377\376 end\n"; printf "10%%\r20%%\rdone\n"; printf "no newline at the end"'
+script = 'printf "ok \377\376 end\n"; printf "nul \0 byte\n"; printf "10%%\r20%%\rdone\n"; printf "no newline at the end"'
 exclusive = "none"
 
 [[templates]]

@@ -135,7 +135,7 @@ for line in sys.stdin:
 }
 
 machine() {
-    python3 - "$(nproc)" "$(uname -r)" "$("$BIN/opsdeck" --version 2>/dev/null || echo '?')" \
+    python3 - "$(nproc)" "$(uname -r)" "$("${SERVER_EXE:-$BIN/opsdeck}" --version 2>/dev/null || echo '?')" \
         "$(nginx -v 2>&1)" "$(sqlite3 --version | cut -d' ' -f1)" "$(git -C "$ROOT" rev-parse --short HEAD)" \
         "$(git -C "$ROOT" status --porcelain | wc -l)" <<'EOF'
 import json, sys, datetime
@@ -343,7 +343,7 @@ start_opsdeck() {
     write_config "$dir"
     CONFIG=$dir/opsdeck.toml
     serve_opsdeck "$dir" "$CONFIG" "$PORT" "${pin[@]}"
-    OPSDECK_TOKEN=$("$BIN/opsdeck" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
+    OPSDECK_TOKEN=$("${SERVER_EXE:-$BIN/opsdeck}" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
     export OPSDECK_TOKEN
 }
 
@@ -772,7 +772,7 @@ start_pg_replicas() {
     done
     SERVER_PID=${REPLICA_PIDS[0]}
     CONFIG=$WORK/pg-1/opsdeck.toml
-    OPSDECK_TOKEN=$("$BIN/opsdeck" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
+    OPSDECK_TOKEN=$("${SERVER_EXE:-$BIN/opsdeck}" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
     export OPSDECK_TOKEN
 }
 
@@ -906,6 +906,10 @@ setup_web() {
     "$CARGO_TARGET_DIR/release/opsdeck" embed-site --site "$ROOT/target/site" --out "$BIN/opsdeck-web.new"
     mv -f "$BIN/opsdeck-web.new" "$BIN/opsdeck-web"
     [ -f "$ROOT/end2end/node_modules/.installed" ] || npm ci --prefix "$ROOT/end2end" --no-audit --no-fund
+    if [ ! -f "$RESULTS/machine.json" ]; then
+        mkdir -p "$RESULTS"
+        SERVER_EXE=$BIN/opsdeck-web machine >"$RESULTS/machine.json"
+    fi
     (cd "$ROOT/target/site" && find . -type f -printf '%P %s\n' | sort) >"$WORK/site-files.txt"
 }
 
@@ -962,9 +966,16 @@ if [ "${todo[*]}" = report ]; then
     report
     exit 0
 fi
-mkdir -p "$WORK"
-setup
-[[ " ${todo[*]} " == *" web "* ]] && setup_web
+mkdir -p "$WORK" "$BIN"
+# The engine and stream benchmarks' set-up (nginx, the server, the load
+# generator) is not needed by `web` alone.
+for b in "${todo[@]}"; do
+    if [ "$b" != web ] && [ "$b" != report ]; then
+        setup
+        break
+    fi
+done
+[[ " ${todo[*]} " == *" web "* ]] && { rm -f "$RESULTS/machine.json"; setup_web; }
 for b in "${todo[@]}"; do
     [ "$b" = report ] || "bench_$b"
 done

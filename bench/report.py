@@ -382,9 +382,10 @@ def web(results: Path) -> str:
                         [[f"`{k}`", fmt(v, 0, " B")] for k, v in sorted(files.items(), key=lambda kv: -kv[1])]))
     if lazy:
         out += ("\n\nOpening each page from the hydrated dashboard (a link the router follows): the site's "
-                "files it fetched on top (data requests not counted)\n\n"
+                "files it fetched on top (data requests and files served from the browser's cache not counted)\n\n"
                 + table(["page", "site files fetched", "transferred"],
-                        [[r["page"], ", ".join(f"`{k}`" for k in sorted(r["files"]) if not k.endswith("(document/data)")) or "none",
+                        [[r["page"], ", ".join(f"`{k}` ({v:,} B)" for k, v in sorted(r["files"].items())
+                                               if v > 0 and not k.endswith("(document/data)")) or "none",
                           fmt(r["bytes"], 0, " B")] for r in lazy]))
     site = rows_of(items, "web-site")
     if site:

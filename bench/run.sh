@@ -136,7 +136,7 @@ for line in sys.stdin:
 
 machine() {
     python3 - "$(nproc)" "$(uname -r)" "$("${SERVER_EXE:-$BIN/opsdeck}" --version 2>/dev/null || echo '?')" \
-        "$(nginx -v 2>&1)" "$(sqlite3 --version | cut -d' ' -f1)" "$(git -C "$ROOT" rev-parse --short HEAD)" \
+        "$(nginx -v 2>&1 || echo 'nginx: not installed')" "$(sqlite3 --version | cut -d' ' -f1)" "$(git -C "$ROOT" rev-parse --short HEAD)" \
         "$(git -C "$ROOT" status --porcelain | wc -l)" <<'EOF'
 import json, sys, datetime
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -927,7 +927,9 @@ bench_web() {
   {"name": "dashboard", "path": "/", "ready": "h1:text-is('Dashboard')"},
   {"name": "jobs", "path": "/jobs", "ready": "h1:text-is('Jobs')"},
   {"name": "job", "path": "/jobs/$job", "ready": "h1:has-text('true')"},
+  {"name": "target", "path": "/targets/term-echo", "ready": "h1:has-text('term-echo')"},
   {"name": "console", "path": "/targets/term-echo/console", "ready": ".xterm-rows"},
+  {"name": "account", "path": "/account", "ready": "h1:text-is('Your account')"},
   {"name": "admin users", "path": "/admin/users", "ready": "h1:text-is('Users')"},
   {"name": "admin audit", "path": "/admin/audit", "ready": "h1:text-is('Audit log')"},
   {"name": "admin agents", "path": "/admin/agents", "ready": "h1:text-is('Agents')"},

@@ -353,6 +353,49 @@ def pg(results: Path) -> str:
     return "\n\n".join(parts) + disturbance(items)
 
 
+def web(results: Path) -> str:
+    items = load(results, "web")
+    first = rows_of(items, "web-first")
+    lazy = rows_of(items, "web-lazy")
+    if not first:
+        return ""
+    pages = list(dict.fromkeys(r["page"] for r in first))
+    rows = []
+    for page in pages:
+        runs = [r for r in first if r["page"] == page]
+        total = median([r["bytes"] for r in runs])
+        hydrated = median([r["hydrated_ms"] for r in runs])
+        target = ""
+        if page == "dashboard":
+            target = (f"≤ 350 KB: {verdict(total <= 350_000)}; "
+                      f"hydrated ≤ 3 s: {verdict(hydrated <= 3000)}")
+        rows.append([page, f"`{runs[0]['path']}`", fmt(total, 0, " B"), fmt(hydrated, 0, " ms"), target])
+    out = (f"### A first visit: every page cold, as admin, Chromium throttled to 1.6 Mbit/s down, "
+           f"150 ms RTT (median of {len([r for r in first if r['page'] == pages[0]])} runs)\n\n"
+           + table(["page", "path", "transferred (all files, compressed)", "hydrated after", "target"], rows))
+    # The files of the dashboard's median run, largest first.
+    dash = sorted((r for r in first if r["page"] == pages[0]), key=lambda r: r["bytes"])
+    if dash:
+        files = dash[len(dash) // 2]["files"]
+        out += (f"\n\nWhat the {pages[0]}'s first load transferred, by file (the median run):\n\n"
+                + table(["file", "transferred"],
+                        [[f"`{k}`", fmt(v, 0, " B")] for k, v in sorted(files.items(), key=lambda kv: -kv[1])]))
+    if lazy:
+        out += ("\n\nOpening each page from the hydrated dashboard (a link the router follows): the site's "
+                "files it fetched on top (data requests and files served from the browser's cache not counted)\n\n"
+                + table(["page", "site files fetched", "transferred"],
+                        [[r["page"], ", ".join(f"`{k}` ({v:,} B)" for k, v in sorted(r["files"].items())
+                                               if v > 0 and not k.endswith("(document/data)")) or "none",
+                          fmt(r["bytes"], 0, " B")] for r in lazy]))
+    site = rows_of(items, "web-site")
+    if site:
+        files = site[-1]["files"]
+        pkg = {k: v for k, v in files.items() if k.startswith("pkg/")}
+        out += (f"\n\nThe built site: {len(files)} files, {sum(files.values()):,} B; under `pkg/`: "
+                + ", ".join(f"`{k}` {v:,} B" for k, v in sorted(pkg.items(), key=lambda kv: -kv[1])))
+    return out + disturbance(items)
+
+
 def main() -> None:
     results = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
     parts = []
@@ -364,7 +407,7 @@ def main() -> None:
             f"{m['opsdeck']} at {m['commit']} ({m['uncommitted_files']} files uncommitted), "
             f"{m['nginx']}, sqlite3 {m['sqlite3']}; {m['date']}."
         )
-    for section in (ingest, queue, fanout, resume, idle, term, agent, pg):
+    for section in (ingest, queue, fanout, resume, idle, term, agent, pg, web):
         text = section(results)
         if text:
             parts.append(text)

@@ -3,13 +3,15 @@
 # each beside its baseline or peer, on this machine.
 #
 #   bench/run.sh                 every benchmark (about 20-30 minutes)
-#   bench/run.sh ingest queue    only these (ingest queue fanout resume idle term agent pg)
+#   bench/run.sh ingest queue    only these (ingest queue fanout resume idle term agent pg web)
 #   bench/run.sh report          print the tables of the last results again
 #
 # Set-up (skipped when done): nginx + nchan from Debian, the release server
 # binary and the load generator (server/benches/loadgen); for `pg`, a venv
 # with procrastinate (PyPI) in $BENCH_WORK/venv and graphile-worker (npm,
-# `npm ci` of bench/graphile/package-lock.json). Results: one JSON
+# `npm ci` of bench/graphile/package-lock.json); for `web`, the release
+# site (`cargo leptos build --release`, as `make dist` builds it) carried
+# by the binary, and Playwright from end2end/ (`make setup`). Results: one JSON
 # object per line in bench/results/NAME.jsonl, tables in
 # bench/results/summary.md. Scratch files (databases, configs, logs) live
 # in $BENCH_WORK (default /tmp/opsdeck-bench).
@@ -29,7 +31,8 @@
 # needs a core too); the stream benchmarks pin the server (or nginx) to
 # core 0 and the load generator to core 1. Before each benchmark the script
 # waits while a compiler or a browser runs on the machine, and records
-# whether one ran during it.
+# whether one ran during it (the `web` benchmark's own Chromium, in this
+# script's session, does not count).
 
 set -euo pipefail
 
@@ -132,8 +135,8 @@ for line in sys.stdin:
 }
 
 machine() {
-    python3 - "$(nproc)" "$(uname -r)" "$("$BIN/opsdeck" --version 2>/dev/null || echo '?')" \
-        "$(nginx -v 2>&1)" "$(sqlite3 --version | cut -d' ' -f1)" "$(git -C "$ROOT" rev-parse --short HEAD)" \
+    python3 - "$(nproc)" "$(uname -r)" "$("${SERVER_EXE:-$BIN/opsdeck}" --version 2>/dev/null || echo '?')" \
+        "$(nginx -v 2>&1 || echo 'nginx: not installed')" "$(sqlite3 --version | cut -d' ' -f1)" "$(git -C "$ROOT" rev-parse --short HEAD)" \
         "$(git -C "$ROOT" status --porcelain | wc -l)" <<'EOF'
 import json, sys, datetime
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -153,12 +156,18 @@ EOF
 # Other heavy work on the machine (the lead may be compiling or running the
 # browser tests) would skew every figure.
 busy() {
-    local name
-    for name in rustc cc1 cc1plus chromium chrome headless_shell; do
+    local name pid
+    for name in rustc cc1 cc1plus; do
         pgrep -x "$name" >/dev/null && return 0
+    done
+    for name in chromium chrome headless_shell; do
+        for pid in $(pgrep -x "$name"); do
+            [ "$(ps -o sid= -p "$pid" | tr -d ' ')" = "$OWN_SID" ] || return 0
+        done
     done
     return 1
 }
+OWN_SID=$(ps -o sid= -p $$ | tr -d ' ')
 
 # Waits (up to BENCH_MAX_WAIT seconds, default 1800) while such work runs,
 # then starts a watcher that notes every second it runs during a benchmark.
@@ -311,7 +320,7 @@ serve_opsdeck() {
     local dir=$1 config=$2 port=$3
     shift 3
     curl -s -o /dev/null "http://127.0.0.1:$port/" && die "port $port is taken; stop whatever listens there"
-    OPSDECK_ADMIN_PASSWORD=$PASSWORD RUST_LOG=warn "$@" "$BIN/opsdeck" --config "$config" serve \
+    OPSDECK_ADMIN_PASSWORD=$PASSWORD RUST_LOG=warn "$@" "${SERVER_EXE:-$BIN/opsdeck}" --config "$config" serve \
         >"$dir/server.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -334,7 +343,7 @@ start_opsdeck() {
     write_config "$dir"
     CONFIG=$dir/opsdeck.toml
     serve_opsdeck "$dir" "$CONFIG" "$PORT" "${pin[@]}"
-    OPSDECK_TOKEN=$("$BIN/opsdeck" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
+    OPSDECK_TOKEN=$("${SERVER_EXE:-$BIN/opsdeck}" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
     export OPSDECK_TOKEN
 }
 
@@ -763,7 +772,7 @@ start_pg_replicas() {
     done
     SERVER_PID=${REPLICA_PIDS[0]}
     CONFIG=$WORK/pg-1/opsdeck.toml
-    OPSDECK_TOKEN=$("$BIN/opsdeck" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
+    OPSDECK_TOKEN=$("${SERVER_EXE:-$BIN/opsdeck}" --config "$CONFIG" token create --user admin --label bench 2>/dev/null)
     export OPSDECK_TOKEN
 }
 
@@ -886,28 +895,89 @@ bench_pg_recovery() {
     done
 }
 
+# ---- the front-end: a first visit on a throttled connection (issue 16) ----------------
+
+# The release site, built as `make dist` builds it, carried by the binary
+# (precompressed with brotli 11 and gzip: what a release serves).
+setup_web() {
+    log "building the release site (cargo leptos build --release) and a binary carrying it"
+    cd "$ROOT"
+    cargo leptos build --release
+    "$CARGO_TARGET_DIR/release/opsdeck" embed-site --site "$ROOT/target/site" --out "$BIN/opsdeck-web.new"
+    mv -f "$BIN/opsdeck-web.new" "$BIN/opsdeck-web"
+    [ -f "$ROOT/end2end/node_modules/.installed" ] || npm ci --prefix "$ROOT/end2end" --no-audit --no-fund
+    if [ ! -f "$RESULTS/machine.json" ]; then
+        mkdir -p "$RESULTS"
+        SERVER_EXE=$BIN/opsdeck-web machine >"$RESULTS/machine.json"
+    fi
+    (cd "$ROOT/target/site" && find . -type f -printf '%P %s\n' | sort) >"$WORK/site-files.txt"
+}
+
+# Each page cold (empty cache) and opened from the dashboard, as admin, in
+# Chromium throttled to 1.6 Mbit/s down, 150 ms round trip
+# (bench/web/firstload.cjs).
+bench_web() {
+    local out=$RESULTS/web.jsonl job
+    : >"$out"
+    wait_quiet
+    SERVER_EXE=$BIN/opsdeck-web start_opsdeck web
+    job=$(api POST /api/jobs '{"template": "true", "target": "engine", "params": {}}' | json_field id)
+    cat >"$WORK/web/pages.json" <<EOF
+[
+  {"name": "dashboard", "path": "/", "ready": "h1:text-is('Dashboard')"},
+  {"name": "jobs", "path": "/jobs", "ready": "h1:text-is('Jobs')"},
+  {"name": "job", "path": "/jobs/$job", "ready": "h1:has-text('true')"},
+  {"name": "target", "path": "/targets/term-echo", "ready": "h1:has-text('term-echo')"},
+  {"name": "console", "path": "/targets/term-echo/console", "ready": ".xterm-rows"},
+  {"name": "account", "path": "/account", "ready": "h1:text-is('Your account')"},
+  {"name": "admin users", "path": "/admin/users", "ready": "h1:text-is('Users')"},
+  {"name": "admin audit", "path": "/admin/audit", "ready": "h1:text-is('Audit log')"},
+  {"name": "admin agents", "path": "/admin/agents", "ready": "h1:text-is('Agents')"},
+  {"name": "admin jobs", "path": "/admin/jobs", "ready": "h1:text-is('All jobs')"}
+]
+EOF
+    python3 - "$WORK/site-files.txt" >>"$out" <<'EOF'
+import json, sys
+files = dict(l.rsplit(" ", 1) for l in open(sys.argv[1]).read().splitlines())
+print(json.dumps({"bench": "web-site", "files": {k: int(v) for k, v in files.items()}}))
+EOF
+    NODE_PATH=$ROOT/end2end/node_modules node "$ROOT/bench/web/firstload.cjs" \
+        "http://127.0.0.1:$PORT" "$PASSWORD" "$RUNS" "$out" "$WORK/web/pages.json"
+    stop_opsdeck
+    note_disturbance web
+}
+
 report() {
     python3 "$ROOT/bench/report.py" "$RESULTS"
 }
 
 
+
 # ---- main ------------------------------------------------------------------------------
 
-ALL=(ingest queue fanout resume idle term agent pg)
+ALL=(ingest queue fanout resume idle term agent pg web)
 todo=("$@")
 [ ${#todo[@]} = 0 ] && todo=("${ALL[@]}")
 for b in "${todo[@]}"; do
     case $b in
-    ingest | queue | fanout | resume | idle | term | agent | pg | report) ;;
-    *) die "unknown benchmark '$b' (ingest, queue, fanout, resume, idle, term, agent, pg, report)" ;;
+    ingest | queue | fanout | resume | idle | term | agent | pg | web | report) ;;
+    *) die "unknown benchmark '$b' (ingest, queue, fanout, resume, idle, term, agent, pg, web, report)" ;;
     esac
 done
 if [ "${todo[*]}" = report ]; then
     report
     exit 0
 fi
-mkdir -p "$WORK"
-setup
+mkdir -p "$WORK" "$BIN"
+# The engine and stream benchmarks' set-up (nginx, the server, the load
+# generator) is not needed by `web` alone.
+for b in "${todo[@]}"; do
+    if [ "$b" != web ] && [ "$b" != report ]; then
+        setup
+        break
+    fi
+done
+[[ " ${todo[*]} " == *" web "* ]] && { rm -f "$RESULTS/machine.json"; setup_web; }
 for b in "${todo[@]}"; do
     [ "$b" = report ] || "bench_$b"
 done

@@ -13,6 +13,7 @@ mod foundation;
 mod hardening;
 mod lifecycle;
 mod replicas;
+mod restic;
 mod secure;
 mod ship;
 mod streams;

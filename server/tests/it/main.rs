@@ -19,3 +19,4 @@ mod ship;
 mod streams;
 mod support;
 mod terminal;
+mod webhooks;

@@ -18,7 +18,7 @@ WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 E2E_DB_DIR := target/e2e
 
-.PHONY: help setup toolchain npm chromium build run test check fmt clippy cargo-test pg-clean e2e bench clean-e2e fuzz fuzz-setup dist dist-pack dist-test
+.PHONY: help setup toolchain npm chromium restic build run test check fmt clippy cargo-test pg-clean e2e bench clean-e2e fuzz fuzz-setup dist dist-pack dist-test
 
 help:
 	@echo "make run    build and start opsdeck on http://127.0.0.1:3000 (demo configuration, SQLite under data/)"
@@ -29,7 +29,7 @@ help:
 
 # ---- set-up -------------------------------------------------------------------
 
-setup: toolchain npm chromium
+setup: toolchain npm chromium restic
 
 toolchain:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -59,6 +59,10 @@ public/vendor/xterm/xterm.mjs: vendor/node_modules/.installed
 
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+# Debian's restic: examples/restic.toml runs it, and so does its test (server/tests/it/restic.rs).
+restic:
+	@command -v restic >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q restic; }
 
 # ---- build and run ------------------------------------------------------------
 

@@ -161,6 +161,7 @@ pub fn UserMenu() -> impl IntoView {
                                             <a href="/admin/users">"Users"</a>
                                             <a href="/admin/agents">"Agents"</a>
                                             <a href="/admin/audit">"Audit log"</a>
+                                            <a href="/admin/webhooks">"Webhooks"</a>
                                         }
                                     })}
                                 <a href="/account" class="whoami">

@@ -18,6 +18,7 @@ use crate::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, Targe
 use crate::model::journal::JournalEntry;
 use crate::model::template::{TargetInfo, TemplateInfo};
 use crate::model::user::{AuditPage, AuditQuery, CurrentUser, NewToken, Role, TokenInfo, UserInfo};
+use crate::model::webhook::HookInfo;
 
 /// Who is asking and from where: the server's guard puts one in every
 /// request's extensions (anonymous when no credentials came).
@@ -163,6 +164,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn add_agent(&self, caller: &Caller, name: String) -> Result<NewAgent, AppError>;
     /// Revokes an agent's token (admins).
     async fn revoke_agent(&self, caller: &Caller, name: String) -> Result<(), AppError>;
+    /// Each `[[notify]]` hook with its latest deliveries (admins).
+    async fn webhooks(&self, caller: &Caller) -> Result<Vec<HookInfo>, AppError>;
     /// Fails a job whose agent cannot be reached (admins).
     async fn mark_job_failed(&self, caller: &Caller, id: i64) -> Result<Job, AppError>;
 }

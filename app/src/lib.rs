@@ -131,6 +131,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/admin/users") view=admin::users::UsersPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/agents") view=admin::agents::AgentsPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/audit") view=admin::audit::AuditPageView ssr=SsrMode::Async />
+                    <Route path=path!("/admin/webhooks") view=admin::webhooks::WebhooksPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/recordings/:id") view=admin::recordings::RecordingPage ssr=SsrMode::Async />
                 </Routes>
             </main>

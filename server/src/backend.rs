@@ -9,6 +9,7 @@ use app::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetS
 use app::model::journal::JournalEntry;
 use app::model::template::{TargetInfo, TemplateInfo};
 use app::model::user::{AuditPage, AuditQuery, NewToken, Role, TokenInfo, UserInfo};
+use app::model::webhook::HookInfo;
 
 use crate::service::{agents, audit, jobs, journal, signin, users};
 use crate::state::AppState;
@@ -173,6 +174,10 @@ impl Backend for AppState {
 
     async fn revoke_agent(&self, caller: &Caller, name: String) -> Result<(), AppError> {
         agents::revoke_as(self, caller, name).await
+    }
+
+    async fn webhooks(&self, caller: &Caller) -> Result<Vec<HookInfo>, AppError> {
+        crate::service::webhooks::list(self, caller).await
     }
 
     async fn mark_job_failed(&self, caller: &Caller, id: i64) -> Result<Job, AppError> {

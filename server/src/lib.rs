@@ -23,3 +23,4 @@ pub mod streams;
 pub mod sync;
 pub mod telemetry;
 pub mod terminal;
+pub mod webhooks;

@@ -197,6 +197,14 @@ impl Server {
         ));
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
         let engine = tokio::spawn(state.engine.clone().run());
+        let webhooks = tokio::spawn(
+            crate::webhooks::deliver::Deliverer {
+                db: state.db.clone(),
+                hooks: std::sync::Arc::new(state.config.notify.clone()),
+                shutdown: token.clone(),
+            }
+            .run(),
+        );
         let revocations = tokio::spawn(state.revocations.clone().run(
             state.reader.clone(),
             crate::auth::revocation::CHECK_EVERY,
@@ -240,6 +248,7 @@ impl Server {
         }
         let _ = maintenance.await;
         let _ = engine.await;
+        let _ = webhooks.await;
         stop_sending.cancel();
         let _ = revocations.await;
         for task in notify.into_iter().flatten() {

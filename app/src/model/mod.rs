@@ -9,3 +9,4 @@ pub mod template;
 pub mod terminal;
 pub mod time;
 pub mod user;
+pub mod webhook;

@@ -238,7 +238,7 @@ pub async fn fail_lost(
             line,
             "agent lost".into(),
             crate::engine::transition::Actor::system(),
-            "job.agent_lost",
+            crate::engine::transition::AGENT_LOST,
         );
         let t = std::sync::Arc::new(t);
         match sink.committer.commit(t.clone()).await {

@@ -6,6 +6,7 @@
 //! unknown target) stop the server with an error that names the file, the line
 //! and the key. Nothing else in the server reads configuration or environment.
 
+pub mod notify;
 pub mod units;
 
 use std::collections::{BTreeMap, HashSet};
@@ -109,6 +110,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub targets: Vec<Target>,
     pub templates: Vec<Template>,
+    /// `[[notify]]`: webhook hooks (config/notify.rs).
+    pub notify: Vec<notify::Hook>,
 }
 
 /// `[server]`
@@ -509,6 +512,8 @@ struct RawConfig {
     targets: Vec<Spanned<RawTarget>>,
     #[serde(default)]
     templates: Vec<Spanned<RawTemplate>>,
+    #[serde(default)]
+    notify: Vec<Spanned<notify::RawNotify>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -881,6 +886,7 @@ impl RawConfig {
             }
             templates.push(template);
         }
+        let notify = notify::validate(ctx, self.notify, &targets, &templates, files)?;
 
         Ok(Config {
             source: ctx.file.to_string(),
@@ -893,6 +899,7 @@ impl RawConfig {
             cluster,
             targets,
             templates,
+            notify,
         })
     }
 }

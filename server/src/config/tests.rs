@@ -443,3 +443,91 @@ fn a_default_node_id_is_the_host_and_port_made_valid() {
     set.settle(4242);
     assert_eq!(set.node, "fixed", "a node id written in the file is kept");
 }
+
+const HOOK_BASE: &str = "[[targets]]\nid = \"web\"\nkind = \"local\"\n\n[[templates]]\nid = \"deploy\"\ncommand = [\"true\"]\n\n";
+
+#[test]
+fn a_notify_hook_is_read_with_its_defaults_and_filters() {
+    let c = parse(&format!(
+        "{HOOK_BASE}[[notify]]\nid = \"ops\"\nurl = \"https://hooks.example.com/x?k=1\"\nevents = [\"job.failed\", \"agent.lost\"]\ntargets = [\"web\"]\nsecret = \"0123456789abcdef\"\nbackoff = \"2s\"\n"
+    ))
+    .unwrap();
+    let h = &c.notify[0];
+    assert_eq!(h.id, "ops");
+    assert_eq!(h.url.as_str(), "https://hooks.example.com/x?k=1");
+    assert_eq!(
+        h.events,
+        [
+            app::model::webhook::EventKind::JobFailed,
+            app::model::webhook::EventKind::AgentLost
+        ]
+    );
+    assert_eq!(h.secret, b"0123456789abcdef");
+    assert_eq!(h.backoff, Duration::from_secs(2));
+    assert_eq!(h.backoff_max, Duration::from_secs(3600));
+    assert_eq!(h.retry_for, Duration::from_secs(86_400));
+    use app::model::webhook::EventKind::*;
+    assert!(h.wants(JobFailed, Some("deploy"), Some("web")));
+    assert!(!h.wants(JobFailed, Some("deploy"), Some("db")));
+    assert!(!h.wants(JobSucceeded, Some("deploy"), Some("web")));
+    assert!(
+        !format!("{h:?}").contains("0123456789abcdef"),
+        "the secret is never logged"
+    );
+
+    let all = parse(&format!(
+        "{HOOK_BASE}[[notify]]\nid = \"all\"\nurl = \"http://127.0.0.1:9000/\"\nsecret = \"0123456789abcdef\"\n"
+    ))
+    .unwrap();
+    assert_eq!(all.notify[0].events.len(), 6);
+}
+
+#[test]
+fn a_bad_notify_hook_names_its_line_and_key() {
+    let line_of = |text: &str| HOOK_BASE.lines().count() + text.lines().count();
+    let hook = |rest: &str| format!("{HOOK_BASE}[[notify]]\nid = \"ops\"\n{rest}");
+    for (rest, key, says) in [
+        (
+            "secret = \"0123456789abcdef\"\nurl = \"ftp://example.com/\"\n",
+            "notify[0].url",
+            "not an http:// or https:// URL",
+        ),
+        (
+            "secret = \"0123456789abcdef\"\nurl = \"http://x/\"\nevents = [\"job.exploded\"]\n",
+            "notify[0].events",
+            "unknown event `job.exploded`",
+        ),
+        (
+            "secret = \"0123456789abcdef\"\nurl = \"http://x/\"\ntemplates = [\"nope\"]\n",
+            "notify[0].templates",
+            "no template `nope`",
+        ),
+        (
+            "url = \"http://x/\"\nsecret = \"short\"\n",
+            "notify[0].secret",
+            "at least 16 characters",
+        ),
+        (
+            "url = \"http://x/\"\nsecret_file = \"no/such/file\"\n",
+            "notify[0].secret_file",
+            "no built-in file",
+        ),
+        (
+            "url = \"http://x/\"\nsecret = \"0123456789abcdef\"\nbackoff = \"10ms\"\n",
+            "notify[0].backoff",
+            "at least 100 ms",
+        ),
+    ] {
+        let text = hook(rest);
+        let (line, k, message) = invalid(&text);
+        assert_eq!(k, key, "{text}");
+        assert_eq!(line, line_of(&format!("x\nx\n{rest}")), "{text}");
+        assert!(message.contains(says), "{message}");
+    }
+    let (_, key, message) = invalid(&hook("url = \"http://x/\"\n"));
+    assert_eq!(key, "notify[0].secret");
+    assert!(
+        message.contains("exactly one of `secret` or `secret_file`"),
+        "{message}"
+    );
+}

@@ -14,6 +14,7 @@ pub mod nodes;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

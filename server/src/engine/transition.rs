@@ -13,7 +13,10 @@
 //!    `log_bytes` moved in the same statement as the state (a run's end
 //!    carries none of its own: the log writer numbered its summary line
 //!    with the rest of its last batch, which this transition stores);
-//! 3. its audit entry.
+//! 3. its audit entry;
+//! 4. for a job that ends, its webhook event in the outbox (`webhooks`):
+//!    `job.failed`, `job.succeeded`, … and `agent.lost` for a job failed
+//!    because its agent was lost.
 //!
 //! Then, and only after the commit, the hub hears of it ([`Work::committed`]):
 //! the lines, the new state, and for a finished job the end of its channel.
@@ -31,9 +34,14 @@ use crate::db::jobs::{self, entity::Column, Finish, JobRow, LogPosition, Owner, 
 use crate::db::{audit, logs};
 use crate::hub::{Hub, LogBatch, Update};
 use crate::sync::Locked;
+use crate::webhooks;
 
 /// The states a job runs in: a process group may exist.
 pub const ACTIVE: &[JobState] = &[JobState::Running, JobState::Cancelling];
+
+/// The audit action of a job failed because its agent was lost (it also
+/// announces `agent.lost`).
+pub const AGENT_LOST: &str = "job.agent_lost";
 
 /// Who an audit entry names, and from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,6 +283,12 @@ impl Transition {
         if let Some(a) = &self.audit {
             let subject = format!("job {}", row.id);
             audit::insert(txn, job_record(&a.actor, a.action, &subject, &row)).await?;
+        }
+        if let Some(event) = webhooks::Event::job_end(&row) {
+            webhooks::enqueue(txn, &event).await?;
+            if self.audit.as_ref().is_some_and(|a| a.action == AGENT_LOST) {
+                webhooks::enqueue(txn, &webhooks::Event::agent_lost(&row)).await?;
+            }
         }
         *self.row.locked() = Some(row);
         *self.stored.locked() = lines;

@@ -70,6 +70,7 @@ pub fn pages() -> Vec<Rule> {
         ("/admin/users", Admin),
         ("/admin/agents", Admin),
         ("/admin/audit", Admin),
+        ("/admin/webhooks", Admin),
         ("/admin/recordings/{id}", Admin),
         ("/admin/jobs", Admin),
         ("/jobs", Authenticated),
@@ -122,6 +123,7 @@ pub fn server_fns() -> Vec<Rule> {
         server_fn::<admin::agents::ListAgents>(Admin),
         server_fn::<admin::agents::AddAgent>(Admin),
         server_fn::<admin::agents::RevokeAgent>(Admin),
+        server_fn::<admin::webhooks::ListWebhooks>(Admin),
     ]
 }
 

@@ -16,7 +16,8 @@
 //!   authentication, "Mark failed" for a job whose agent is gone;
 //! - [`signin`]: signing in (rate-limited) and out;
 //! - [`terminals`]: who may open a console where, and its audit entries;
-//! - [`journal`], [`audit`]: the journal notes and the audit log.
+//! - [`journal`], [`audit`]: the journal notes and the audit log;
+//! - [`webhooks`]: the delivery log of each `[[notify]]` hook.
 
 pub mod accounts;
 pub mod agents;
@@ -26,3 +27,4 @@ pub mod journal;
 pub mod signin;
 pub mod terminals;
 pub mod users;
+pub mod webhooks;

@@ -35,6 +35,7 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("GET", "/admin/users", [303, 403, 403, 200]),
     ("GET", "/admin/agents", [303, 403, 403, 200]),
     ("GET", "/admin/audit", [303, 403, 403, 200]),
+    ("GET", "/admin/webhooks", [303, 403, 403, 200]),
     ("GET", "/admin/jobs", [303, 403, 403, 200]),
     ("GET", "/admin/recordings/{id}", [303, 403, 403, 200]),
     ("GET", "/jobs", [303, 200, 200, 200]),
@@ -77,6 +78,7 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("POST", "/api/agents", [401, 403, 403, 201]),
     ("POST", "/api/agents/{name}/revoke", [401, 403, 403, 404]),
     ("POST", "/api/jobs/{id}/mark-failed", [401, 403, 403, 409]),
+    ("GET", "/api/webhooks", [401, 403, 403, 200]),
     // server functions
     ("POST", auth::WhoAmI::PATH, [200, 200, 200, 200]),
     ("POST", auth::Login::PATH, [401, 401, 401, 401]),
@@ -103,6 +105,11 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         [401, 403, 403, 200],
     ),
     ("POST", admin::audit::AuditLog::PATH, [401, 403, 403, 200]),
+    (
+        "POST",
+        admin::webhooks::ListWebhooks::PATH,
+        [401, 403, 403, 200],
+    ),
     ("POST", journal::ListJournal::PATH, [401, 200, 200, 200]),
     ("POST", journal::PostJournalNote::PATH, [401, 200, 200, 200]),
     ("POST", jobs::ListJobs::PATH, [401, 200, 200, 200]),
@@ -198,6 +205,7 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
             c.call_fn(p, &[("id", &job.to_string())]).await.0
         }
         ("POST", p) if p == admin::agents::ListAgents::PATH => c.call_fn(p, &[]).await.0,
+        ("POST", p) if p == admin::webhooks::ListWebhooks::PATH => c.call_fn(p, &[]).await.0,
         ("POST", p) if p == admin::agents::AddAgent::PATH => {
             c.call_fn(p, &[("name", &unique)]).await.0
         }

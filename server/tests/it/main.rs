@@ -13,6 +13,7 @@ mod foundation;
 mod hardening;
 mod lifecycle;
 mod replicas;
+mod retries;
 mod secure;
 mod ship;
 mod streams;

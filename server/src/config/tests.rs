@@ -505,7 +505,7 @@ fn a_retry_policy_has_defaults_and_each_bad_key_is_named() {
         ),
         (
             "{ max = 1, every = 2 }",
-            "templates[0].retry",
+            "templates[0].retry.every",
             "unknown field",
         ),
         (

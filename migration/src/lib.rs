@@ -10,6 +10,7 @@ mod m20261123_000004_index_jobs_by_target;
 mod m20261205_000010_agents;
 mod m20261205_000020_cluster;
 mod m20261205_000030_claim_indexes;
+mod m20261205_000040_retries;
 mod m20261205_000050_webhooks;
 
 /// Every migration, oldest first.
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000010_agents::Migration),
             Box::new(m20261205_000020_cluster::Migration),
             Box::new(m20261205_000030_claim_indexes::Migration),
+            Box::new(m20261205_000040_retries::Migration),
             Box::new(m20261205_000050_webhooks::Migration),
         ]
     }

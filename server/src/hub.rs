@@ -248,6 +248,7 @@ mod tests {
             rerun_of: None,
             agent: None,
             omitted: None,
+            attempt: None,
         }
     }
 

@@ -66,6 +66,7 @@ fn JobDetail(view: JobView) -> impl IntoView {
         lines,
         stderr_tail,
         agent,
+        attempts,
     } = view;
     let id = initial.id;
     let job = RwSignal::new(initial.clone());
@@ -149,6 +150,7 @@ fn JobDetail(view: JobView) -> impl IntoView {
                 </div>
             </dl>
             <Params job=initial.clone() />
+            {(!attempts.is_empty()).then(|| view! { <Attempts current=id attempts /> })}
             <div class="job-actions">
                 {move || {
                     let state = job.with(|j| j.state);
@@ -298,6 +300,77 @@ fn Params(job: Job) -> impl IntoView {
         </dl>
     }
     .into_any()
+}
+
+/// Every attempt of a retried job's chain, kept current from the feed (a
+/// retry queued while the page is open joins the list).
+#[component]
+fn Attempts(current: i64, attempts: Vec<Job>) -> impl IntoView {
+    let root = attempts
+        .first()
+        .and_then(|j| j.attempt.as_ref().and_then(|a| a.retry_of).or(Some(j.id)))
+        .unwrap_or(current);
+    let chain = RwSignal::new(attempts);
+    Feed::subscribe(move |msg| {
+        if let FeedEvent::Job(j) = msg {
+            let Some(a) = &j.attempt else { return };
+            if j.id != root && a.retry_of != Some(root) {
+                return;
+            }
+            chain.update(|c| match c.iter_mut().find(|x| x.id == j.id) {
+                Some(x) => *x = (**j).clone(),
+                None => {
+                    c.push((**j).clone());
+                    c.sort_by_key(|x| (x.attempt.as_ref().map_or(1, |a| a.number), x.id));
+                }
+            });
+        }
+    });
+    view! {
+        <section class="job-attempts" aria-labelledby="attempts-heading">
+            <h2 id="attempts-heading">"Attempts"</h2>
+            <ol>
+                {move || {
+                    chain
+                        .get()
+                        .into_iter()
+                        .map(|j| {
+                            let (number, of, not_before) = j
+                                .attempt
+                                .as_ref()
+                                .map_or((1, 1, None), |a| (a.number, a.of, a.not_before));
+                            let waiting = (j.state == JobState::Queued)
+                                .then_some(not_before)
+                                .flatten()
+                                .map(|t| {
+                                    format!(
+                                        " · not before {}",
+                                        crate::model::time::format_utc(&t),
+                                    )
+                                });
+                            let label = format!("Attempt {number} of {of}");
+                            let (class, state) = crate::jobs::widgets::pill_of(j.state, j.warnings);
+                            let link = format!("/jobs/{}", j.id);
+                            let id = j.id;
+                            let here = id == current;
+                            view! {
+                                <li data-attempt=number aria-current=here.then_some("page")>
+                                    {if here {
+                                        view! { <strong>{label}" · job #"{id}</strong> }.into_any()
+                                    } else {
+                                        view! { <a href=link>{label}" · job #"{id}</a> }.into_any()
+                                    }}
+                                    " · "
+                                    <span class=class data-state=j.state.as_str()>{state}</span>
+                                    {waiting}
+                                </li>
+                            }
+                        })
+                        .collect_view()
+                }}
+            </ol>
+        </section>
+    }
 }
 
 /// The error and the last stderr lines of a failed job.

@@ -474,6 +474,7 @@ mod tests {
             rerun_of: None,
             agent: None,
             omitted: None,
+            attempt: None,
         }
     }
 

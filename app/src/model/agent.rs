@@ -58,6 +58,10 @@ pub struct Ended {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub warnings: bool,
+    /// Why it failed, if it did (an agent older than retries sends none:
+    /// the server takes a failure without one as `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<crate::model::retry::Failure>,
 }
 
 /// What the server asks an agent to run: a template's argv, already

@@ -120,6 +120,9 @@ pub struct Job {
     pub agent: Option<String>,
     /// Lines omitted from the middle of an over-long log.
     pub omitted: Option<Gap>,
+    /// Its place in a chain of attempts (a template with `retry`).
+    #[serde(default)]
+    pub attempt: Option<crate::model::retry::Attempt>,
 }
 
 impl Job {
@@ -307,6 +310,9 @@ pub struct JobView {
     /// The agent the job runs on, when it does (is it connected?).
     #[serde(default)]
     pub agent: Option<crate::model::agent::AgentInfo>,
+    /// Every attempt of its chain, first to last (empty without `retry`).
+    #[serde(default)]
+    pub attempts: Vec<Job>,
 }
 
 /// A target with the state of its most recent job (dashboard cards).
@@ -372,6 +378,7 @@ pub(crate) mod tests {
             rerun_of: None,
             agent: None,
             omitted: None,
+            attempt: None,
         }
     }
 

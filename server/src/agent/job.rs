@@ -143,6 +143,7 @@ pub async fn run(agent: Arc<Agent>, job: Arc<Job>, cmd: RunCommand) {
                 exit_code: None,
                 error: Some(error.clone()),
                 warnings: false,
+                failure: Some(app::model::retry::Failure::Failed),
                 summary: error,
             }
         }
@@ -158,6 +159,7 @@ pub async fn run(agent: Arc<Agent>, job: Arc<Job>, cmd: RunCommand) {
             exit_code: outcome.exit_code,
             error: outcome.error,
             warnings: outcome.warnings,
+            failure: outcome.failure,
         },
     );
 }
@@ -228,6 +230,7 @@ fn fail(agent: &Agent, job: &Job, last_seq: i64, stored: i64, line: String, erro
             exit_code: None,
             error: Some(error),
             warnings: false,
+            failure: Some(app::model::retry::Failure::Failed),
         },
     );
 }

@@ -434,6 +434,7 @@ mod tests {
                 exit_code: Some(0),
                 error: None,
                 warnings: false,
+                failure: None,
             })
             .unwrap();
         spool.ack(9).unwrap();

@@ -364,6 +364,7 @@ impl Link {
                     self.name
                 );
                 let t = Transition::fail(&state.hub, row, line.clone(), line, true)
+                    .because(app::model::retry::Failure::AgentLost)
                     .for_dispatch(row.dispatch);
                 let t = Arc::new(t);
                 state.committer.commit(t.clone()).await?;
@@ -636,6 +637,7 @@ impl Link {
         }
         let finish = Finish {
             state: ended.state,
+            failure: ended.failure,
             exit_code: ended.exit_code,
             error: ended.error,
             warnings: ended.warnings,

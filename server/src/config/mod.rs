@@ -7,6 +7,7 @@
 //! and the key. Nothing else in the server reads configuration or environment.
 
 pub mod notify;
+mod retry;
 pub mod units;
 
 use std::collections::{BTreeMap, HashSet};
@@ -360,6 +361,8 @@ pub struct Template {
     pub max_line_bytes: usize,
     pub max_log_bytes: u64,
     pub tail_lines: usize,
+    /// Failed runs are tried again (docs/automation.md).
+    pub retry: Option<app::model::retry::RetryPolicy>,
 }
 
 impl Template {
@@ -640,6 +643,7 @@ struct RawTemplate {
     max_line_bytes: Option<ByteSize>,
     max_log_bytes: Option<ByteSize>,
     tail_lines: Option<usize>,
+    retry: Option<Spanned<retry::RawRetry>>,
 }
 
 impl RawConfig {
@@ -1394,6 +1398,14 @@ impl RawTemplate {
             return Err(ctx.error(self.id.span(), &key("timeout"), "must be longer than 0s"));
         }
 
+        let retry = match self.retry {
+            Some(r) => {
+                let span = r.span();
+                Some(r.into_inner().validate(ctx, &key("retry"), span)?)
+            }
+            None => None,
+        };
+
         // A script's text is replaced by its name; its interpreter is kept.
         let shown = match shown {
             Some(name) => {
@@ -1426,6 +1438,7 @@ impl RawTemplate {
                 .map_or(jobs.max_line_bytes, |b| b.0 as usize),
             max_log_bytes: self.max_log_bytes.map_or(jobs.max_log_bytes, |b| b.0),
             tail_lines: self.tail_lines.unwrap_or(jobs.tail_lines),
+            retry,
         })
     }
 }

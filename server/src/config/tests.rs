@@ -52,6 +52,13 @@ fn the_demo_configuration_is_valid_and_complete() {
         ["demo-backup", "{path}", "{seconds}", "{warnings}"]
     );
     assert_eq!(backup.warning_exit_codes, [3]);
+    let retry = c
+        .template("flaky")
+        .unwrap()
+        .retry
+        .clone()
+        .expect("flaky retries");
+    assert_eq!((retry.max, retry.backoff_ms), (2, 5_000));
     assert_eq!(
         c.template("install-runtime").unwrap().exclusive,
         Exclusive::Global
@@ -530,4 +537,71 @@ fn a_bad_notify_hook_names_its_line_and_key() {
         message.contains("exactly one of `secret` or `secret_file`"),
         "{message}"
     );
+#[test]
+fn a_retry_policy_has_defaults_and_each_bad_key_is_named() {
+    let head = "[[targets]]\nid = \"a\"\nkind = \"local\"\n\n[[templates]]\nid = \"t\"\ncommand = [\"true\"]\n";
+    let c = parse(&format!("{head}retry = {{ max = 3 }}\n")).expect("valid");
+    let p = c.template("t").unwrap().retry.clone().expect("a policy");
+    assert_eq!(
+        (p.max, p.backoff_ms, p.factor, p.max_delay_ms),
+        (3, 10_000, 2.0, 600_000)
+    );
+    assert_eq!(p.on, app::model::retry::Failure::ALL);
+    let c = parse(&format!(
+        "{head}retry = {{ max = 2, backoff = \"500ms\", factor = 3, max_delay = \"2s\", on = [\"timeout\", \"agent_lost\"] }}\n"
+    ))
+    .expect("valid");
+    let p = c.template("t").unwrap().retry.clone().unwrap();
+    assert_eq!((p.backoff_ms, p.factor, p.max_delay_ms), (500, 3.0, 2_000));
+    assert_eq!(
+        p.on,
+        [
+            app::model::retry::Failure::Timeout,
+            app::model::retry::Failure::AgentLost
+        ]
+    );
+    assert!(parse(head).unwrap().template("t").unwrap().retry.is_none());
+
+    for (retry, key, says) in [
+        ("{ max = 0 }", "templates[0].retry.max", "1 to 100"),
+        (
+            "{ max = 1, factor = 0.5 }",
+            "templates[0].retry.factor",
+            "from 1 to 100",
+        ),
+        (
+            "{ max = 1, backoff = \"1m\", max_delay = \"10s\" }",
+            "templates[0].retry.max_delay",
+            "shorter than `backoff`",
+        ),
+        (
+            "{ max = 1, on = [] }",
+            "templates[0].retry.on",
+            "lists no failure",
+        ),
+        (
+            "{ max = 1, on = [\"oops\"] }",
+            "templates[0].retry.on[0]",
+            "unknown variant",
+        ),
+        (
+            "{ max = 1, backoff = \"soon\" }",
+            "templates[0].retry.backoff",
+            "not a duration",
+        ),
+        (
+            "{ max = 1, every = 2 }",
+            "templates[0].retry.every",
+            "unknown field",
+        ),
+        (
+            "{ backoff = \"1s\" }",
+            "templates[0].retry",
+            "missing field `max`",
+        ),
+    ] {
+        let (line, k, message) = invalid(&format!("{head}retry = {retry}\n"));
+        assert_eq!((line, k.as_str()), (8, key), "{retry}: {message}");
+        assert!(message.contains(says), "{retry}: {message}");
+    }
 }

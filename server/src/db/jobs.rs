@@ -4,6 +4,7 @@
 //! statement ([`claim_in`]).
 
 use app::model::job::{Gap, Job, JobFilter, JobState, Progress, StateSet};
+use app::model::retry::{Attempt, RetryPolicy};
 use app::model::template::Exclusive;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -48,6 +49,10 @@ pub mod entity {
         pub dispatch: i64,
         pub agent: Option<String>,
         pub epoch: Option<i64>,
+        pub attempt: i32,
+        pub retry_of: Option<i64>,
+        pub not_before: Option<DateTimeUtc>,
+        pub retry: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -97,6 +102,14 @@ pub struct JobRow {
     pub agent: Option<String>,
     /// The epoch of `node` it was claimed under (fencing: see [`Owner`]).
     pub epoch: Option<i64>,
+    /// Its number in its chain of attempts (1: launched, not a retry).
+    pub attempt: i32,
+    /// The chain's first job, for a retry.
+    pub retry_of: Option<i64>,
+    /// Not claimed before this (a retry waiting its backoff).
+    pub not_before: Option<DateTime<Utc>>,
+    /// The retry policy its chain was launched under.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl TryFrom<entity::Model> for JobRow {
@@ -115,6 +128,15 @@ impl TryFrom<entity::Model> for JobRow {
                 m.id, m.exclusive
             ))
         })?;
+        let retry = match m.retry.as_deref() {
+            None => None,
+            Some(text) => Some(serde_json::from_str::<RetryPolicy>(text).map_err(|e| {
+                DbErr::Type(format!(
+                    "job {}: jobs.retry is not a retry policy: {e}",
+                    m.id
+                ))
+            })?),
+        };
         Ok(JobRow {
             id: m.id,
             template: m.template,
@@ -145,6 +167,10 @@ impl TryFrom<entity::Model> for JobRow {
             dispatch: m.dispatch,
             agent: m.agent,
             epoch: m.epoch,
+            attempt: m.attempt,
+            retry_of: m.retry_of,
+            not_before: m.not_before,
+            retry,
         })
     }
 }
@@ -192,7 +218,18 @@ impl JobRow {
                 }),
                 _ => None,
             },
+            attempt: self.retry.as_ref().map(|p| Attempt {
+                number: u32::try_from(self.attempt).unwrap_or(1),
+                of: p.max.saturating_add(1),
+                retry_of: self.retry_of,
+                not_before: self.not_before,
+            }),
         }
+    }
+
+    /// The first job of its chain of attempts (itself, for a launch).
+    pub fn chain_root(&self) -> i64 {
+        self.retry_of.unwrap_or(self.id)
     }
 
     /// The node and epoch it was claimed under, if it was claimed.
@@ -220,6 +257,32 @@ pub struct Enqueue<'a> {
     pub owner_id: i64,
     pub owner: &'a str,
     pub rerun_of: Option<i64>,
+    pub retry: Retry<'a>,
+}
+
+/// Where a new job stands in a chain of attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry<'a> {
+    /// The template's policy (none: never retried).
+    pub policy: Option<&'a RetryPolicy>,
+    /// 1 for a launch.
+    pub attempt: i32,
+    /// The chain's first job (a retry's).
+    pub retry_of: Option<i64>,
+    /// Claimed no earlier than this.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+impl<'a> Retry<'a> {
+    /// A launch: the first attempt, under `policy` if the template has one.
+    pub fn first(policy: Option<&'a RetryPolicy>) -> Retry<'a> {
+        Retry {
+            policy,
+            attempt: 1,
+            retry_of: None,
+            not_before: None,
+        }
+    }
 }
 
 pub async fn insert(db: &impl ConnectionTrait, e: Enqueue<'_>) -> Result<JobRow, DbErr> {
@@ -240,6 +303,10 @@ pub async fn insert(db: &impl ConnectionTrait, e: Enqueue<'_>) -> Result<JobRow,
         omitted_bytes: Set(0),
         rerun_of: Set(e.rerun_of),
         dispatch: Set(0),
+        attempt: Set(e.retry.attempt),
+        retry_of: Set(e.retry.retry_of),
+        not_before: Set(e.retry.not_before),
+        retry: Set(e.retry.policy.map(|p| serde_json::json!(p).to_string())),
         ..Default::default()
     }
     .insert(db)
@@ -338,6 +405,11 @@ pub async fn list(
 /// the database refuse what this statement must never do: two running
 /// `target` jobs on one target, two running `global` jobs.
 ///
+/// A retry waiting its backoff (`not_before` still ahead) is neither
+/// taken nor holds anything back; the partial index `jobs_queued` still
+/// gives the candidates in order (the wait is a filter on the few rows
+/// that have one: migration `m20261205_000040_retries`).
+///
 /// N.B.: a node claims only under the epoch its `nodes` row holds (the
 /// `EXISTS` above): once another node has declared it lost (which bumps
 /// that epoch), it claims nothing until it has registered again.
@@ -347,9 +419,11 @@ WHERE EXISTS (SELECT 1 FROM nodes n WHERE n.node = $2 AND n.epoch = $3)
   AND id = (
   SELECT j.id FROM jobs j
   WHERE j.state = 'queued'{SCOPE}
+    AND (j.not_before IS NULL OR j.not_before <= $1)
     AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state IN ('running', 'cancelling') AND r.exclusive = 'global')
     AND NOT EXISTS (
       SELECT 1 FROM jobs q WHERE q.state = 'queued' AND q.exclusive = 'global'
+        AND (q.not_before IS NULL OR q.not_before <= $1)
         AND (q.created_at < j.created_at OR (q.created_at = j.created_at AND q.id < j.id)))
     AND CASE j.exclusive
       WHEN 'global' THEN NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state IN ('running', 'cancelling'))
@@ -530,6 +604,8 @@ fn setting(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
     pub state: JobState,
+    /// Why it failed, if it did (what a retry policy matches).
+    pub failure: Option<app::model::retry::Failure>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub warnings: bool,
@@ -624,6 +700,23 @@ pub async fn hold_if_owned(
     let q = owned_by(setting([(Column::UpdatedAt, Utc::now().into())]), owner)
         .filter(Column::Id.eq(id));
     Ok(q.exec(db).await?.rows_affected == 1)
+}
+
+/// Moves a job's log position by `lines` lines of `bytes` bytes (a line
+/// its transition adds once it knows it).
+pub async fn extend_log(
+    db: &impl ConnectionTrait,
+    id: i64,
+    lines: i64,
+    bytes: i64,
+) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::LastSeq, Expr::col(Column::LastSeq).add(lines))
+        .col_expr(Column::LogBytes, Expr::col(Column::LogBytes).add(bytes))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await
+        .map(|_| ())
 }
 
 /// Stores the process group an agent started for `dispatch` of a job.
@@ -793,6 +886,37 @@ pub async fn count_by_state(db: &DatabaseConnection) -> Result<Vec<(JobState, i6
         .collect()
 }
 
+/// When the next retry waiting in the queue is due (after `now`), if any:
+/// the engine sleeps no longer than that (index `jobs_delayed`).
+pub async fn next_due(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    Ok(Entity::find()
+        .filter(Column::State.eq(JobState::Queued.as_str()))
+        .filter(Column::NotBefore.gt(now))
+        .order_by_asc(Column::NotBefore)
+        .one(db)
+        .await?
+        .and_then(|m| m.not_before))
+}
+
+/// Every attempt of the chain whose first job is `root`, first to last.
+pub async fn chain(db: &impl ConnectionTrait, root: i64) -> Result<Vec<JobRow>, DbErr> {
+    typed(
+        Entity::find()
+            .filter(
+                Condition::any()
+                    .add(Column::Id.eq(root))
+                    .add(Column::RetryOf.eq(root)),
+            )
+            .order_by_asc(Column::Attempt)
+            .order_by_asc(Column::Id)
+            .all(db)
+            .await?,
+    )
+}
+
 /// The newest job on `target`.
 pub async fn latest_on_target(
     db: &DatabaseConnection,
@@ -843,6 +967,10 @@ mod tests {
             dispatch: 0,
             agent: None,
             epoch: None,
+            attempt: 1,
+            retry_of: None,
+            not_before: None,
+            retry: None,
         }
     }
 

@@ -198,6 +198,7 @@ mod tests {
             owner_id: 1,
             owner: "admin",
             rerun_of: None,
+            retry: jobs::Retry::first(None),
         }
     }
 

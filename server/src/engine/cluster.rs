@@ -232,7 +232,8 @@ impl Work for LoseNode {
         let error = lost_error(&self.node);
         let mut failed = Vec::new();
         for job in jobs::active_on_node(txn, &self.node, row.epoch - 1).await? {
-            let t = Transition::fail(&self.sink.hub, &job, line.clone(), error.clone(), true);
+            let t = Transition::fail(&self.sink.hub, &job, line.clone(), error.clone(), true)
+                .because(app::model::retry::Failure::Interrupted);
             if t.apply_with(txn, &[]).await? {
                 failed.push(t);
             }

@@ -4,6 +4,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 use app::model::job::JobState;
+use app::model::retry::Failure;
 
 /// What ended the run, besides the process's own exit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub warnings: bool,
+    /// Why it failed, if it did.
+    pub failure: Option<Failure>,
     /// The `system` line that says so.
     pub summary: String,
 }
@@ -47,6 +50,7 @@ pub fn classify(status: ExitStatus, ending: &Ending, warning_codes: &[i32]) -> O
             exit_code,
             error: None,
             warnings: false,
+            failure: None,
             summary: format!("cancelled ({how})"),
         },
         Ending::Interrupted(reason) => Outcome {
@@ -54,6 +58,7 @@ pub fn classify(status: ExitStatus, ending: &Ending, warning_codes: &[i32]) -> O
             exit_code,
             error: Some(reason.clone()),
             warnings: false,
+            failure: Some(Failure::Interrupted),
             summary: format!("{reason} ({how})"),
         },
         Ending::TimedOut(limit) => Outcome {
@@ -61,6 +66,7 @@ pub fn classify(status: ExitStatus, ending: &Ending, warning_codes: &[i32]) -> O
             exit_code,
             error: Some(format!("timed out after {limit}")),
             warnings: false,
+            failure: Some(Failure::Timeout),
             summary: format!("timed out after {limit} ({how})"),
         },
         Ending::Exited => match exit_code {
@@ -69,6 +75,7 @@ pub fn classify(status: ExitStatus, ending: &Ending, warning_codes: &[i32]) -> O
                 exit_code,
                 error: None,
                 warnings: false,
+                failure: None,
                 summary: how,
             },
             Some(code) if status.code().is_some() && warning_codes.contains(&code) => Outcome {
@@ -76,6 +83,7 @@ pub fn classify(status: ExitStatus, ending: &Ending, warning_codes: &[i32]) -> O
                 exit_code,
                 error: None,
                 warnings: true,
+                failure: None,
                 summary: format!("{how}: succeeded with warnings"),
             },
             _ => Outcome {
@@ -83,6 +91,7 @@ pub fn classify(status: ExitStatus, ending: &Ending, warning_codes: &[i32]) -> O
                 exit_code,
                 error: Some(how.clone()),
                 warnings: false,
+                failure: Some(Failure::Failed),
                 summary: how,
             },
         },

@@ -199,9 +199,13 @@ impl Engine {
                 }
             }
             self.dispatch_to_agents().await;
+            // A retry waiting its backoff is claimed when it is due, not
+            // at the next poll.
+            let due = self.next_due().await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.0.wake.notified() => {}
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
                 _ = self.0.agents.connected() => {}
                 _ = tick.tick() => {}
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -232,6 +236,22 @@ impl Engine {
             let _ = task.await;
         }
         tracing::info!("job engine stopped");
+    }
+
+    /// When the next retry waiting in the queue is due, if one is (on
+    /// this clock; a moment late rather than early).
+    async fn next_due(&self) -> Option<Instant> {
+        let now = chrono::Utc::now();
+        match jobs::next_due(&self.0.reader, now).await {
+            Ok(due) => due.map(|at| {
+                let wait = (at - now).to_std().unwrap_or_default();
+                Instant::now() + wait + std::time::Duration::from_millis(5)
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read when the next retry is due");
+                None
+            }
+        }
     }
 
     /// Claims up to `slots` jobs for this node under its current epoch,

@@ -87,13 +87,10 @@ async fn kill_lost_orphans(engine: &Engine, node: &str) {
 /// Fails an active job that nothing runs any more.
 async fn interrupt(engine: &Engine, row: &JobRow, line: String, error: &str) {
     let sink = engine.sink();
-    let t = Arc::new(Transition::fail(
-        &sink.hub,
-        row,
-        line,
-        error.to_string(),
-        true,
-    ));
+    let t = Arc::new(
+        Transition::fail(&sink.hub, row, line, error.to_string(), true)
+            .because(app::model::retry::Failure::Interrupted),
+    );
     match sink.committer.commit(t.clone()).await {
         Ok(()) if t.row().is_some() => {}
         // Finished meanwhile by someone else: say what it is now.

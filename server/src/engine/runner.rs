@@ -123,6 +123,7 @@ fn finish_of(outcome: Outcome) -> (Finish, String) {
     (
         Finish {
             state: outcome.state,
+            failure: outcome.failure,
             exit_code: outcome.exit_code,
             error: outcome.error,
             warnings: outcome.warnings,
@@ -256,6 +257,10 @@ mod tests {
             dispatch: 0,
             agent: None,
             epoch,
+            attempt: 1,
+            retry_of: None,
+            not_before: None,
+            retry: None,
         }
     }
 

@@ -136,6 +136,7 @@ pub async fn supervise(
                 exit_code: None,
                 error: Some(error.clone()),
                 warnings: false,
+                failure: Some(app::model::retry::Failure::Failed),
                 summary: error,
             };
         }

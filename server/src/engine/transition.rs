@@ -16,7 +16,13 @@
 //! 3. its audit entry;
 //! 4. for a job that ends, its webhook event in the outbox (`webhooks`):
 //!    `job.failed`, `job.succeeded`, … and `agent.lost` for a job failed
-//!    because its agent was lost.
+//!    because its agent was lost;
+//! 5. for a failed attempt whose chain's retry policy covers why it
+//!    failed (`Failure`), the next attempt: a queued job waiting until
+//!    its backoff has passed (`not_before`), linked to the chain's first,
+//!    audited as `job.retry` by `system`, with a line in the failed
+//!    attempt's log naming it. So a crash can neither lose a retry nor
+//!    make two.
 //!
 //! Then, and only after the commit, the hub hears of it ([`Work::committed`]):
 //! the lines, the new state, and for a finished job the end of its channel.
@@ -26,11 +32,14 @@
 use std::sync::{Arc, Mutex};
 
 use app::model::job::{JobState, LogLine, LogStream};
+use app::model::retry::Failure;
 use sea_orm::{DatabaseTransaction, DbErr};
 use serde_json::json;
 
 use crate::db::commit::Work;
-use crate::db::jobs::{self, entity::Column, Finish, JobRow, LogPosition, Owner, StateChange};
+use crate::db::jobs::{
+    self, entity::Column, Enqueue, Finish, JobRow, LogPosition, Owner, Retry, StateChange,
+};
 use crate::db::{audit, logs};
 use crate::hub::{Hub, LogBatch, Update};
 use crate::sync::Locked;
@@ -83,9 +92,14 @@ pub struct Transition {
     /// Only if the job still runs under this node and epoch (a local
     /// runner's end: fencing).
     owner: Option<Owner>,
+    /// Why the job fails, when it ends `failed` (what a retry policy's
+    /// `on` is matched against).
+    failure: Failure,
     hub: Hub,
     /// The row after the change, if it won (the last try's).
     row: Mutex<Option<JobRow>>,
+    /// The next attempt it queued, if it did (the last try's).
+    retried: Mutex<Option<JobRow>>,
     /// Its lines as stored.
     stored: Mutex<Vec<LogLine>>,
 }
@@ -102,8 +116,10 @@ impl Transition {
             position: None,
             dispatch: None,
             owner: None,
+            failure: Failure::Failed,
             hub: hub.clone(),
             row: Mutex::new(None),
+            retried: Mutex::new(None),
             stored: Mutex::new(Vec::new()),
         }
     }
@@ -125,7 +141,15 @@ impl Transition {
         let mut t = Transition::new(hub, job_id, ACTIVE, finish.state);
         t.set = finish.columns();
         t.position = Some(position);
+        t.failure = finish.failure.unwrap_or(Failure::Failed);
         t
+    }
+
+    /// Says why the job fails (a failure without a process is `failed`,
+    /// and one by [`Transition::fail_as`] `agent_lost`, unless told).
+    pub fn because(mut self, why: Failure) -> Transition {
+        self.failure = why;
+        self
     }
 
     /// A job that has no process (any more) fails: it could not start, or
@@ -134,6 +158,7 @@ impl Transition {
     pub fn fail(hub: &Hub, job: &JobRow, line: String, error: String, audited: bool) -> Transition {
         let finish = Finish {
             state: JobState::Failed,
+            failure: Some(Failure::Failed),
             exit_code: None,
             error: Some(error),
             warnings: false,
@@ -202,6 +227,7 @@ impl Transition {
     pub fn finish_on_agent(hub: &Hub, job_id: i64, finish: &Finish, dispatch: i64) -> Transition {
         let mut t = Transition::new(hub, job_id, ACTIVE, finish.state);
         t.set = finish.columns();
+        t.failure = finish.failure.unwrap_or(Failure::Failed);
         t.for_dispatch(dispatch)
     }
 
@@ -215,7 +241,9 @@ impl Transition {
         actor: Actor,
         action: &'static str,
     ) -> Transition {
-        let mut t = Transition::fail(hub, job, line, error, false).audited(actor, action);
+        let mut t = Transition::fail(hub, job, line, error, false)
+            .audited(actor, action)
+            .because(Failure::AgentLost);
         if job.agent.is_some() {
             t.dispatch = Some(job.dispatch);
         }
@@ -258,17 +286,22 @@ impl Transition {
             },
         )
         .await?;
-        let Some(row) = row else {
+        let Some(mut row) = row else {
             *self.row.locked() = None;
+            *self.retried.locked() = None;
             self.stored.locked().clear();
             return Ok(false);
         };
-        let mut seqs = logs::Seqs::after(row.last_seq - n);
+        let mut texts = self.lines.clone();
+        let retried = self.retry_in(txn, &mut row).await?;
+        if let Some((_, line)) = &retried {
+            texts.push(line.clone());
+        }
+        let mut seqs = logs::Seqs::after(row.last_seq - texts.len() as i64);
         let ts = logs::now_millis();
-        let lines: Vec<LogLine> = self
-            .lines
-            .iter()
-            .map(|text| seqs.line(LogStream::System, text.clone(), ts))
+        let lines: Vec<LogLine> = texts
+            .into_iter()
+            .map(|text| seqs.line(LogStream::System, text, ts))
             .collect();
         if before.is_empty() {
             logs::insert_batch(txn, self.job_id, &lines).await?;
@@ -291,8 +324,81 @@ impl Transition {
             }
         }
         *self.row.locked() = Some(row);
+        *self.retried.locked() = retried.map(|(next, _)| next);
         *self.stored.locked() = lines;
         Ok(true)
+    }
+
+    /// The next attempt of a job that just failed (`row`, as changed), if
+    /// its chain's policy covers why: queued, waiting until its backoff
+    /// has passed, audited; and the line that says so in the failed
+    /// attempt's log (`row`'s log position is moved for it here).
+    ///
+    /// N.B.: a job whose cancel was asked is never retried, whatever it
+    /// ended as: a cancel stops the chain.
+    async fn retry_in(
+        &self,
+        txn: &DatabaseTransaction,
+        row: &mut JobRow,
+    ) -> Result<Option<(JobRow, String)>, DbErr> {
+        let Some(policy) = row.retry.clone() else {
+            return Ok(None);
+        };
+        let attempt = u32::try_from(row.attempt).unwrap_or(u32::MAX);
+        if row.state != JobState::Failed
+            || row.cancel_requested_by.is_some()
+            || !policy.retries(attempt, self.failure)
+        {
+            return Ok(None);
+        }
+        let delay = policy.delay(attempt);
+        let now = chrono::Utc::now();
+        // (A validated policy waits at most 100 years: no overflow.)
+        let not_before = chrono::TimeDelta::from_std(delay)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(now);
+        let next = jobs::insert(
+            txn,
+            Enqueue {
+                template: &row.template,
+                target: &row.target,
+                params: &row.params(),
+                exclusive: row.exclusive,
+                owner_id: row.owner_id,
+                owner: &row.owner,
+                rerun_of: None,
+                retry: Retry {
+                    policy: Some(&policy),
+                    attempt: row.attempt + 1,
+                    retry_of: Some(row.chain_root()),
+                    not_before: Some(not_before),
+                },
+            },
+        )
+        .await?;
+        let subject = format!("job {}", next.id);
+        let system = Actor::system();
+        let mut record = job_record(&system, "job.retry", &subject, &next);
+        if let Some(serde_json::Value::Object(detail)) = record.detail.as_mut() {
+            detail.insert("attempt".into(), json!(next.attempt));
+            detail.insert("retry_of".into(), json!(row.id));
+            detail.insert("failure".into(), json!(self.failure.as_str()));
+        }
+        audit::insert(txn, record).await?;
+        let line = format!(
+            "attempt {attempt} of {} failed ({}): retrying as job {} in {}, not before {}",
+            policy.max.saturating_add(1),
+            self.failure.as_str(),
+            next.id,
+            wait_text(delay),
+            app::model::time::format_utc(&not_before),
+        );
+        // The failed attempt's log position moves for the line.
+        jobs::extend_log(txn, row.id, 1, line.len() as i64).await?;
+        row.last_seq += 1;
+        row.log_bytes += line.len() as i64;
+        Ok(Some((next, line)))
     }
 
     /// Announces the committed change: its lines, the new state, and the
@@ -310,6 +416,9 @@ impl Transition {
         if row.state.is_finished() {
             self.hub.close(row.id);
         }
+        if let Some(next) = self.retried.locked().take() {
+            self.hub.job_changed(next.to_job());
+        }
     }
 }
 
@@ -321,6 +430,15 @@ impl Work for Transition {
 
     fn committed(&self) {
         self.announce();
+    }
+}
+
+/// A retry's wait as its line says it: `750ms`, `10s`, `2m 00s`.
+fn wait_text(d: std::time::Duration) -> String {
+    if d.subsec_millis() != 0 && d.as_secs() < 60 {
+        format!("{}ms", d.as_millis())
+    } else {
+        app::model::time::format_duration_secs(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 }
 

@@ -11,6 +11,7 @@ use app::model::event::FeedEvent;
 use app::model::job::{
     Job, JobFilter, JobPage, JobState, JobView, LogLine, LogPage, LogStream, NewJob, TargetSummary,
 };
+use app::model::retry::RetryPolicy;
 use app::model::template::{validate_params, Exclusive, TargetInfo, TemplateInfo};
 use sea_orm::DbErr;
 
@@ -19,7 +20,7 @@ use crate::auth::revocation::Credential;
 use crate::config::Template;
 use crate::db::audit;
 use crate::db::commit::Work;
-use crate::db::jobs::{self, Enqueue, JobRow};
+use crate::db::jobs::{self, Enqueue, JobRow, Retry};
 use crate::db::logs;
 use crate::engine::runner::StopReason;
 use crate::engine::transition::{job_record, Actor, Transition};
@@ -161,6 +162,7 @@ pub async fn launch(
         owner_id: user.id,
         actor: actor_of(caller)?,
         rerun_of,
+        retry: template.retry.clone(),
         row: Mutex::new(None),
     });
     state
@@ -202,6 +204,8 @@ struct Launch {
     owner_id: i64,
     actor: Actor,
     rerun_of: Option<i64>,
+    /// The template's retry policy, stored with the job.
+    retry: Option<RetryPolicy>,
     /// The stored row (the last try's, if a group was retried).
     row: Mutex<Option<JobRow>>,
 }
@@ -219,6 +223,7 @@ impl Work for Launch {
                 owner_id: self.owner_id,
                 owner: &self.actor.name,
                 rerun_of: self.rerun_of,
+                retry: Retry::first(self.retry.as_ref()),
             },
         )
         .await?;
@@ -409,6 +414,18 @@ pub async fn view(state: &AppState, caller: &Caller, id: i64) -> Result<JobView,
     } else {
         Vec::new()
     };
+    // N.B.: every attempt of a chain has the first's owner and target, so
+    // who may see one may see them all.
+    let attempts = if row.retry.is_some() {
+        jobs::chain(&state.reader, row.chain_root())
+            .await
+            .map_err(|e| db_error(e, "reading a job's attempts"))?
+            .iter()
+            .map(JobRow::to_job)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let config = &state.config;
     let agent = match &job.agent {
         Some(name) => match crate::db::agents::by_name(&state.reader, name)
@@ -435,6 +452,7 @@ pub async fn view(state: &AppState, caller: &Caller, id: i64) -> Result<JobView,
         lines,
         stderr_tail,
         agent,
+        attempts,
     })
 }
 

@@ -14,6 +14,7 @@ mod hardening;
 mod lifecycle;
 mod replicas;
 mod restic;
+mod retries;
 mod secure;
 mod ship;
 mod streams;

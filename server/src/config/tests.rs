@@ -537,6 +537,8 @@ fn a_bad_notify_hook_names_its_line_and_key() {
         message.contains("exactly one of `secret` or `secret_file`"),
         "{message}"
     );
+}
+
 #[test]
 fn a_retry_policy_has_defaults_and_each_bad_key_is_named() {
     let head = "[[targets]]\nid = \"a\"\nkind = \"local\"\n\n[[templates]]\nid = \"t\"\ncommand = [\"true\"]\n";

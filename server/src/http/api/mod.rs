@@ -5,6 +5,7 @@
 mod accounts;
 mod agents;
 pub mod jobs;
+mod live;
 
 use axum::routing::MethodRouter;
 
@@ -16,6 +17,7 @@ pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
     let mut all = accounts::routes();
     all.extend(jobs::routes());
     all.extend(agents::routes());
+    all.extend(live::routes());
     all.push((
         Rule::new(
             axum::http::Method::GET,

@@ -165,6 +165,7 @@ impl Server {
             agent_terminals: Default::default(),
             revocations: Default::default(),
             stream_slots,
+            live: Default::default(),
             replicas,
         });
         Ok(Server { state, listener })

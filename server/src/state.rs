@@ -60,6 +60,9 @@ pub struct Inner {
     pub revocations: crate::auth::revocation::Revocations,
     /// Open event streams per user and per address (`streams::limits`).
     pub stream_slots: crate::streams::limits::StreamSlots,
+    /// The shared live connections open here (`/api/live`), where their
+    /// subscribe and unsubscribe requests find them.
+    pub live: crate::streams::mux::Connections,
     /// On PostgreSQL: what brings the other replicas' commits to this
     /// replica's streams (`notify::tail`), and this replica's tag in its
     /// notifications (`notify`).

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod event;
 pub mod job;
 pub mod journal;
+pub mod live;
 pub mod retry;
 pub mod template;
 pub mod terminal;

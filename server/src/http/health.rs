@@ -59,6 +59,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     };
     let mut text = state.metrics.render(&counts);
     text.push_str(&state.metrics.render_nodes(&node_view(&state).await));
+    text.push_str(&format!(
+        "# HELP opsdeck_live_connections Shared live connections (/api/live) open here: one per browser, however many tabs and jobs it follows.\n\
+         # TYPE opsdeck_live_connections gauge\n\
+         opsdeck_live_connections {}\n",
+        state.live.len()
+    ));
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -9,6 +9,7 @@
 //!
 //! - [`jobs`]: templates and targets, launch, list, read, cancel, rerun,
 //!   logs and their streams;
+//! - [`live`]: the one live connection a browser shares among its tabs;
 //! - [`accounts`]: users and tokens by an actor (the web UI's admin, or the
 //!   `opsdeck user`/`token` commands), with the audit entries;
 //! - [`users`]: the same for a signed-in caller, with the policy applied;
@@ -24,6 +25,7 @@ pub mod agents;
 pub mod audit;
 pub mod jobs;
 pub mod journal;
+pub mod live;
 pub mod signin;
 pub mod terminals;
 pub mod users;

@@ -1,5 +1,7 @@
 //! Live streams over Server-Sent Events: one job's log and state
-//! (`/api/jobs/{id}/events`) and the feed of job changes (`/api/events`).
+//! (`/api/jobs/{id}/events`), the feed of job changes (`/api/events`), and
+//! the one connection a browser shares among its tabs, which carries both
+//! kinds as subscriptions (`/api/live`, [`mux`]).
 //! Both are written as plain chunked bodies of pre-encoded events, so a
 //! batch of lines is one write per subscriber.
 //!
@@ -11,6 +13,7 @@
 pub mod feed;
 pub mod job;
 pub mod limits;
+pub mod mux;
 pub mod sse;
 
 use std::sync::Arc;
@@ -110,6 +113,27 @@ where
     F: Fn(S) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Option<(Bytes, S)>> + Send + 'static,
 {
+    leased_response_framed(source, lease, revoked_event, next)
+}
+
+/// `revoked` as a single stream sends it.
+fn revoked_event(event: &Revoked) -> Bytes {
+    sse::event_json(Revoked::NAME, &event.data())
+}
+
+/// [`leased_response`] whose last `revoked` event is written by `revoked`
+/// (the shared connection tags it: `mux::revoked_frame`).
+pub fn leased_response_framed<S, F, Fut>(
+    source: S,
+    lease: Lease,
+    revoked: fn(&Revoked) -> Bytes,
+    next: F,
+) -> Response
+where
+    S: Send + 'static,
+    F: Fn(S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<(Bytes, S)>> + Send + 'static,
+{
     let next = Arc::new(next);
     response(
         (Some(source), lease),
@@ -122,7 +146,7 @@ where
                     biased;
                     reason = lease.hold.revoked() => {
                         let event = Revoked { reason: reason.to_string() };
-                        Some((sse::event_json(Revoked::NAME, &event.data()), (None, lease)))
+                        Some((revoked(&event), (None, lease)))
                     }
                     chunk = chunk => chunk.map(|(bytes, s)| (bytes, (Some(s), lease))),
                 }

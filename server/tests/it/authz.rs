@@ -68,6 +68,10 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("GET", "/api/jobs/{id}/log", [401, 200, 404, 200]),
     ("GET", "/api/jobs/{id}/events", [401, 200, 404, 200]),
     ("GET", "/api/events", [401, 200, 200, 200]),
+    ("GET", "/api/live", [401, 200, 200, 200]),
+    // No such connection (each user reaches only their own).
+    ("POST", "/api/live/{conn}/subscribe", [401, 404, 404, 404]),
+    ("POST", "/api/live/{conn}/unsubscribe", [401, 404, 404, 404]),
     // A plain GET (not a WebSocket upgrade) gets as far as 400.
     ("GET", "/api/targets/{id}/terminal", [401, 400, 404, 400]),
     ("GET", "/api/recordings/{id}", [401, 403, 403, 404]),
@@ -189,6 +193,22 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
                 .unwrap(),
         ),
         ("POST", "/api/agents") => c.post_json(path, json!({"name": unique})).await.0,
+        ("POST", "/api/live/{conn}/subscribe") => {
+            c.post_json(
+                "/api/live/0123456789abcdef0123456789abcdef/subscribe",
+                json!({"sub": 1, "stream": "feed"}),
+            )
+            .await
+            .0
+        }
+        ("POST", "/api/live/{conn}/unsubscribe") => {
+            c.post_json(
+                "/api/live/0123456789abcdef0123456789abcdef/unsubscribe",
+                json!({"sub": 1}),
+            )
+            .await
+            .0
+        }
         ("POST", "/api/agents/{name}/revoke") => status(
             c.post("/api/agents/nobody-agent/revoke")
                 .send()

@@ -12,6 +12,7 @@ mod engine;
 mod foundation;
 mod hardening;
 mod lifecycle;
+mod live;
 mod replicas;
 mod restic;
 mod retries;

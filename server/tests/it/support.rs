@@ -970,6 +970,10 @@ impl Sse {
                         "event" => ev.event = value.to_string(),
                         "id" => ev.id = Some(value.to_string()),
                         "data" => {
+                            // Several data lines join with newlines (the spec).
+                            if any {
+                                ev.data.push('\n');
+                            }
                             ev.data.push_str(value);
                             any = true;
                         }

@@ -5,6 +5,7 @@
 mod accounts;
 mod agents;
 pub mod jobs;
+mod live;
 mod webhooks;
 
 use axum::routing::MethodRouter;
@@ -17,6 +18,7 @@ pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
     let mut all = accounts::routes();
     all.extend(jobs::routes());
     all.extend(agents::routes());
+    all.extend(live::routes());
     all.extend(webhooks::routes());
     all.push((
         Rule::new(

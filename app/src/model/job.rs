@@ -307,6 +307,10 @@ pub struct JobView {
     /// The agent the job runs on, when it does (is it connected?).
     #[serde(default)]
     pub agent: Option<crate::model::agent::AgentInfo>,
+    /// The template's parameters (the page shows each value by its label),
+    /// empty when the template is no longer configured.
+    #[serde(default)]
+    pub param_specs: Vec<crate::model::template::ParamSpec>,
 }
 
 /// A target with the state of its most recent job (dashboard cards).

@@ -18,7 +18,8 @@
 #
 # Knobs: BENCH_FANOUT_SECS (30) seconds per fan-out rate, BENCH_RUNS (3)
 # runs of the engine benchmarks, BENCH_QUEUE_JOBS (5000), BENCH_PG_JOBS
-# (5000) jobs per queue run on PostgreSQL, BENCH_IDLE_STREAMS (10000),
+# (5000) jobs per queue run on PostgreSQL, BENCH_PG_PARTS ("queue latency
+# ingest recovery") which parts of the pg benchmark run, BENCH_IDLE_STREAMS (10000),
 # BENCH_MAX_WAIT (1800) seconds to wait for a quiet machine.
 #
 # `pg` needs the machine's PostgreSQL on 127.0.0.1:5432 (user postgres,
@@ -793,6 +794,14 @@ graphile_peer() {
         node "$ROOT/bench/graphile/peer.mjs" "$@"
 }
 
+# Is this part of the pg benchmark asked for (BENCH_PG_PARTS)?
+pg_part() {
+    case " ${BENCH_PG_PARTS:-queue latency ingest recovery} " in
+        *" $1 "*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
 bench_pg() {
     local out=$RESULTS/pg.jsonl run replicas job count db data=$WORK/pg-copy
     : >"$out"
@@ -805,7 +814,7 @@ bench_pg() {
         >"$data/lines.csv"
     wait_quiet
 
-    for run in $(seq "$RUNS"); do
+    pg_part queue && for run in $(seq "$RUNS"); do
         for replicas in 1 2; do
             log "pg queue run $run/$RUNS: opsdeck, $replicas replica(s) × 4 workers, $PG_JOBS jobs \`true\`, 16 enqueues in flight"
             start_pg_replicas "$replicas"
@@ -819,20 +828,22 @@ bench_pg() {
         graphile_peer queue "$PG_JOBS" 16 "$run" >>"$out"
     done
 
-    for replicas in 1 2; do
+    pg_part latency && for replicas in 1 2; do
         log "pg latency: opsdeck, $replicas replica(s), $PG_LATENCY_JOBS jobs at $PG_LATENCY_RATE/s"
         start_pg_replicas "$replicas"
         loadgen latency "${REPLICA_ARGS[@]}" --jobs "$PG_LATENCY_JOBS" --rate "$PG_LATENCY_RATE" |
             sed "s/^{\"bench\":\"latency\",/{\"bench\":\"pg-latency\",\"system\":\"opsdeck\",/" >>"$out"
         stop_pg_replicas
     done
-    log "pg latency: procrastinate, $PG_LATENCY_JOBS jobs at $PG_LATENCY_RATE/s"
-    procrastinate_peer latency "$PG_LATENCY_JOBS" "$PG_LATENCY_RATE" >>"$out"
-    log "pg latency: graphile-worker, $PG_LATENCY_JOBS jobs at $PG_LATENCY_RATE/s"
-    graphile_peer latency "$PG_LATENCY_JOBS" "$PG_LATENCY_RATE" >>"$out"
+    if pg_part latency; then
+        log "pg latency: procrastinate, $PG_LATENCY_JOBS jobs at $PG_LATENCY_RATE/s"
+        procrastinate_peer latency "$PG_LATENCY_JOBS" "$PG_LATENCY_RATE" >>"$out"
+        log "pg latency: graphile-worker, $PG_LATENCY_JOBS jobs at $PG_LATENCY_RATE/s"
+        graphile_peer latency "$PG_LATENCY_JOBS" "$PG_LATENCY_RATE" >>"$out"
+    fi
 
     local t0 t1
-    for run in $(seq "$RUNS"); do
+    pg_part ingest && for run in $(seq "$RUNS"); do
         log "pg ingest run $run/$RUNS: psql \\copy of $LINES lines into a table shaped as job_logs"
         fresh_db opsdeck_bench_copy
         psql_pg opsdeck_bench_copy -c 'CREATE TABLE job_logs (job_id bigint NOT NULL, seq bigint NOT NULL,
@@ -854,7 +865,7 @@ bench_pg() {
         [ "$count" = $((LINES + 2)) ] || die "opsdeck stored $count lines of job $job, expected $((LINES + 2))"
         stop_pg_replicas
     done
-    bench_pg_recovery "$out"
+    if pg_part recovery; then bench_pg_recovery "$out"; fi
     for db in opsdeck_bench_pg opsdeck_bench_procrastinate opsdeck_bench_graphile opsdeck_bench_copy; do
         drop_db "$db"
     done

@@ -196,7 +196,10 @@ mod tests {
 
     #[test]
     fn the_route_table_names_the_event_streams() {
-        assert_eq!(streams(), ["/api/events", "/api/jobs/{id}/events"]);
+        assert_eq!(
+            streams(),
+            ["/api/events", "/api/jobs/{id}/events", "/api/live"]
+        );
     }
 
     #[test]

@@ -118,15 +118,11 @@ async fn restic_backs_up_with_its_own_progress_warns_of_a_missing_path_and_resto
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["warnings"], false, "{done}");
     // N.B.: not monotonic: restic 0.14 reports 0 again now and then while
-    // its scanner is still counting the totals.
-    let between: std::collections::BTreeSet<u64> = percents
-        .iter()
-        .filter(|p| **p > 0.0 && **p < 100.0)
-        .map(|p| p.to_bits())
-        .collect();
+    // its scanner is still counting the totals; and on a fast machine it
+    // may report only one value between 0 and 100 (4 status lines a second).
     assert!(
-        between.len() >= 2,
-        "the bar moves through several values: {percents:?}"
+        percents.iter().any(|p| *p > 0.0 && *p < 100.0),
+        "a real percentage arrives before the end: {percents:?}"
     );
     assert_eq!(percents.last(), Some(&100.0), "{percents:?}");
     assert_eq!(done["progress"]["percent"], 100.0, "{done}");

@@ -5,6 +5,10 @@
 //! bodies) and with `hydrate` into the wasm (components, server functions'
 //! client stubs). Server-only code sits behind `ssr`.
 
+// The charts' nested SVG views are deep types; the wasm build computes
+// their layouts past the default limit of 128.
+#![recursion_limit = "256"]
+
 pub mod account;
 pub mod admin;
 pub mod ansi;

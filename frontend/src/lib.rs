@@ -1,6 +1,10 @@
 //! The wasm entry point: hydrates the page the server rendered. Nothing else
 //! lives here; the app is in the `app` crate.
 
+// The pages' view types are deep (see app's recursion_limit); the wasm's
+// hydrate entry point computes their layouts too.
+#![recursion_limit = "256"]
+
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();

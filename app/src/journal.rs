@@ -8,9 +8,9 @@
 
 use leptos::prelude::*;
 
-use crate::components::Time;
 use crate::error::AppError;
 use crate::model::journal::{JournalEntry, MAX_NOTE_CHARS};
+use crate::model::time::format_utc;
 
 /// The newest journal notes.
 #[server]
@@ -109,7 +109,9 @@ fn JournalList(notes: Vec<JournalEntry>) -> impl IntoView {
                             <p class="note-text">{n.text}</p>
                             <p class="note-meta">
                                 {n.author} " · "
-                                <Time at=Some(n.created_at) short=true />
+                                <time datetime=n.created_at.to_rfc3339()>
+                                    {format_utc(&n.created_at)}
+                                </time>
                             </p>
                         </li>
                     }

@@ -1,12 +1,11 @@
-//! Target pages: `/targets/{id}` (its templates to launch, its history as
-//! a chart and per-template figures, recent jobs, the console) and `/targets/{id}/jobs` (the full history).
+//! Target pages: `/targets/{id}` (recent jobs, its templates to launch, the
+//! console) and `/targets/{id}/jobs` (the full history).
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::components::ErrorList;
-use crate::jobs::history::TargetHistory;
 use crate::jobs::table::{JobTable, TableSpec};
 use crate::jobs::{list_targets, list_templates};
 use crate::model::job::JobFilter;
@@ -87,7 +86,6 @@ fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoVi
             <h2 id="launch-heading">"Launch"</h2>
             <LaunchButtons target=id.clone() templates=mine />
         </section>
-        <TargetHistory target=id.clone() />
         <section class="panel" aria-labelledby="recent-heading">
             <h2 id="recent-heading">"Recent jobs"</h2>
             <JobTable spec />

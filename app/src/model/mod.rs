@@ -3,7 +3,6 @@
 
 pub mod agent;
 pub mod event;
-pub mod history;
 pub mod job;
 pub mod journal;
 pub mod live;

@@ -11,7 +11,6 @@ mod cluster;
 mod engine;
 mod foundation;
 mod hardening;
-mod history;
 mod lifecycle;
 mod live;
 mod replicas;

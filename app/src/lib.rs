@@ -5,8 +5,8 @@
 //! bodies) and with `hydrate` into the wasm (components, server functions'
 //! client stubs). Server-only code sits behind `ssr`.
 
-// The charts' nested SVG views are deep types; the wasm build computes
-// their layouts past the default limit of 128.
+// The pages' nested views are deep types; the wasm build computes their
+// layouts, which can pass the default limit of 128 (the charts did).
 #![recursion_limit = "256"]
 
 pub mod account;

@@ -162,6 +162,7 @@ pub fn UserMenu() -> impl IntoView {
                                             <a href="/admin/agents">"Agents"</a>
                                             <a href="/admin/audit">"Audit log"</a>
                                             <a href="/admin/webhooks">"Webhooks"</a>
+                                            <a href="/admin/schedules">"Schedules"</a>
                                         }
                                     })}
                                 <a href="/account" class="whoami">

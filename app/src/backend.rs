@@ -16,6 +16,7 @@ use crate::error::AppError;
 use crate::model::agent::{AgentInfo, NewAgent};
 use crate::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetSummary};
 use crate::model::journal::JournalEntry;
+use crate::model::schedule::ScheduleInfo;
 use crate::model::template::{TargetInfo, TemplateInfo};
 use crate::model::user::{AuditPage, AuditQuery, CurrentUser, NewToken, Role, TokenInfo, UserInfo};
 use crate::model::webhook::HookInfo;
@@ -168,6 +169,17 @@ pub trait Backend: Send + Sync + 'static {
     async fn webhooks(&self, caller: &Caller) -> Result<Vec<HookInfo>, AppError>;
     /// Fails a job whose agent cannot be reached (admins).
     async fn mark_job_failed(&self, caller: &Caller, id: i64) -> Result<Job, AppError>;
+    /// Every `[[schedules]]` entry with its next and latest fires (admins).
+    async fn schedules(&self, caller: &Caller) -> Result<Vec<ScheduleInfo>, AppError>;
+    /// Pauses or resumes a schedule (admins).
+    async fn pause_schedule(
+        &self,
+        caller: &Caller,
+        id: String,
+        paused: bool,
+    ) -> Result<(), AppError>;
+    /// Launches a schedule's job now (admins).
+    async fn run_schedule(&self, caller: &Caller, id: String) -> Result<Job, AppError>;
 }
 
 /// The backend as it travels through Leptos context.

@@ -136,6 +136,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/admin/agents") view=admin::agents::AgentsPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/audit") view=admin::audit::AuditPageView ssr=SsrMode::Async />
                     <Route path=path!("/admin/webhooks") view=admin::webhooks::WebhooksPage ssr=SsrMode::Async />
+                    <Route path=path!("/admin/schedules") view=admin::schedules::SchedulesPage ssr=SsrMode::Async />
                     <Route path=path!("/admin/recordings/:id") view=admin::recordings::RecordingPage ssr=SsrMode::Async />
                 </Routes>
             </main>

@@ -7,6 +7,7 @@ use app::error::AppError;
 use app::model::agent::{AgentInfo, NewAgent};
 use app::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetSummary};
 use app::model::journal::JournalEntry;
+use app::model::schedule::ScheduleInfo;
 use app::model::template::{TargetInfo, TemplateInfo};
 use app::model::user::{AuditPage, AuditQuery, NewToken, Role, TokenInfo, UserInfo};
 use app::model::webhook::HookInfo;
@@ -182,5 +183,22 @@ impl Backend for AppState {
 
     async fn mark_job_failed(&self, caller: &Caller, id: i64) -> Result<Job, AppError> {
         agents::mark_failed(self, caller, id).await
+    }
+
+    async fn schedules(&self, caller: &Caller) -> Result<Vec<ScheduleInfo>, AppError> {
+        crate::service::schedules::list(self, caller).await
+    }
+
+    async fn pause_schedule(
+        &self,
+        caller: &Caller,
+        id: String,
+        paused: bool,
+    ) -> Result<(), AppError> {
+        crate::service::schedules::set_paused(self, caller, &id, paused).await
+    }
+
+    async fn run_schedule(&self, caller: &Caller, id: String) -> Result<Job, AppError> {
+        crate::service::schedules::run_now(self, caller, &id).await
     }
 }

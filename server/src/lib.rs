@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod notify;
 pub mod proc;
+pub mod schedules;
 pub mod service;
 pub mod site;
 pub mod startup;

@@ -166,6 +166,7 @@ impl Server {
             revocations: Default::default(),
             stream_slots,
             live: Default::default(),
+            scheduler: Default::default(),
             replicas,
         });
         Ok(Server { state, listener })
@@ -197,6 +198,7 @@ impl Server {
             token.clone(),
         ));
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
+        let scheduler = tokio::spawn(crate::schedules::run(state.clone()));
         let engine = tokio::spawn(state.engine.clone().run());
         let webhooks = tokio::spawn(
             crate::webhooks::deliver::Deliverer {
@@ -248,6 +250,7 @@ impl Server {
             ),
         }
         let _ = maintenance.await;
+        let _ = scheduler.await;
         let _ = engine.await;
         let _ = webhooks.await;
         stop_sending.cancel();

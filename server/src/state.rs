@@ -63,6 +63,8 @@ pub struct Inner {
     /// The shared live connections open here (`/api/live`), where their
     /// subscribe and unsubscribe requests find them.
     pub live: crate::streams::mux::Connections,
+    /// Wakes this replica's scheduler (a pause, resume or "run now").
+    pub scheduler: crate::schedules::Handle,
     /// On PostgreSQL: what brings the other replicas' commits to this
     /// replica's streams (`notify::tail`), and this replica's tag in its
     /// notifications (`notify`).

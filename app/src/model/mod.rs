@@ -7,6 +7,7 @@ pub mod job;
 pub mod journal;
 pub mod live;
 pub mod retry;
+pub mod schedule;
 pub mod template;
 pub mod terminal;
 pub mod time;

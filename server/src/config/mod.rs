@@ -8,6 +8,7 @@
 
 pub mod notify;
 mod retry;
+pub mod schedule;
 pub mod units;
 
 use std::collections::{BTreeMap, HashSet};
@@ -113,6 +114,8 @@ pub struct Config {
     pub templates: Vec<Template>,
     /// `[[notify]]`: webhook hooks (config/notify.rs).
     pub notify: Vec<notify::Hook>,
+    /// `[[schedules]]`: launches by the clock (config/schedule.rs).
+    pub schedules: Vec<schedule::Schedule>,
 }
 
 /// `[server]`
@@ -517,6 +520,8 @@ struct RawConfig {
     templates: Vec<Spanned<RawTemplate>>,
     #[serde(default)]
     notify: Vec<Spanned<notify::RawNotify>>,
+    #[serde(default)]
+    schedules: Vec<Spanned<schedule::RawSchedule>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -891,6 +896,7 @@ impl RawConfig {
             templates.push(template);
         }
         let notify = notify::validate(ctx, self.notify, &targets, &templates, files)?;
+        let schedules = schedule::validate(ctx, self.schedules, &targets, &templates)?;
 
         Ok(Config {
             source: ctx.file.to_string(),
@@ -904,6 +910,7 @@ impl RawConfig {
             targets,
             templates,
             notify,
+            schedules,
         })
     }
 }

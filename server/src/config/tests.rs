@@ -607,3 +607,119 @@ fn a_retry_policy_has_defaults_and_each_bad_key_is_named() {
         assert!(message.contains(says), "{retry}: {message}");
     }
 }
+
+#[test]
+fn a_schedule_has_defaults_and_each_bad_key_is_named() {
+    let head = "[[targets]]\nid = \"a\"\nkind = \"local\"\n\n[[targets]]\nid = \"b\"\nkind = \"local\"\n\n\
+                [[templates]]\nid = \"t\"\ncommand = [\"echo\", \"{n}\"]\ntargets = [\"a\"]\n\
+                params = [{ name = \"n\", type = \"int\", default = 1, max = 9 }]\n\n[[schedules]]\n";
+    let c = parse(&format!(
+        "{head}id = \"s\"\ntemplate = \"t\"\ntarget = \"a\"\ncron = \"30 2 * * *\"\n"
+    ))
+    .expect("valid");
+    let s = &c.schedules[0];
+    assert_eq!(
+        (s.id.as_str(), s.template.as_str(), s.target.as_str()),
+        ("s", "t", "a")
+    );
+    assert_eq!(s.timezone, chrono_tz::Tz::UTC);
+    assert_eq!(s.misfire, app::model::schedule::Misfire::Latest);
+    assert_eq!(s.overlap, app::model::schedule::Overlap::Skip);
+    assert_eq!(s.misfire_grace, schedule::DEFAULT_MISFIRE_GRACE);
+    assert_eq!(s.jitter, Duration::ZERO);
+    assert_eq!(s.params["n"], 1, "the parameter's default is filled in");
+    let c = parse(&format!(
+        "{head}id = \"s\"\ntemplate = \"t\"\ntarget = \"a\"\ncron = \"*/10 * * * * *\"\n\
+         timezone = \"Europe/Berlin\"\nparams = {{ n = 7 }}\nmisfire = \"all\"\nmax_catchup = 3\n\
+         overlap = \"cancel_previous\"\njitter = \"30s\"\nmisfire_grace = \"5s\"\n"
+    ))
+    .expect("valid");
+    let s = &c.schedules[0];
+    assert_eq!(s.timezone, chrono_tz::Tz::Europe__Berlin);
+    assert_eq!((s.max_catchup, s.params["n"].as_i64()), (3, Some(7)));
+    assert_eq!(s.jitter, Duration::from_secs(30));
+
+    let base = "id = \"s\"\ntemplate = \"t\"\ntarget = \"a\"\n";
+    for (body, key, says) in [
+        (
+            format!("{base}cron = \"61 * * * *\"\n"),
+            "schedules[0].cron",
+            "not a cron expression",
+        ),
+        (
+            format!("{base}cron = \"* * *\"\n"),
+            "schedules[0].cron",
+            "has 3 fields",
+        ),
+        (
+            format!("{base}cron = \"0 0 * * * * 2030\"\n"),
+            "schedules[0].cron",
+            "has 7 fields",
+        ),
+        (
+            format!("{base}cron = \"* * * * *\"\ntimezone = \"Mars/Olympus\"\n"),
+            "schedules[0].timezone",
+            "not an IANA time zone",
+        ),
+        (
+            format!("{base}cron = \"* * * * *\"\nparams = {{ n = 10 }}\n"),
+            "schedules[0].params.n",
+            "at most 9",
+        ),
+        (
+            format!("{base}cron = \"* * * * *\"\nparams = {{ m = 1 }}\n"),
+            "schedules[0].params.m",
+            "unknown parameter",
+        ),
+        (
+            format!("{base}cron = \"* * * * *\"\nmax_catchup = 3\n"),
+            "schedules[0].max_catchup",
+            "only applies with misfire = \"all\"",
+        ),
+        (
+            format!("{base}cron = \"* * * * *\"\nmisfire = \"sometimes\"\n"),
+            "schedules[0].misfire",
+            "unknown variant",
+        ),
+        (
+            format!("{base}cron = \"* * * * *\"\noverlap = \"queue_all\"\n"),
+            "schedules[0].overlap",
+            "unknown variant",
+        ),
+        (
+            format!("{base}cron = \"* * * * *\"\njitter = \"2h\"\n"),
+            "schedules[0].jitter",
+            "between 0s and 1h",
+        ),
+        (
+            "id = \"s\"\ntemplate = \"t\"\ntarget = \"b\"\ncron = \"* * * * *\"\n".to_string(),
+            "schedules[0].target",
+            "does not run on `b`",
+        ),
+        (
+            "id = \"s\"\ntemplate = \"nope\"\ntarget = \"a\"\ncron = \"* * * * *\"\n".to_string(),
+            "schedules[0].template",
+            "no template `nope`",
+        ),
+        (
+            "id = \"S!\"\ntemplate = \"t\"\ntarget = \"a\"\ncron = \"* * * * *\"\n".to_string(),
+            "schedules[0].id",
+            "not a valid id",
+        ),
+        (
+            format!("{base}cron = \"* * * * *\"\nevery = \"1h\"\n"),
+            "schedules[0].every",
+            "unknown field",
+        ),
+    ] {
+        let (line, k, message) = invalid(&format!("{head}{body}"));
+        assert_eq!(k, key, "{body}: {message}");
+        assert!(line >= 15, "{body}: line {line}");
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    let (_, k, message) = invalid(&format!(
+        "{head}{base}cron = \"* * * * *\"\n\n[[schedules]]\n{base}cron = \"* * * * *\"\n"
+    ));
+    assert_eq!(k, "schedules[1].id");
+    assert!(message.contains("defined twice"), "{message}");
+}

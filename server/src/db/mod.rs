@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod journal;
 pub mod logs;
 pub mod nodes;
+pub mod schedules;
 pub mod sessions;
 pub mod tokens;
 pub mod users;

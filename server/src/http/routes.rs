@@ -71,6 +71,7 @@ pub fn pages() -> Vec<Rule> {
         ("/admin/agents", Admin),
         ("/admin/audit", Admin),
         ("/admin/webhooks", Admin),
+        ("/admin/schedules", Admin),
         ("/admin/recordings/{id}", Admin),
         ("/admin/jobs", Admin),
         ("/jobs", Authenticated),
@@ -124,6 +125,9 @@ pub fn server_fns() -> Vec<Rule> {
         server_fn::<admin::agents::AddAgent>(Admin),
         server_fn::<admin::agents::RevokeAgent>(Admin),
         server_fn::<admin::webhooks::ListWebhooks>(Admin),
+        server_fn::<admin::schedules::ListSchedules>(Admin),
+        server_fn::<admin::schedules::PauseSchedule>(Admin),
+        server_fn::<admin::schedules::RunSchedule>(Admin),
     ]
 }
 

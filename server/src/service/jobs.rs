@@ -52,7 +52,7 @@ pub fn resume_after(after: Option<i64>, last_event_id: Option<&str>) -> Result<i
 }
 
 /// Who the caller acts as, for audit entries.
-fn actor_of(caller: &Caller) -> Result<Actor, AppError> {
+pub(crate) fn actor_of(caller: &Caller) -> Result<Actor, AppError> {
     Ok(Actor {
         name: caller.user()?.username.clone(),
         ip: caller.ip.clone(),
@@ -284,7 +284,17 @@ pub async fn list(
 /// the job's one transition: state, line and audit entry together.
 pub async fn cancel(state: &AppState, caller: &Caller, id: i64) -> Result<Job, AppError> {
     let actor = actor_of(caller)?;
-    let row = visible_row(state, caller, id).await?;
+    visible_row(state, caller, id).await?;
+    cancel_as(state, actor, id).await
+}
+
+/// [`cancel`] by `actor`, who may (a schedule replacing its previous run
+/// as `system`, or a caller already checked).
+pub async fn cancel_as(state: &AppState, actor: Actor, id: i64) -> Result<Job, AppError> {
+    let row = jobs::by_id(&state.db, id)
+        .await
+        .map_err(|e| db_error(e, "reading a job"))?
+        .ok_or_else(|| AppError::NotFound(format!("no job {id}")))?;
     let changed = match row.state {
         s if s.is_finished() => {
             return Err(AppError::Conflict(format!(

@@ -18,7 +18,8 @@
 //! - [`signin`]: signing in (rate-limited) and out;
 //! - [`terminals`]: who may open a console where, and its audit entries;
 //! - [`journal`], [`audit`]: the journal notes and the audit log;
-//! - [`webhooks`]: the delivery log of each `[[notify]]` hook.
+//! - [`webhooks`]: the delivery log of each `[[notify]]` hook;
+//! - [`schedules`]: schedules' fires, pause and resume, "run now".
 
 pub mod accounts;
 pub mod agents;
@@ -26,6 +27,7 @@ pub mod audit;
 pub mod jobs;
 pub mod journal;
 pub mod live;
+pub mod schedules;
 pub mod signin;
 pub mod terminals;
 pub mod users;

@@ -36,6 +36,7 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("GET", "/admin/agents", [303, 403, 403, 200]),
     ("GET", "/admin/audit", [303, 403, 403, 200]),
     ("GET", "/admin/webhooks", [303, 403, 403, 200]),
+    ("GET", "/admin/schedules", [303, 403, 403, 200]),
     ("GET", "/admin/jobs", [303, 403, 403, 200]),
     ("GET", "/admin/recordings/{id}", [303, 403, 403, 200]),
     ("GET", "/jobs", [303, 200, 200, 200]),
@@ -83,6 +84,11 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("POST", "/api/agents/{name}/revoke", [401, 403, 403, 404]),
     ("POST", "/api/jobs/{id}/mark-failed", [401, 403, 403, 409]),
     ("GET", "/api/webhooks", [401, 403, 403, 200]),
+    ("GET", "/api/schedules", [401, 403, 403, 200]),
+    // No such schedule (the matrix's configuration has none).
+    ("POST", "/api/schedules/{id}/pause", [401, 403, 403, 404]),
+    ("POST", "/api/schedules/{id}/resume", [401, 403, 403, 404]),
+    ("POST", "/api/schedules/{id}/run", [401, 403, 403, 404]),
     // server functions
     ("POST", auth::WhoAmI::PATH, [200, 200, 200, 200]),
     ("POST", auth::Login::PATH, [401, 401, 401, 401]),
@@ -113,6 +119,21 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
         "POST",
         admin::webhooks::ListWebhooks::PATH,
         [401, 403, 403, 200],
+    ),
+    (
+        "POST",
+        admin::schedules::ListSchedules::PATH,
+        [401, 403, 403, 200],
+    ),
+    (
+        "POST",
+        admin::schedules::PauseSchedule::PATH,
+        [401, 403, 403, 404],
+    ),
+    (
+        "POST",
+        admin::schedules::RunSchedule::PATH,
+        [401, 403, 403, 404],
     ),
     ("POST", journal::ListJournal::PATH, [401, 200, 200, 200]),
     ("POST", journal::PostJournalNote::PATH, [401, 200, 200, 200]),
@@ -226,6 +247,16 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
         }
         ("POST", p) if p == admin::agents::ListAgents::PATH => c.call_fn(p, &[]).await.0,
         ("POST", p) if p == admin::webhooks::ListWebhooks::PATH => c.call_fn(p, &[]).await.0,
+        ("POST", p) if p == admin::schedules::ListSchedules::PATH => c.call_fn(p, &[]).await.0,
+        ("POST", p) if p == admin::schedules::PauseSchedule::PATH => {
+            c.call_fn(p, &[("id", "nope"), ("paused", "true")]).await.0
+        }
+        ("POST", p) if p == admin::schedules::RunSchedule::PATH => {
+            c.call_fn(p, &[("id", "nope")]).await.0
+        }
+        ("POST", p) if p.starts_with("/api/schedules/{id}/") => {
+            status(c.post(&p.replace("{id}", "nope")).send().await.unwrap())
+        }
         ("POST", p) if p == admin::agents::AddAgent::PATH => {
             c.call_fn(p, &[("name", &unique)]).await.0
         }

@@ -16,6 +16,7 @@ mod live;
 mod replicas;
 mod restic;
 mod retries;
+mod schedules;
 mod secure;
 mod ship;
 mod streams;

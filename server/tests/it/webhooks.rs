@@ -17,20 +17,20 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const SECRET: &str = "a-test-secret-of-some-length";
+pub(crate) const SECRET: &str = "a-test-secret-of-some-length";
 
 /// One POST the receiver took.
 #[derive(Debug, Clone)]
-struct Receipt {
-    hook: String,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Receipt {
+    pub hook: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
     /// What the receiver answered.
-    status: u16,
+    pub status: u16,
 }
 
 impl Receipt {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
     fn header(&self, name: &str) -> &str {
@@ -44,13 +44,13 @@ impl Receipt {
 /// An HTTP receiver on 127.0.0.1:0 that records every POST to `/{hook}`
 /// and answers 500 while `failing`, 204 otherwise.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     log: Arc<Mutex<Vec<Receipt>>>,
     failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Receiver {
-    async fn start() -> (Receiver, String) {
+    pub async fn start() -> (Receiver, String) {
         let r = Receiver::default();
         let app = axum::Router::new()
             .route("/{hook}", axum::routing::post(receive))
@@ -65,7 +65,7 @@ impl Receiver {
         self.failing.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn receipts(&self) -> Vec<Receipt> {
+    pub fn receipts(&self) -> Vec<Receipt> {
         self.log.lock().unwrap().clone()
     }
 
@@ -82,7 +82,7 @@ impl Receiver {
     }
 
     /// Waits until `pred` holds of the receipts (or panics after `secs`).
-    async fn wait(&self, secs: u64, what: &str, pred: impl Fn(&[Receipt]) -> bool) {
+    pub async fn wait(&self, secs: u64, what: &str, pred: impl Fn(&[Receipt]) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !pred(&self.receipts()) {
             assert!(
@@ -119,7 +119,7 @@ async fn receive(
 }
 
 /// What a receiver does: HMAC-SHA256 of the raw body with the secret.
-fn verify(r: &Receipt) {
+pub(crate) fn verify(r: &Receipt) {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(&r.body);

@@ -6,6 +6,7 @@ mod accounts;
 mod agents;
 pub mod jobs;
 mod live;
+mod schedules;
 mod webhooks;
 
 use axum::routing::MethodRouter;
@@ -20,6 +21,7 @@ pub fn routes() -> Vec<(Rule, MethodRouter<AppState>)> {
     all.extend(agents::routes());
     all.extend(live::routes());
     all.extend(webhooks::routes());
+    all.extend(schedules::routes());
     all.push((
         Rule::new(
             axum::http::Method::GET,

@@ -521,12 +521,21 @@ async fn round(
     decided: &mut HashMap<String, DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<Duration, DbErr> {
-    store::ensure(&state.db, ids, now).await?;
-    let states: HashMap<String, store::StateRow> = store::states(&state.db)
+    let mut states: HashMap<String, store::StateRow> = store::states(&state.db)
         .await?
         .into_iter()
         .map(|s| (s.id.clone(), s))
         .collect();
+    // A schedule new to the database counts from now (once: then its row
+    // is there).
+    if ids.iter().any(|id| !states.contains_key(id)) {
+        store::ensure(&state.db, ids, now).await?;
+        states = store::states(&state.db)
+            .await?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+    }
     let mut next_wake = now + chrono::Duration::from_std(RECHECK).unwrap_or_default();
     // Waiting fires first: one whose run before it has ended starts before
     // any new fire is decided.

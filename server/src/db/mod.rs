@@ -12,6 +12,7 @@ pub mod journal;
 pub mod logs;
 pub mod nodes;
 pub mod sessions;
+pub mod target_state;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;

@@ -7,6 +7,7 @@ pub mod job;
 pub mod journal;
 pub mod live;
 pub mod retry;
+pub mod status;
 pub mod template;
 pub mod terminal;
 pub mod time;

@@ -18,6 +18,7 @@ mod restic;
 mod retries;
 mod secure;
 mod ship;
+mod status;
 mod streams;
 mod support;
 mod terminal;

@@ -20,6 +20,7 @@
 pub mod probe;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,15 @@ pub fn as_configured(target: &Target, mut status: TargetStatus) -> Option<Target
     (target.status.is_some() || status.last_error.is_some()).then_some(status)
 }
 
+/// One target's probes in this process.
+#[derive(Default)]
+struct Slot {
+    /// Held while a probe of it runs: one at a time.
+    running: tokio::sync::Mutex<()>,
+    /// A probe after a job waits for `running`.
+    waiting: AtomicBool,
+}
+
 /// Why a probe runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
@@ -92,8 +102,7 @@ impl Prober {
                 _ = me.shutdown.cancelled() => return,
             }
         }
-        // One lock per target: one probe of it at a time in this process.
-        let locks: HashMap<String, Arc<tokio::sync::Mutex<()>>> = me
+        let slots: HashMap<String, Arc<Slot>> = me
             .config
             .targets
             .iter()
@@ -111,13 +120,13 @@ impl Prober {
                 _ = me.shutdown.cancelled() => break,
                 ended = me.hub.ended_targets() => {
                     for id in ended {
-                        let (Some(target), Some(lock)) = (me.config.target(&id), locks.get(&id)) else {
+                        let (Some(target), Some(slot)) = (me.config.target(&id), slots.get(&id)) else {
                             continue;
                         };
                         if let Some(p) = &target.status {
                             due.insert(id.clone(), Instant::now() + p.interval);
                         }
-                        tasks.spawn(me.clone().probe(id, Why::AfterJob, lock.clone()));
+                        tasks.spawn(me.clone().probe(id, Why::AfterJob, slot.clone()));
                     }
                 }
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
@@ -127,8 +136,8 @@ impl Prober {
                             continue;
                         };
                         *at = now + p.interval;
-                        if let Some(lock) = locks.get(id) {
-                            tasks.spawn(me.clone().probe(id.clone(), Why::Interval, lock.clone()));
+                        if let Some(slot) = slots.get(id) {
+                            tasks.spawn(me.clone().probe(id.clone(), Why::Interval, slot.clone()));
                         }
                     }
                 }
@@ -139,17 +148,27 @@ impl Prober {
     }
 
     /// Probes `id` (if it has a probe) and announces its row.
-    async fn probe(self: Arc<Self>, id: String, why: Why, lock: Arc<tokio::sync::Mutex<()>>) {
+    async fn probe(self: Arc<Self>, id: String, why: Why, slot: Arc<Slot>) {
         let Some(target) = self.config.target(&id) else {
             return;
         };
         let _one = match why {
             // A probe of it is running here already: that one is as new.
-            Why::Interval => match lock.try_lock_owned() {
+            Why::Interval => match slot.running.try_lock() {
                 Ok(guard) => guard,
                 Err(_) => return,
             },
-            Why::AfterJob => lock.lock_owned().await,
+            // N.B.: one waiting probe covers every job that ended before it
+            // starts: a burst of short jobs makes one probe after the one
+            // running, not one per job.
+            Why::AfterJob => {
+                if slot.waiting.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                let guard = slot.running.lock().await;
+                slot.waiting.store(false, Ordering::Release);
+                guard
+            }
         };
         if target.status.is_some() {
             match self.probe_target(target, why).await {
@@ -179,6 +198,9 @@ impl Prober {
         let Some(p) = &target.status else {
             return Ok(false);
         };
+        if self.shutdown.is_cancelled() {
+            return Ok(false);
+        }
         let started = nodes::clock(&self.db).await?;
         if why == Why::Interval {
             // N.B.: a little slack, so a replica whose timer fires a moment

@@ -11,7 +11,7 @@ use crate::jobs::widgets::StatePill;
 use crate::jobs::{list_jobs, list_templates, target_overview};
 use crate::journal::JournalPanel;
 use crate::model::job::{JobFilter, StateSet};
-use crate::targets::LaunchButtons;
+use crate::targets::{LaunchButtons, LiveStatus, TargetState};
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
@@ -111,6 +111,7 @@ fn Targets() -> impl IntoView {
                             if targets.is_empty() {
                                 return view! { <p class="muted">"You have no targets yet: an admin lists you as an owner in the configuration."</p> }.into_any();
                             }
+                            let live = LiveStatus::new(targets.iter().filter_map(|s| s.target.status.clone()));
                             view! {
                                 <div class="target-cards">
                                     {targets.into_iter().map(|s| {
@@ -123,6 +124,7 @@ fn Targets() -> impl IntoView {
                                                     <h3><a href=format!("/targets/{id}")>{t.title.clone()}</a></h3>
                                                     <span class="muted small">{id.clone()}</span>
                                                 </header>
+                                                <TargetState status=live.of(id.clone()) />
                                                 <p class="last-job">
                                                     {match s.last_job {
                                                         Some(j) => view! {

@@ -1,15 +1,23 @@
-//! Target pages: `/targets/{id}` (recent jobs, its templates to launch, the
-//! console) and `/targets/{id}/jobs` (the full history).
+//! Target pages: `/targets/{id}` (its actual state, recent jobs, its
+//! templates to launch, the console) and `/targets/{id}/jobs` (the full
+//! history); the live state badge the dashboard's cards show too.
+
+use std::collections::HashMap;
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::components::ErrorList;
+use crate::jobs::live::Feed;
 use crate::jobs::table::{JobTable, TableSpec};
+use crate::jobs::widgets::use_clock;
 use crate::jobs::{list_targets, list_templates};
+use crate::model::event::FeedEvent;
 use crate::model::job::JobFilter;
+use crate::model::status::{ProbeState, TargetStatus};
 use crate::model::template::{TargetInfo, TemplateInfo};
+use crate::model::time::{format_duration_secs, format_utc};
 
 fn target_id() -> impl Fn() -> String + Copy {
     let params = use_params_map();
@@ -69,6 +77,7 @@ fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoVi
         limit: 10,
         empty: "No jobs on this target yet.",
     };
+    let live = LiveStatus::new(target.status.clone());
     view! {
         <Title text=target.title.clone() />
         <div class="page-head">
@@ -82,6 +91,7 @@ fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoVi
             <p class="muted">"Jobs and the console run as the Unix user " <code>{u}</code> "."</p>
         })}
         {target.console_as_server.then(|| view! { <ConsoleAsServer /> })}
+        <TargetState status=live.of(id.clone()) />
         <section class="panel" aria-labelledby="launch-heading">
             <h2 id="launch-heading">"Launch"</h2>
             <LaunchButtons target=id.clone() templates=mine />
@@ -103,6 +113,95 @@ pub fn ConsoleAsServer() -> impl IntoView {
             <code>"user = \"NAME\""</code>
             " on the target in the configuration to run its jobs and console as an unprivileged user."
         </div>
+    }
+}
+
+/// The actual states of a page's targets, kept live from the feed: a
+/// `target` event replaces its target's; a resync reads them all again.
+#[derive(Clone, Copy)]
+pub struct LiveStatus(RwSignal<HashMap<String, TargetStatus>>);
+
+impl LiveStatus {
+    pub fn new(initial: impl IntoIterator<Item = TargetStatus>) -> LiveStatus {
+        let map = RwSignal::new(
+            initial
+                .into_iter()
+                .map(|s| (s.target.clone(), s))
+                .collect::<HashMap<_, _>>(),
+        );
+        Feed::subscribe(move |msg| match msg {
+            FeedEvent::Target(s) => map.update(|m| {
+                m.insert(s.target.clone(), (**s).clone());
+            }),
+            FeedEvent::Resync => {
+                #[cfg(feature = "hydrate")]
+                leptos::task::spawn_local(async move {
+                    if let Ok(targets) = list_targets().await {
+                        let all = targets
+                            .into_iter()
+                            .filter_map(|t| t.status)
+                            .map(|s| (s.target.clone(), s));
+                        map.set(all.collect());
+                    }
+                });
+            }
+            _ => {}
+        });
+        LiveStatus(map)
+    }
+
+    /// `id`'s actual state, as it changes.
+    pub fn of(self, id: String) -> Signal<Option<TargetStatus>> {
+        Signal::derive(move || self.0.with(|m| m.get(&id).cloned()))
+    }
+}
+
+/// The CSS class of a state's badge.
+fn badge_class(state: ProbeState) -> &'static str {
+    match state {
+        ProbeState::Up => "pill ok",
+        ProbeState::Down => "pill bad",
+        ProbeState::Unknown => "pill muted",
+    }
+}
+
+/// A target's actual state: its badge, the probe's message, how long ago
+/// it was checked; and the last failed job's error until a job succeeds.
+#[component]
+pub fn TargetState(#[prop(into)] status: Signal<Option<TargetStatus>>) -> impl IntoView {
+    let clock = use_clock();
+    move || {
+        status.get().map(|s| {
+            let state = s.state.map(|st| {
+                let checked = s.checked_at;
+                let ago = move || {
+                    checked.map(|t| {
+                        let secs = (clock.get() - t).num_seconds();
+                        format!("checked {} ago", format_duration_secs(secs))
+                    })
+                };
+                view! {
+                    <p class="target-state" role="status" aria-label="Actual state" data-state=st.as_str()>
+                        <span class=badge_class(st)>{st.as_str()}</span>
+                        " "
+                        <span class="state-message">{s.message.clone()}</span>
+                        " "
+                        <span class="muted small" title=checked.as_ref().map(format_utc)>{ago}</span>
+                    </p>
+                }
+            });
+            let error = s.last_error.clone().map(|e| {
+                view! {
+                    <p class="last-error small" role="note" aria-label="Last error">
+                        "Last error: "
+                        <a href=format!("/jobs/{}", e.job_id)>{format!("#{}", e.job_id)}</a>
+                        " "
+                        <span title=format_utc(&e.at)>{e.error}</span>
+                    </p>
+                }
+            });
+            view! { {state} {error} }
+        })
     }
 }
 

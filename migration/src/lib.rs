@@ -13,6 +13,7 @@ mod m20261205_000030_claim_indexes;
 mod m20261205_000040_retries;
 mod m20261205_000050_webhooks;
 mod m20261206_000060_schedules;
+mod m20261206_000070_target_state;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000040_retries::Migration),
             Box::new(m20261205_000050_webhooks::Migration),
             Box::new(m20261206_000060_schedules::Migration),
+            Box::new(m20261206_000070_target_state::Migration),
         ]
     }
 }

@@ -114,7 +114,7 @@ impl Backend for AppState {
     }
 
     async fn targets(&self, caller: &Caller) -> Result<Vec<TargetInfo>, AppError> {
-        jobs::targets(self, caller)
+        jobs::targets(self, caller).await
     }
 
     async fn launch(&self, caller: &Caller, new: NewJob) -> Result<Job, AppError> {

@@ -1,6 +1,7 @@
 //! The hub: per-job fan-out of committed log lines and state changes to
 //! live subscribers in this process, and one feed of job changes for the
-//! list pages.
+//! list pages. It also collects the targets whose jobs ended in this
+//! process, for their status probes to run again (`status`).
 //!
 //! On PostgreSQL the hub also marks what each commit announces for the
 //! other replicas (`notify::Outbox`); what they committed comes back into
@@ -15,13 +16,14 @@
 //! a subscriber that lags is told how far (and rebuilds from the database);
 //! memory does not grow with slow readers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use app::model::event::FeedEvent;
 use app::model::job::{Gap, Job, JobState, LogLine, Progress};
+use app::model::status::TargetStatus;
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use crate::notify::{Channel, Outbox};
 use crate::sync::Locked;
@@ -93,6 +95,10 @@ struct Inner {
     feed: broadcast::Sender<FeedEvent>,
     /// Where the other replicas hear of this process's commits (PostgreSQL).
     outbox: Option<Outbox>,
+    /// Targets whose jobs ended here, not yet taken by [`Hub::ended_targets`]
+    /// (at most one entry per target: bounded by the configuration).
+    ended: Mutex<BTreeSet<String>>,
+    ended_wake: Notify,
 }
 
 impl Default for Hub {
@@ -112,6 +118,8 @@ impl Hub {
             jobs: Mutex::new(HashMap::new()),
             feed: broadcast::channel(FEED_CHANNEL).0,
             outbox,
+            ended: Mutex::new(BTreeSet::new()),
+            ended_wake: Notify::new(),
         }))
     }
 
@@ -158,9 +166,35 @@ impl Hub {
             JobState::Cancelling => self.announce(Channel::Cancel, job.id),
             _ => {}
         }
+        if job.state.is_finished() {
+            self.0.ended.locked().insert(job.target.clone());
+            self.0.ended_wake.notify_one();
+        }
         let job = Arc::new(job);
         self.relay(job.id, Update::State(job.clone()));
         let _ = self.0.feed.send(FeedEvent::Job(job));
+    }
+
+    /// The targets whose jobs ended in this process since the last call
+    /// (a job's end here: other replicas' ends are theirs to follow up);
+    /// waits until there is one. For the status probes (one caller).
+    pub async fn ended_targets(&self) -> BTreeSet<String> {
+        loop {
+            let taken = std::mem::take(&mut *self.0.ended.locked());
+            if !taken.is_empty() {
+                return taken;
+            }
+            // N.B.: a notify_one with nobody waiting leaves a permit, so an
+            // end between the take and this wait is not missed.
+            self.0.ended_wake.notified().await;
+        }
+    }
+
+    /// A target's actual state or last error changed (committed): to the
+    /// feed here and, on PostgreSQL, to the other replicas' feeds.
+    pub fn target_changed(&self, status: TargetStatus) {
+        self.announce(Channel::Target, 0);
+        let _ = self.0.feed.send(FeedEvent::Target(Arc::new(status)));
     }
 
     /// Sends what another replica changed (read back here) to the feed.
@@ -331,6 +365,23 @@ mod tests {
             (true, vec![]),
             "ids are not sent"
         );
+    }
+
+    #[tokio::test]
+    async fn the_targets_of_ended_jobs_are_collected_once_each_for_their_probes() {
+        let hub = Hub::default();
+        let mut ended = job(1, JobState::Failed);
+        ended.target = "web-2".into();
+        hub.job_changed(job(2, JobState::Running));
+        hub.job_changed(ended);
+        hub.job_changed(job(3, JobState::Succeeded));
+        hub.job_changed(job(4, JobState::Cancelled));
+        let taken = tokio::time::timeout(std::time::Duration::from_secs(1), hub.ended_targets())
+            .await
+            .expect("two targets ended");
+        assert_eq!(taken.into_iter().collect::<Vec<_>>(), ["web-1", "web-2"]);
+        let none = tokio::time::timeout(std::time::Duration::from_millis(50), hub.ended_targets());
+        assert!(none.await.is_err(), "nothing ended since");
     }
 
     #[test]

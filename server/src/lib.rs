@@ -20,6 +20,7 @@ pub mod service;
 pub mod site;
 pub mod startup;
 pub mod state;
+pub mod status;
 pub mod streams;
 pub mod sync;
 pub mod telemetry;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use app::model::job::JobState;
+use app::model::status::ProbeState;
 
 /// Upper bounds (seconds) of the claim-to-start latency histogram.
 const BUCKETS: [f64; 11] = [
@@ -89,6 +90,8 @@ pub struct Metrics {
     jobs_fenced: AtomicU64,
     /// Times this node found it had been declared lost and registered again.
     node_rejoins: AtomicU64,
+    /// Status probes this process ran, by what they found.
+    probes: [AtomicU64; ProbeState::ALL.len()],
     /// Notifications between replicas and tails (PostgreSQL; all zero on
     /// SQLite).
     pub notify: crate::notify::Counters,
@@ -137,6 +140,13 @@ impl Metrics {
     /// A run here was stopped: its job was no longer this node's.
     pub fn job_fenced(&self) {
         self.jobs_fenced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A status probe ran here and found `state`.
+    pub fn probed(&self, state: ProbeState) {
+        if let Some(i) = ProbeState::ALL.iter().position(|s| *s == state) {
+            self.probes[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// This node registered again after it had been declared lost.
@@ -295,6 +305,19 @@ impl Metrics {
                 "opsdeck_limit_refusals_total{{limit=\"{}\"}} {}",
                 limit.label(),
                 self.refusals.get(limit)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP opsdeck_status_probes_total Target status probes this process ran, by the state they found."
+        );
+        let _ = writeln!(out, "# TYPE opsdeck_status_probes_total counter");
+        for (i, s) in ProbeState::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "opsdeck_status_probes_total{{state=\"{}\"}} {}",
+                s.as_str(),
+                self.probes[i].load(Ordering::Relaxed)
             );
         }
         self.notify.render(&mut out);

@@ -200,6 +200,17 @@ impl Server {
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
         let scheduler = tokio::spawn(crate::schedules::run(state.clone()));
         let engine = tokio::spawn(state.engine.clone().run());
+        let probes = tokio::spawn(
+            crate::status::Prober {
+                config: state.config.clone(),
+                db: state.db.clone(),
+                reader: state.reader.clone(),
+                hub: state.hub.clone(),
+                metrics: state.metrics.clone(),
+                shutdown: token.clone(),
+            }
+            .run(),
+        );
         let webhooks = tokio::spawn(
             crate::webhooks::deliver::Deliverer {
                 db: state.db.clone(),
@@ -252,6 +263,7 @@ impl Server {
         let _ = maintenance.await;
         let _ = scheduler.await;
         let _ = engine.await;
+        let _ = probes.await;
         let _ = webhooks.await;
         stop_sending.cancel();
         let _ = revocations.await;

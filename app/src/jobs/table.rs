@@ -78,7 +78,7 @@ pub fn receive(
             }
         }
         FeedEvent::Deleted(id) => rows.retain(|j| j.id != *id),
-        FeedEvent::Resync | FeedEvent::Agent(_) => {}
+        FeedEvent::Resync | FeedEvent::Agent(_) | FeedEvent::Target(_) => {}
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::agent::AgentInfo;
 use crate::model::job::{Gap, Job, LogLine, Progress};
+use crate::model::status::TargetStatus;
 
 /// Why an event could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,14 +133,17 @@ pub enum FeedEventKind {
     Resync,
     /// An agent connected, went silent or away, or was revoked.
     Agent,
+    /// A target's actual state or last error changed (or was probed again).
+    Target,
 }
 
 impl FeedEventKind {
-    pub const ALL: [FeedEventKind; 4] = [
+    pub const ALL: [FeedEventKind; 5] = [
         FeedEventKind::Job,
         FeedEventKind::Deleted,
         FeedEventKind::Resync,
         FeedEventKind::Agent,
+        FeedEventKind::Target,
     ];
 
     /// The SSE event name.
@@ -149,6 +153,7 @@ impl FeedEventKind {
             FeedEventKind::Deleted => "job.deleted",
             FeedEventKind::Resync => "resync",
             FeedEventKind::Agent => "agent",
+            FeedEventKind::Target => "target",
         }
     }
 
@@ -156,11 +161,12 @@ impl FeedEventKind {
         FeedEventKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    const NAMES: [&'static str; 4] = [
+    const NAMES: [&'static str; 5] = [
         FeedEventKind::Job.name(),
         FeedEventKind::Deleted.name(),
         FeedEventKind::Resync.name(),
         FeedEventKind::Agent.name(),
+        FeedEventKind::Target.name(),
     ];
 
     /// Every name, for an EventSource's listeners.
@@ -187,6 +193,7 @@ pub enum FeedEvent {
     Deleted(i64),
     Resync,
     Agent(Arc<AgentInfo>),
+    Target(Arc<TargetStatus>),
 }
 
 impl FeedEvent {
@@ -196,6 +203,7 @@ impl FeedEvent {
             FeedEvent::Deleted(_) => FeedEventKind::Deleted,
             FeedEvent::Resync => FeedEventKind::Resync,
             FeedEvent::Agent(_) => FeedEventKind::Agent,
+            FeedEvent::Target(_) => FeedEventKind::Target,
         }
     }
 
@@ -211,6 +219,7 @@ impl FeedEvent {
             FeedEventKind::Deleted => FeedEvent::Deleted(payload::<JobId>(n, data)?.id),
             FeedEventKind::Resync => FeedEvent::Resync,
             FeedEventKind::Agent => FeedEvent::Agent(Arc::new(payload(n, data)?)),
+            FeedEventKind::Target => FeedEvent::Target(Arc::new(payload(n, data)?)),
         }))
     }
 
@@ -221,6 +230,7 @@ impl FeedEvent {
             FeedEvent::Deleted(id) => serde_json::to_string(&JobId { id: *id }),
             FeedEvent::Resync => serde_json::to_string(&Resync {}),
             FeedEvent::Agent(agent) => serde_json::to_string(&**agent),
+            FeedEvent::Target(status) => serde_json::to_string(&**status),
         };
         json.unwrap_or_default()
     }
@@ -311,6 +321,18 @@ mod tests {
         let ev = FeedEvent::Job(Arc::new(job));
         assert_eq!(FeedEvent::decode("job", &ev.data()), Ok(Some(ev)));
         let ev = FeedEvent::Deleted(5);
+        assert_eq!(
+            FeedEvent::decode(ev.kind().name(), &ev.data()),
+            Ok(Some(ev))
+        );
+        let ev = FeedEvent::Target(Arc::new(TargetStatus {
+            target: "web-1".into(),
+            state: Some(crate::model::status::ProbeState::Down),
+            message: "nginx is not running".into(),
+            checked_at: Some(chrono::Utc::now()),
+            changed_at: None,
+            last_error: None,
+        }));
         assert_eq!(
             FeedEvent::decode(ev.kind().name(), &ev.data()),
             Ok(Some(ev))

@@ -8,6 +8,7 @@ pub mod journal;
 pub mod live;
 pub mod retry;
 pub mod schedule;
+pub mod status;
 pub mod template;
 pub mod terminal;
 pub mod time;

@@ -290,6 +290,10 @@ pub struct TargetInfo {
     /// `local` target with a terminal and no `user`).
     #[serde(default)]
     pub console_as_server: bool,
+    /// Its actual state (its status probe) and last error, if there is
+    /// either.
+    #[serde(default)]
+    pub status: Option<crate::model::status::TargetStatus>,
 }
 
 #[cfg(test)]

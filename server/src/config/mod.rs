@@ -311,7 +311,31 @@ pub struct Target {
     /// The Unix user (and group) its jobs and terminals run as (`local`
     /// targets, `user = "NAME"`); else the server's own user.
     pub run_as: Option<crate::proc::RunAs>,
+    /// Its status probe (`status = [...]`), which tells its actual state
+    /// (`status::probe`).
+    pub status: Option<StatusProbe>,
 }
+
+/// A target's status probe: an argv run on the target, as its jobs are
+/// reached, whose exit code says whether it is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusProbe {
+    /// Run as written: no placeholders (a probe has no parameters).
+    pub argv: Vec<String>,
+    /// How often it runs besides after every job (`status_interval`).
+    pub interval: Duration,
+    /// How long it may run before its process group is killed and the
+    /// state is `unknown` (`status_timeout`).
+    pub timeout: Duration,
+    /// Variables it gets besides the base ones (`status_env`): a probe
+    /// runs no template, so no template's `env` applies.
+    pub env: BTreeMap<String, String>,
+}
+
+/// `status_interval` unless set.
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(60);
+/// `status_timeout` unless set.
+pub const DEFAULT_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Target {
     /// Whether its console is a shell as the server's own user: a `local`
@@ -617,6 +641,10 @@ struct RawTarget {
     agent: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
+    status: Option<Spanned<Vec<String>>>,
+    status_interval: Option<Spanned<ConfigDuration>>,
+    status_timeout: Option<Spanned<ConfigDuration>>,
+    status_env: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Deserialize)]
@@ -1125,6 +1153,17 @@ impl RawTarget {
         if let Some(sh) = &self.shell {
             check_argv(ctx, sh, &key("shell"))?;
         }
+        let status = status_probe(
+            ctx,
+            StatusKeys {
+                argv: self.status,
+                interval: self.status_interval,
+                timeout: self.status_timeout,
+                env: self.status_env,
+            },
+            &access,
+            &key,
+        )?;
         let run_as = run_as(ctx, self.user, self.group, &access, &key, span)?;
         Ok(Target {
             title: self.title.unwrap_or_else(|| id.clone()),
@@ -1136,8 +1175,107 @@ impl RawTarget {
             terminal_roles: self.terminal_roles.unwrap_or_else(|| vec![RoleName::Admin]),
             shell: self.shell.map(Spanned::into_inner),
             run_as,
+            status,
         })
     }
+}
+
+/// A target's `status*` keys as written.
+struct StatusKeys {
+    argv: Option<Spanned<Vec<String>>>,
+    interval: Option<Spanned<ConfigDuration>>,
+    timeout: Option<Spanned<ConfigDuration>>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// A target's status probe: a literal argv (no placeholders: a probe has
+/// no parameters, and nothing a user types reaches it; `{{`/`}}` for
+/// braces, as in a `command`), an interval of 1s
+/// to 1d, a timeout of 1s to 1h; not on agent targets (the agent protocol
+/// carries jobs only); the other keys only with `status`.
+fn status_probe(
+    ctx: &Ctx,
+    keys: StatusKeys,
+    access: &TargetAccess,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<StatusProbe>, ConfigError> {
+    let Some(argv) = keys.argv else {
+        let stray = [
+            ("status_interval", keys.interval.as_ref().map(Spanned::span)),
+            ("status_timeout", keys.timeout.as_ref().map(Spanned::span)),
+            ("status_env", keys.env.as_ref().map(Spanned::span)),
+        ];
+        if let Some((k, Some(span))) = stray.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(ctx.error(
+                span,
+                &key(k),
+                format!("`{k}` goes with `status`: give the probe's argv, e.g. status = [\"systemctl\", \"is-active\", \"nginx\"]"),
+            ));
+        }
+        return Ok(None);
+    };
+    if matches!(access, TargetAccess::Agent { .. }) {
+        return Err(ctx.error(
+            argv.span(),
+            &key("status"),
+            "status probes do not run on agent targets (the agent protocol carries jobs only): \
+             remove `status`, or probe with a scheduled job instead",
+        ));
+    }
+    check_argv(ctx, &argv, &key("status"))?;
+    for element in argv.get_ref() {
+        match placeholders(element) {
+            Ok(names) if names.is_empty() => {}
+            Ok(names) => {
+                return Err(ctx.error(
+                    argv.span(),
+                    &key("status"),
+                    format!(
+                        "a status probe has no parameters: `{{{}}}` cannot be filled; write the argv literally",
+                        names[0]
+                    ),
+                ))
+            }
+            Err(m) => return Err(ctx.error(argv.span(), &key("status"), m)),
+        }
+    }
+    let within = |d: Option<Spanned<ConfigDuration>>,
+                  k: &str,
+                  range: std::ops::RangeInclusive<Duration>,
+                  words: &str,
+                  default: Duration| match d {
+        Some(d) if !range.contains(&d.get_ref().0) => {
+            Err(ctx.error(d.span(), &key(k), format!("must be between {words}")))
+        }
+        Some(d) => Ok(d.into_inner().0),
+        None => Ok(default),
+    };
+    let interval = within(
+        keys.interval,
+        "status_interval",
+        Duration::from_secs(1)..=Duration::from_secs(86_400),
+        "1s and 1d",
+        DEFAULT_STATUS_INTERVAL,
+    )?;
+    let timeout = within(
+        keys.timeout,
+        "status_timeout",
+        Duration::from_secs(1)..=Duration::from_secs(3_600),
+        "1s and 1h",
+        DEFAULT_STATUS_TIMEOUT,
+    )?;
+    Ok(Some(StatusProbe {
+        // `{{` and `}}` are literal braces, as in a template's `command`
+        // (no single brace is left: checked above).
+        argv: argv
+            .into_inner()
+            .into_iter()
+            .map(|e| e.replace("{{", "{").replace("}}", "}"))
+            .collect(),
+        interval,
+        timeout,
+        env: keys.env.map(Spanned::into_inner).unwrap_or_default(),
+    }))
 }
 
 /// A target's `user` and `group`: Unix names, on a `local` target, that

@@ -723,3 +723,91 @@ fn a_schedule_has_defaults_and_each_bad_key_is_named() {
     assert_eq!(k, "schedules[1].id");
     assert!(message.contains("defined twice"), "{message}");
 }
+
+#[test]
+fn a_status_probe_has_defaults_and_runs_as_written() {
+    let c = parse(
+        "[[targets]]\nid = \"w\"\nkind = \"local\"\nstatus = [\"test\", \"-e\", \"/run/w.up\"]\n\
+         [[targets]]\nid = \"b\"\nkind = \"local\"\nstatus = [\"sh\", \"-c\", \"test -e x || {{ echo no; exit 1; }}\"]\n\
+         [[targets]]\nid = \"d\"\nkind = \"docker\"\ncontainer = \"web\"\nstatus = [\"pgrep\", \"nginx\"]\n\
+         status_interval = \"5s\"\nstatus_timeout = \"2s\"\nstatus_env = { MODE = \"probe\" }\n\
+         [[targets]]\nid = \"n\"\nkind = \"local\"\n",
+    )
+    .unwrap();
+    let w = c.target("w").unwrap().status.clone().unwrap();
+    assert_eq!(w.argv, ["test", "-e", "/run/w.up"]);
+    assert_eq!(w.interval, DEFAULT_STATUS_INTERVAL);
+    assert_eq!(w.timeout, DEFAULT_STATUS_TIMEOUT);
+    assert!(w.env.is_empty());
+    let d = c.target("d").unwrap().status.clone().unwrap();
+    assert_eq!(d.interval, Duration::from_secs(5));
+    assert_eq!(d.timeout, Duration::from_secs(2));
+    assert_eq!(d.env.get("MODE").map(String::as_str), Some("probe"));
+    assert!(c.target("n").unwrap().status.is_none());
+    let b = c.target("b").unwrap().status.clone().unwrap();
+    assert_eq!(
+        b.argv[2], "test -e x || { echo no; exit 1; }",
+        "braces as in a command"
+    );
+}
+
+#[test]
+fn a_bad_status_probe_names_its_line_and_key() {
+    let target = "[[targets]]\nid = \"w\"\nkind = \"local\"\n";
+    let cases = [
+        ("status = []\n", "targets[0].status", "must name a program"),
+        (
+            "status = [\"{prog}\"]\n",
+            "targets[0].status",
+            "must be literal",
+        ),
+        (
+            "status = [\"test\", \"-e\", \"{path}\"]\n",
+            "targets[0].status",
+            "has no parameters: `{path}`",
+        ),
+        (
+            "status = [\"true\"]\nstatus_interval = \"500ms\"\n",
+            "targets[0].status_interval",
+            "between 1s and 1d",
+        ),
+        (
+            "status = [\"true\"]\nstatus_interval = \"2d\"\n",
+            "targets[0].status_interval",
+            "between 1s and 1d",
+        ),
+        (
+            "status = [\"true\"]\nstatus_timeout = \"2h\"\n",
+            "targets[0].status_timeout",
+            "between 1s and 1h",
+        ),
+        (
+            "status_interval = \"5s\"\n",
+            "targets[0].status_interval",
+            "goes with `status`",
+        ),
+        (
+            "status_env = { A = \"b\" }\n",
+            "targets[0].status_env",
+            "goes with `status`",
+        ),
+    ];
+    for (extra, key, message) in cases {
+        let (line, k, m) = invalid(&format!("{target}{extra}"));
+        assert_eq!(k, key, "{extra}");
+        assert!(m.contains(message), "{extra}: {m}");
+        assert!(
+            line >= 4,
+            "{extra}: the line of the key, not the table's: {line}"
+        );
+    }
+    let (line, key, message) = invalid(
+        "[[targets]]\nid = \"a\"\nkind = \"agent\"\nagent = \"far\"\nstatus = [\"true\"]\n",
+    );
+    assert_eq!((line, key.as_str()), (5, "targets[0].status"));
+    assert!(message.contains("agent targets"), "{message}");
+    let (_, key, message) =
+        invalid("[[targets]]\nid = \"w\"\nkind = \"local\"\nstatus_probe = [\"true\"]\n");
+    assert!(key.starts_with("targets[0]"), "{key}");
+    assert!(message.contains("unknown field"), "{message}");
+}

@@ -13,6 +13,7 @@ pub mod logs;
 pub mod nodes;
 pub mod schedules;
 pub mod sessions;
+pub mod target_state;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;

@@ -81,19 +81,27 @@ pub fn build(
     env.push(("OPSDECK_TEMPLATE".into(), template.id.clone()));
     env.push(("OPSDECK_TARGET".into(), target.id.clone()));
 
+    on_target(target, argv, env, template.workdir.clone())
+}
+
+/// `argv` with `env` and `workdir`, wrapped to run on `target` as its kind
+/// reaches it (the module comment): what a job runs, and what a status
+/// probe runs (`status::probe`), built the one same way.
+pub fn on_target(
+    target: &Target,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    workdir: Option<String>,
+) -> Invocation {
     match &target.access {
-        TargetAccess::Local | TargetAccess::Agent { .. } => Invocation {
-            argv,
-            env,
-            workdir: template.workdir.clone(),
-        },
+        TargetAccess::Local | TargetAccess::Agent { .. } => Invocation { argv, env, workdir },
         TargetAccess::Docker { container } => {
             let mut full = vec!["docker".to_string(), "exec".to_string()];
             for (k, v) in &env {
                 full.push("-e".into());
                 full.push(format!("{k}={v}"));
             }
-            if let Some(wd) = &template.workdir {
+            if let Some(wd) = &workdir {
                 full.push("-w".into());
                 full.push(wd.clone());
             }
@@ -107,7 +115,7 @@ pub fn build(
         }
         TargetAccess::Ssh { host, port } => {
             let mut remote = String::new();
-            if let Some(wd) = &template.workdir {
+            if let Some(wd) = &workdir {
                 remote.push_str(&format!("cd {} && ", shell_quote(wd)));
             }
             remote.push_str("exec env");

@@ -22,10 +22,13 @@
 //!    its backoff has passed (`not_before`), linked to the chain's first,
 //!    audited as `job.retry` by `system`, with a line in the failed
 //!    attempt's log naming it. So a crash can neither lose a retry nor
-//!    make two.
+//!    make two;
+//! 6. for a job that ends, its target's last error (`db::target_state`):
+//!    set by a failure, cleared by a success.
 //!
 //! Then, and only after the commit, the hub hears of it ([`Work::committed`]):
-//! the lines, the new state, and for a finished job the end of its channel.
+//! the lines, the new state, and for a finished job the end of its channel
+//! (and, through the hub, its target's status probe runs again: `status`).
 //! A crash at any moment leaves the job either before the transition or
 //! after all of it.
 
@@ -40,7 +43,7 @@ use crate::db::commit::Work;
 use crate::db::jobs::{
     self, entity::Column, Enqueue, Finish, JobRow, LogPosition, Owner, Retry, StateChange,
 };
-use crate::db::{audit, logs};
+use crate::db::{audit, logs, target_state};
 use crate::hub::{Hub, LogBatch, Update};
 use crate::sync::Locked;
 use crate::webhooks;
@@ -316,6 +319,9 @@ impl Transition {
         if let Some(a) = &self.audit {
             let subject = format!("job {}", row.id);
             audit::insert(txn, job_record(&a.actor, a.action, &subject, &row)).await?;
+        }
+        if row.state.is_finished() {
+            target_state::job_ended_in(txn, &row).await?;
         }
         if let Some(event) = webhooks::Event::job_end(&row) {
             webhooks::enqueue(txn, &event).await?;

@@ -5,7 +5,7 @@
 //! (`Hub::announcing`); one task per replica ([`send`]) turns what was
 //! marked into notifications, all channels in one statement, at most once
 //! per [`WINDOW`]. Receiving: one connection per replica ([`listen`])
-//! `LISTEN`s on the four [`Channel`]s, reconnecting by itself with backoff,
+//! `LISTEN`s on the five [`Channel`]s, reconnecting by itself with backoff,
 //! and hands each notification to what it wakes: the engine (queue), the
 //! tails of jobs watched here ([`tail`]: log lines, state), the feed (state)
 //! and the runner or the agent link holding a cancelled job (cancel).
@@ -72,10 +72,22 @@ pub enum Channel {
     Job,
     /// A cancel of these running jobs was committed.
     Cancel,
+    /// A target's actual state or last error changed. No ids (target ids
+    /// are names): the receiver reads every target's row, a handful.
+    Target,
 }
 
+/// How many channels there are.
+const CHANNELS: usize = 5;
+
 impl Channel {
-    pub const ALL: [Channel; 4] = [Channel::Queue, Channel::Log, Channel::Job, Channel::Cancel];
+    pub const ALL: [Channel; CHANNELS] = [
+        Channel::Queue,
+        Channel::Log,
+        Channel::Job,
+        Channel::Cancel,
+        Channel::Target,
+    ];
 
     /// The PostgreSQL channel name.
     pub fn name(self) -> &'static str {
@@ -84,6 +96,7 @@ impl Channel {
             Channel::Log => "opsdeck_log",
             Channel::Job => "opsdeck_job",
             Channel::Cancel => "opsdeck_cancel",
+            Channel::Target => "opsdeck_target",
         }
     }
 
@@ -94,6 +107,7 @@ impl Channel {
             Channel::Log => "log",
             Channel::Job => "job",
             Channel::Cancel => "cancel",
+            Channel::Target => "target",
         }
     }
 
@@ -103,15 +117,15 @@ impl Channel {
 
     /// Whether its payload lists job ids.
     fn has_ids(self) -> bool {
-        !matches!(self, Channel::Queue)
+        !matches!(self, Channel::Queue | Channel::Target)
     }
 }
 
 /// This process's notification counters, rendered into `/metrics`.
 #[derive(Debug, Default)]
 pub struct Counters {
-    sent: [AtomicU64; 4],
-    received: [AtomicU64; 4],
+    sent: [AtomicU64; CHANNELS],
+    received: [AtomicU64; CHANNELS],
     reconnects: AtomicU64,
     send_errors: AtomicU64,
     tails: AtomicU64,
@@ -146,18 +160,19 @@ impl Counters {
 
     /// Appends the counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let per_channel = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; 4]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for c in Channel::ALL {
-                let _ = writeln!(
-                    out,
-                    "{name}{{channel=\"{}\"}} {}",
-                    c.label(),
-                    values[c as usize].load(Ordering::Relaxed)
-                );
-            }
-        };
+        let per_channel =
+            |out: &mut String, name: &str, help: &str, values: &[AtomicU64; CHANNELS]| {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for c in Channel::ALL {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{channel=\"{}\"}} {}",
+                        c.label(),
+                        values[c as usize].load(Ordering::Relaxed)
+                    );
+                }
+            };
         per_channel(
             out,
             "opsdeck_notifications_sent_total",
@@ -202,8 +217,8 @@ impl Counters {
 /// What this replica marked to announce, waiting for the sender.
 #[derive(Default)]
 struct Pending {
-    ids: [BTreeSet<i64>; 4],
-    any: [bool; 4],
+    ids: [BTreeSet<i64>; CHANNELS],
+    any: [bool; CHANNELS],
 }
 
 /// The marks the hub makes as commits announce things (clones share it).
@@ -447,6 +462,21 @@ async fn receive(to: &Receivers, tag: &str, channel: &str, payload: &str) {
             for id in ids {
                 cancel(to, id).await;
             }
+        }
+        Channel::Target => targets(to).await,
+    }
+}
+
+/// Tells this replica's feed every target's state as another replica
+/// recorded it (a probe, a job's end).
+async fn targets(to: &Receivers) {
+    match crate::db::target_state::all(&to.reader).await {
+        Ok(all) => all
+            .into_iter()
+            .for_each(|s| to.hub.relay_feed(FeedEvent::Target(Arc::new(s)))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the targets' state another replica changed; the feed's browsers reload");
+            to.hub.relay_feed(FeedEvent::Resync);
         }
     }
 }

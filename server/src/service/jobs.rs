@@ -18,10 +18,10 @@ use sea_orm::DbErr;
 use crate::auth::policy;
 use crate::auth::revocation::Credential;
 use crate::config::Template;
-use crate::db::audit;
 use crate::db::commit::Work;
 use crate::db::jobs::{self, Enqueue, JobRow, Retry};
 use crate::db::logs;
+use crate::db::{audit, target_state};
 use crate::engine::runner::StopReason;
 use crate::engine::transition::{job_record, Actor, Transition};
 use crate::http::error::db_error;
@@ -87,9 +87,13 @@ pub fn templates(state: &AppState, caller: &Caller) -> Result<Vec<TemplateInfo>,
         .collect())
 }
 
-/// Targets the caller may launch on, with the templates for each.
-pub fn targets(state: &AppState, caller: &Caller) -> Result<Vec<TargetInfo>, AppError> {
+/// Targets the caller may launch on, with the templates for each and
+/// each one's actual state and last error (`status`).
+pub async fn targets(state: &AppState, caller: &Caller) -> Result<Vec<TargetInfo>, AppError> {
     let user = policy::require_user(caller)?;
+    let mut statuses = target_state::all(&state.reader)
+        .await
+        .map_err(|e| db_error(e, "reading the targets' state"))?;
     Ok(policy::launchable_targets(user, &state.config)
         .into_iter()
         .map(|t| TargetInfo {
@@ -108,6 +112,10 @@ pub fn targets(state: &AppState, caller: &Caller) -> Result<Vec<TargetInfo>, App
                 .collect(),
             runs_as: t.run_as.as_ref().map(|r| r.user.clone()),
             console_as_server: user.is_admin() && t.console_as_server(),
+            status: statuses
+                .iter()
+                .position(|s| s.target == t.id)
+                .and_then(|i| crate::status::as_configured(t, statuses.swap_remove(i))),
         })
         .collect())
 }
@@ -487,7 +495,7 @@ pub async fn search(
 /// The caller's targets with their newest job.
 pub async fn overview(state: &AppState, caller: &Caller) -> Result<Vec<TargetSummary>, AppError> {
     let mut out = Vec::new();
-    for target in targets(state, caller)? {
+    for target in targets(state, caller).await? {
         let last_job = jobs::latest_on_target(&state.reader, &target.id)
             .await
             .map_err(|e| db_error(e, "reading a target's jobs"))?
@@ -575,6 +583,9 @@ pub fn feed(state: &AppState, caller: &Caller) -> Result<FeedStream, AppError> {
     let visible = Arc::new(move |event: &FeedEvent| match event {
         FeedEvent::Job(job) => policy::may_see(&user, &job.owner, &job.target, &config),
         FeedEvent::Agent(agent) => policy::may_see_agent(&user, &agent.name, &config),
+        FeedEvent::Target(status) => config
+            .target(&status.target)
+            .is_some_and(|t| policy::may_launch(&user, t)),
         FeedEvent::Deleted(_) | FeedEvent::Resync => true,
     });
     Ok(FeedStream::new(state.stream_deps(), visible))

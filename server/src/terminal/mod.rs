@@ -525,6 +525,7 @@ mod tests {
             terminal_roles: vec![],
             shell,
             run_as: None,
+            status: None,
         }
     }
 

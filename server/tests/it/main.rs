@@ -19,6 +19,7 @@ mod retries;
 mod schedules;
 mod secure;
 mod ship;
+mod status;
 mod streams;
 mod support;
 mod terminal;

@@ -156,6 +156,23 @@ async fn restic_backs_up_with_its_own_progress_warns_of_a_missing_path_and_resto
     let out = texts(&admin.all_lines(list).await, "stdout");
     assert!(out.iter().any(|l| l == "2 snapshots"), "{out:?}");
 
+    // The example's status probe, run after each of these jobs, finds the
+    // repository and its latest snapshot.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, targets) = admin.get_json("/api/targets").await;
+        let status = targets[0]["status"].clone();
+        let message = status["message"].as_str().unwrap_or_default();
+        if status["state"] == "up" && message.starts_with("latest snapshot: ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe did not find a snapshot: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // Restore the latest snapshot: every file back, byte for byte.
     let into = work.path().join("restored");
     let restore = admin

@@ -6,6 +6,7 @@ import { waitFinished } from './fixtures/jobs';
 
 test('a schedule shows its next fires, pauses, resumes and runs now', async ({ page }) => {
   await signIn(page, 'admin');
+  await gotoHydrated(page, '/');
   await page.getByRole('navigation', { name: 'Account' }).getByRole('link', { name: 'Schedules' }).click();
   await expect(page).toHaveURL(/\/admin\/schedules$/);
   await expect(page.getByRole('heading', { level: 1, name: 'Schedules' })).toBeVisible();

@@ -285,12 +285,19 @@ fn VirtualLog(model: LogModel, running: Signal<bool>) -> impl IntoView {
     });
     on_cleanup(move || on_hash.remove());
 
-    // Follow new lines.
+    // Follow new lines. The frame checks again: a scroll up between the
+    // line's arrival and the frame stops following, and the frame must not
+    // pull the view back down (its own scroll event would then turn
+    // following on again).
     Effect::new(move |_| {
         model.last_seq.track();
         model.lines.track();
         if following.get_untracked() {
-            request_animation_frame(to_bottom);
+            request_animation_frame(move || {
+                if following.get_untracked() {
+                    to_bottom();
+                }
+            });
         }
     });
 

@@ -34,19 +34,12 @@ fn find<'a>(state: &'a AppState, id: &str) -> Result<&'a Schedule, AppError> {
 pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<ScheduleInfo>, AppError> {
     policy::require_admin(caller)?;
     let now = Utc::now();
-    let ids: Vec<String> = state
-        .config
-        .schedules
-        .iter()
-        .map(|s| s.id.clone())
-        .collect();
-    store::ensure(&state.db, &ids, now)
-        .await
-        .map_err(|e| db_error(e, "reading schedules"))?;
+    // A schedule without its row yet (the scheduler writes it at its first
+    // round) is not paused.
     let states = store::states(&state.reader)
         .await
         .map_err(|e| db_error(e, "reading schedules"))?;
-    let mut out = Vec::with_capacity(ids.len());
+    let mut out = Vec::with_capacity(state.config.schedules.len());
     for s in &state.config.schedules {
         let st = states.iter().find(|x| x.id == s.id);
         let paused = st.is_some_and(|x| x.paused);
@@ -141,9 +134,6 @@ pub async fn run_now(state: &AppState, caller: &Caller, id: &str) -> Result<Job,
     let user_id = user.id;
     let by = actor_of(caller)?;
     let schedule = find(state, id)?;
-    store::ensure(&state.db, &[id.to_string()], Utc::now())
-        .await
-        .map_err(|e| db_error(e, "running a schedule"))?;
     match record(state, schedule, What::Manual { by, user_id })
         .await
         .map_err(|e| db_error(e, "running a schedule"))?

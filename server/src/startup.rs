@@ -207,6 +207,7 @@ impl Server {
                 reader: state.reader.clone(),
                 hub: state.hub.clone(),
                 metrics: state.metrics.clone(),
+                agents: state.agents.clone(),
                 shutdown: token.clone(),
             }
             .run(),

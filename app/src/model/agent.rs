@@ -16,11 +16,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::job::{Gap, JobState, LogLine};
+use crate::model::status::ProbeState;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL: u32 = 1;
-/// Every version a server of this build accepts.
-pub const PROTOCOLS: &[u32] = &[PROTOCOL];
+pub const PROTOCOL: u32 = 2;
+/// Every version a server of this build accepts. Version 2 added status
+/// probes (`command.probe`, `probe.result`); a server does not send them
+/// to an agent that said 1, and records the target's state as unknown
+/// with the reason.
+pub const PROTOCOLS: &[u32] = &[1, PROTOCOL];
+/// The first version that runs status probes.
+pub const PROBES_SINCE: u32 = 2;
 
 /// A job the agent reports in its `hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +90,20 @@ pub struct RunCommand {
     pub warning_exit_codes: Vec<i32>,
     /// The last seq already stored (0 for a fresh job).
     pub after_seq: i64,
+}
+
+/// A target's status probe, run on the agent's host like a job (its own
+/// process group, exactly this environment and the agent's base
+/// variables, killed with its group past the timeout), answered by
+/// `probe.result` with the same `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeCommand {
+    /// Unique among the probes the server awaits.
+    pub id: u64,
+    pub target: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout_ms: u64,
 }
 
 /// A terminal on the agent's host: the server relays the browser's
@@ -166,6 +186,14 @@ pub enum AgentMsg {
     /// A terminal the server asked for could not start.
     #[serde(rename = "terminal.failed")]
     TerminalFailed { session: String, error: String },
+    /// What a `command.probe` found (protocol 2).
+    #[serde(rename = "probe.result")]
+    ProbeResult {
+        id: u64,
+        state: ProbeState,
+        /// The first line of its output, or why it could not run.
+        message: String,
+    },
 }
 
 /// Server → agent.
@@ -212,6 +240,9 @@ pub enum ServerMsg {
     Heartbeat { at: DateTime<Utc> },
     #[serde(rename = "terminal.open")]
     TerminalOpen(TerminalOpen),
+    /// Run a target's status probe (protocol 2).
+    #[serde(rename = "command.probe")]
+    Probe(ProbeCommand),
 }
 
 /// Whether an agent can be reached, as its pages show it.
@@ -291,6 +322,30 @@ mod tests {
         let back: ServerMsg =
             serde_json::from_value(serde_json::to_value(&cancel).unwrap()).unwrap();
         assert_eq!(back, cancel);
+        let probe = ServerMsg::Probe(ProbeCommand {
+            id: 7,
+            target: "db-1".into(),
+            argv: vec!["systemctl".into(), "is-active".into(), "postgresql".into()],
+            env: vec![("OPSDECK_TARGET".into(), "db-1".into())],
+            timeout_ms: 10_000,
+        });
+        let v = serde_json::to_value(&probe).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["id"].as_u64()),
+            (Some("command.probe"), Some(7))
+        );
+        let found: AgentMsg = serde_json::from_str(
+            r#"{"type":"probe.result","id":7,"state":"up","message":"active"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            found,
+            AgentMsg::ProbeResult {
+                id: 7,
+                state: ProbeState::Up,
+                message: "active".into()
+            }
+        );
         let bad = serde_json::from_str::<AgentMsg>(r#"{"type":"job.exploded"}"#);
         assert!(bad.is_err());
     }

@@ -6,8 +6,9 @@
 //! - It says `hello` with the jobs it holds; the server answers where each
 //!   stands (`ack`), sends `command.run` for new ones (a template's argv,
 //!   built by the server; with `--allow-template` the agent runs only
-//!   those templates), `command.cancel`, `command.forget`, and
-//!   `terminal.open` for a console on this host.
+//!   those templates), `command.cancel`, `command.forget`,
+//!   `terminal.open` for a console on this host, and `command.probe` for a
+//!   target's status probe ([`probe`]).
 //! - A job runs under `engine::supervise`, as on the server; its lines are
 //!   numbered and capped here ([`job`]) and every batch is spooled on disk
 //!   ([`spool`]) before it is sent. What the server has not acknowledged is
@@ -20,6 +21,7 @@
 //!   never logged.
 
 pub mod job;
+pub mod probe;
 pub mod spool;
 pub mod terminal;
 
@@ -74,6 +76,10 @@ pub struct RunArgs {
     /// template the server sends.
     #[arg(long = "allow-template", value_name = "ID")]
     pub allow_templates: Vec<String>,
+    /// With --allow-template: run the status probes of this agent's
+    /// targets too (without --allow-template they always run).
+    #[arg(long)]
+    pub allow_probes: bool,
     /// The most unacknowledged log the spool keeps for all jobs together.
     #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = parse_bytes_arg)]
     pub spool_max: u64,
@@ -90,6 +96,7 @@ pub struct Agent {
     token: String,
     name: Option<String>,
     allow: Vec<String>,
+    allow_probes: bool,
     spool_root: PathBuf,
     spool_max: u64,
     hostname: String,
@@ -233,6 +240,7 @@ fn setup(args: RunArgs) -> Result<Agent, String> {
         token,
         name: args.name,
         allow: args.allow_templates,
+        allow_probes: args.allow_probes,
         spool_root: args.spool,
         spool_max: args.spool_max,
         hostname,
@@ -617,6 +625,9 @@ fn handle(agent: &Arc<Agent>, sent: &mut Sent, msg: ServerMsg) {
         }
         ServerMsg::TerminalOpen(open) => {
             tokio::spawn(terminal::open(agent.clone(), open));
+        }
+        ServerMsg::Probe(cmd) => {
+            tokio::spawn(probe::run(agent.clone(), cmd));
         }
     }
 }

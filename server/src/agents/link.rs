@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use app::backend::Caller;
 use app::error::AppError;
-use app::model::agent::{AgentMsg, Ended, HeldJob, LogBatch, ServerMsg, PROTOCOL, PROTOCOLS};
+use app::model::agent::{AgentMsg, Ended, HeldJob, LogBatch, ServerMsg, PROTOCOLS};
 use app::model::job::{JobState, LogLine, Progress};
 use app::model::template::ProgressKind;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -190,6 +190,7 @@ async fn serve(state: AppState, agent: Agent, ip: Option<String>, mut socket: We
     let mut attached = state.agents.attach(
         &name,
         LinkInfo {
+            protocol,
             hostname: hostname.clone(),
             version: version.clone(),
             connected_at: now,
@@ -202,7 +203,8 @@ async fn serve(state: AppState, agent: Agent, ip: Option<String>, mut socket: We
     let heartbeat = state.config.agents.heartbeat_interval;
     let welcome = ServerMsg::Welcome {
         agent: name.clone(),
-        protocol: PROTOCOL,
+        // The version spoken on this connection: the agent's own.
+        protocol,
         heartbeat_secs: heartbeat.as_secs().max(1),
     };
     let mut link = Link {
@@ -552,6 +554,16 @@ impl Link {
                 self.state
                     .agent_terminals
                     .failed(&self.name, &session, error);
+                Ok(Vec::new())
+            }
+            AgentMsg::ProbeResult { id, state, message } => {
+                if !self
+                    .state
+                    .agents
+                    .probe_answered(&self.name, id, state, message)
+                {
+                    tracing::debug!(agent = %self.name, probe = id, "an answer to a probe nobody waits for");
+                }
                 Ok(Vec::new())
             }
             AgentMsg::JobStarted {

@@ -16,9 +16,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use app::model::agent::ServerMsg;
+use std::time::Duration;
+
+use app::model::agent::{ProbeCommand, ServerMsg, PROBES_SINCE};
+use app::model::status::ProbeState;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::sync::Locked;
@@ -32,6 +35,8 @@ pub const QUEUE: usize = 4096;
 pub struct LinkInfo {
     pub hostname: String,
     pub version: String,
+    /// The agent protocol it speaks.
+    pub protocol: u32,
     pub connected_at: DateTime<Utc>,
 }
 
@@ -55,7 +60,21 @@ struct Inner {
     next_id: AtomicU64,
     /// Woken when an agent connects (the engine then claims its jobs).
     connected: tokio::sync::Notify,
+    /// Status probes sent and not answered yet, by id.
+    probes: Mutex<HashMap<u64, PendingProbe>>,
 }
+
+/// A status probe an agent was asked to run.
+struct PendingProbe {
+    agent: String,
+    /// The connection it was sent on: it is answered on that one or never.
+    link: u64,
+    answer: oneshot::Sender<(ProbeState, String)>,
+}
+
+/// How much longer than the probe's own timeout the server waits for its
+/// answer (the agent kills a probe at its timeout and answers at once).
+pub const PROBE_SLACK: Duration = Duration::from_secs(5);
 
 /// A link's registration: its id and the token that closes it.
 pub struct Attached {
@@ -132,6 +151,68 @@ impl Agents {
         if links.get(name).is_some_and(|l| l.id == id) {
             links.remove(name);
         }
+        // Its probes are never answered now (their waiters hear so).
+        self.0.probes.locked().retain(|_, p| p.link != id);
+    }
+
+    /// Has `name` run a target's status probe (`cmd` without its id) and
+    /// waits for what it found; why not, when it cannot answer: not
+    /// connected here, too old for probes, gone or silent meanwhile.
+    pub async fn probe(
+        &self,
+        name: &str,
+        mut cmd: ProbeCommand,
+    ) -> Result<(ProbeState, String), String> {
+        let (tx, rx) = oneshot::channel();
+        cmd.id = self.0.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = cmd.id;
+        {
+            let links = self.0.links.locked();
+            let Some(link) = links.get(name) else {
+                return Err(format!("agent `{name}` is not connected"));
+            };
+            if link.info.protocol < PROBES_SINCE {
+                return Err(format!(
+                    "agent `{name}` runs opsdeck {} (agent protocol {}), which cannot run status probes: upgrade it",
+                    link.info.version, link.info.protocol
+                ));
+            }
+            self.0.probes.locked().insert(
+                id,
+                PendingProbe {
+                    agent: name.to_string(),
+                    link: link.id,
+                    answer: tx,
+                },
+            );
+        }
+        let wait = Duration::from_millis(cmd.timeout_ms) + PROBE_SLACK;
+        if !self.send(name, ServerMsg::Probe(cmd)) {
+            self.0.probes.locked().remove(&id);
+            return Err(format!("agent `{name}` is not connected"));
+        }
+        let answer = tokio::time::timeout(wait, rx).await;
+        self.0.probes.locked().remove(&id);
+        match answer {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(_)) => Err(format!("agent `{name}` disconnected during the probe")),
+            Err(_) => Err(format!(
+                "agent `{name}` did not answer the probe within {} s",
+                wait.as_secs()
+            )),
+        }
+    }
+
+    /// `name` answered probe `id` (an answer nobody waits for, or from
+    /// another agent, is dropped).
+    pub fn probe_answered(&self, name: &str, id: u64, state: ProbeState, message: String) -> bool {
+        let mut probes = self.0.probes.locked();
+        if probes.get(&id).is_none_or(|p| p.agent != name) {
+            return false;
+        }
+        probes
+            .remove(&id)
+            .is_some_and(|p| p.answer.send((state, message)).is_ok())
     }
 
     /// Whether `name` is connected here.
@@ -260,6 +341,7 @@ mod tests {
 
     fn info() -> LinkInfo {
         LinkInfo {
+            protocol: app::model::agent::PROTOCOL,
             hostname: "h".into(),
             version: "1".into(),
             connected_at: Utc::now(),

@@ -1161,7 +1161,6 @@ impl RawTarget {
                 timeout: self.status_timeout,
                 env: self.status_env,
             },
-            &access,
             &key,
         )?;
         let run_as = run_as(ctx, self.user, self.group, &access, &key, span)?;
@@ -1191,12 +1190,11 @@ struct StatusKeys {
 /// A target's status probe: a literal argv (no placeholders: a probe has
 /// no parameters, and nothing a user types reaches it; `{{`/`}}` for
 /// braces, as in a `command`), an interval of 1s
-/// to 1d, a timeout of 1s to 1h; not on agent targets (the agent protocol
-/// carries jobs only); the other keys only with `status`.
+/// to 1d, a timeout of 1s to 1h (on an agent target, its agent runs it);
+/// the other keys only with `status`.
 fn status_probe(
     ctx: &Ctx,
     keys: StatusKeys,
-    access: &TargetAccess,
     key: &dyn Fn(&str) -> String,
 ) -> Result<Option<StatusProbe>, ConfigError> {
     let Some(argv) = keys.argv else {
@@ -1214,14 +1212,6 @@ fn status_probe(
         }
         return Ok(None);
     };
-    if matches!(access, TargetAccess::Agent { .. }) {
-        return Err(ctx.error(
-            argv.span(),
-            &key("status"),
-            "status probes do not run on agent targets (the agent protocol carries jobs only): \
-             remove `status`, or probe with a scheduled job instead",
-        ));
-    }
     check_argv(ctx, &argv, &key("status"))?;
     for element in argv.get_ref() {
         match placeholders(element) {

@@ -14,6 +14,11 @@
 //!   ([`Hub::ended_targets`]) and probes at once, without a claim, after
 //!   a probe of the same target already running here. The job's end is
 //!   committed first: the probe never holds up a transition.
+//! - On an agent target the probe runs on the agent's host: the replica
+//!   the agent is connected to sends it `command.probe` and records the
+//!   `probe.result` (a replica without the connection leaves it to that
+//!   one); while the agent is connected nowhere, its state is `unknown`
+//!   ("agent `NAME` is not connected").
 //! - A job's end also sets or clears the target's last error (in the
 //!   job's transition); targets without a probe announce that alone.
 
@@ -24,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use app::model::agent::ProbeCommand;
 use app::model::status::TargetStatus;
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinSet;
@@ -31,8 +37,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{Config, Target};
-use crate::db::{nodes, target_state};
+use crate::agents::Agents;
+use crate::config::{Config, StatusProbe, Target};
+use crate::db::{agents, nodes, target_state};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
@@ -49,6 +56,9 @@ pub struct Prober {
     pub reader: DatabaseConnection,
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
+    /// The agents connected here: an agent target's probe runs on its
+    /// agent, asked by the replica it is connected to.
+    pub agents: Agents,
     pub shutdown: CancellationToken,
 }
 
@@ -81,6 +91,8 @@ enum Why {
     Interval,
     /// A job on the target ended here.
     AfterJob,
+    /// The target's agent connected here.
+    Connected,
 }
 
 impl Prober {
@@ -113,6 +125,8 @@ impl Prober {
             .iter()
             .map(|id| (id.clone(), Instant::now()))
             .collect();
+        // When each agent's connection here started, as last seen.
+        let mut links: HashMap<String, Option<chrono::DateTime<chrono::Utc>>> = HashMap::new();
         let mut tasks = JoinSet::new();
         loop {
             let next = due.values().min().copied();
@@ -141,6 +155,24 @@ impl Prober {
                         }
                     }
                 }
+                _ = me.agents.connected() => {
+                    // The targets of each agent connected anew (a new
+                    // connection has a new start).
+                    for target in me.config.targets.iter().filter(|t| t.status.is_some()) {
+                        let Some(agent) = target.agent() else { continue };
+                        let since = me.agents.info(agent).map(|i| i.connected_at);
+                        let known = links.get(agent).copied().flatten();
+                        if since.is_none() || since == known {
+                            continue;
+                        }
+                        if let Some(slot) = slots.get(&target.id) {
+                            tasks.spawn(me.clone().probe(target.id.clone(), Why::Connected, slot.clone()));
+                        }
+                    }
+                    for agent in me.config.targets.iter().filter_map(Target::agent) {
+                        links.insert(agent.to_string(), me.agents.info(agent).map(|i| i.connected_at));
+                    }
+                }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
@@ -161,7 +193,7 @@ impl Prober {
             // N.B.: one waiting probe covers every job that ended before it
             // starts: a burst of short jobs makes one probe after the one
             // running, not one per job.
-            Why::AfterJob => {
+            Why::AfterJob | Why::Connected => {
                 if slot.waiting.swap(true, Ordering::AcqRel) {
                     return;
                 }
@@ -201,6 +233,26 @@ impl Prober {
         if self.shutdown.is_cancelled() {
             return Ok(false);
         }
+        if let Some(agent) = target.agent() {
+            if !self.agents.is_online(agent) {
+                // N.B.: connected to another replica (and heard from there
+                // lately: a dead replica's row may still say connected),
+                // that one probes it; connected nowhere, any replica
+                // records that it cannot.
+                let row = agents::by_name(&self.reader, agent).await?;
+                let node = &self.config.cluster.node;
+                let lately = chrono::Utc::now()
+                    - chrono::TimeDelta::from_std(self.config.agents.unreachable_after)
+                        .unwrap_or(chrono::TimeDelta::zero());
+                if row.is_some_and(|a| {
+                    a.connected_at.is_some()
+                        && a.node.as_ref() != Some(node)
+                        && a.last_seen_at.is_some_and(|t| t > lately)
+                }) {
+                    return Ok(false);
+                }
+            }
+        }
         let started = nodes::clock(&self.db).await?;
         if why == Why::Interval {
             // N.B.: a little slack, so a replica whose timer fires a moment
@@ -213,14 +265,32 @@ impl Prober {
             }
         }
         let span = tracing::debug_span!("probe", target_id = %target.id, ?why);
-        let Some(found) = probe::run(target, p, &self.config.jobs.base_env, &self.shutdown)
-            .instrument(span)
-            .await
-        else {
+        let Some(found) = self.run_probe(target, p).instrument(span).await else {
             return Ok(false);
         };
         self.metrics.probed(found.state);
         tracing::debug!(target_id = %target.id, state = found.state.as_str(), message = %found.message, "probed");
         target_state::record(&self.db, &target.id, found.state, &found.message, started).await
+    }
+
+    /// Runs `p`: here, or on the target's agent; `None` at shutdown.
+    async fn run_probe(&self, target: &Target, p: &StatusProbe) -> Option<probe::Probed> {
+        let Some(agent) = target.agent() else {
+            return probe::run(target, p, &self.config.jobs.base_env, &self.shutdown).await;
+        };
+        let cmd = ProbeCommand {
+            id: 0,
+            target: target.id.clone(),
+            argv: p.argv.clone(),
+            env: probe::vars(target, p),
+            timeout_ms: u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        tokio::select! {
+            found = self.agents.probe(agent, cmd) => Some(match found {
+                Ok((state, message)) => probe::Probed { state, message },
+                Err(why) => probe::Probed::unknown(why),
+            }),
+            _ = self.shutdown.cancelled() => None,
+        }
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{StatusProbe, Target, TargetAccess};
 use crate::engine::command;
-use crate::proc::{self, group, Environment, Io, Spec};
+use crate::proc::{self, group, Environment, Io, RunAs, Spec};
 
 /// The longest message kept (characters): a status line, not a log.
 pub const MAX_MESSAGE: usize = 200;
@@ -41,7 +41,7 @@ pub struct Probed {
 }
 
 impl Probed {
-    fn unknown(message: String) -> Probed {
+    pub fn unknown(message: String) -> Probed {
         Probed {
             state: ProbeState::Unknown,
             message: cap(&message),
@@ -51,33 +51,73 @@ impl Probed {
 
 /// Runs `probe` on `target` with the base variables `base_env`; `None`
 /// if the server began shutting down meanwhile (the probe was killed and
-/// found nothing).
+/// found nothing). Not for agent targets: their agent runs [`run_argv`].
 pub async fn run(
     target: &Target,
     probe: &StatusProbe,
     base_env: &[(String, String)],
     shutdown: &CancellationToken,
 ) -> Option<Probed> {
+    let inv = command::on_target(target, probe.argv.clone(), vars(target, probe), None);
+    let transport = match &target.access {
+        TargetAccess::Ssh { .. } => Some(255),
+        TargetAccess::Docker { .. } => Some(125),
+        TargetAccess::Local | TargetAccess::Agent { .. } => None,
+    };
+    let how = How {
+        program: &probe.argv[0],
+        env: Environment::for_job(base_env, &inv.env),
+        cwd: inv.workdir.as_deref().map(Path::new),
+        user: target.run_as.as_ref(),
+        timeout: probe.timeout,
+        transport,
+    };
+    run_argv(&inv.argv, how, shutdown).await
+}
+
+/// The probe's own variables: its `status_env` and `OPSDECK_TARGET`.
+pub fn vars(target: &Target, probe: &StatusProbe) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = probe
         .env
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     vars.push(("OPSDECK_TARGET".into(), target.id.clone()));
-    let inv = command::on_target(target, probe.argv.clone(), vars, None);
-    let env = Environment::for_job(base_env, &inv.env);
-    let program = &probe.argv[0];
+    vars
+}
+
+/// How a probe's argv runs.
+pub struct How<'a> {
+    /// The probe's own program, for messages (not `ssh` or `docker`).
+    pub program: &'a str,
+    pub env: Environment,
+    pub cwd: Option<&'a Path>,
+    pub user: Option<&'a RunAs>,
+    pub timeout: Duration,
+    /// The exit code by which the way to the target (ssh, docker) says it
+    /// failed: `unknown`, not `down`.
+    pub transport: Option<i32>,
+}
+
+/// Runs `argv` as a probe (here, or on an agent's host for its server);
+/// `None` if `shutdown` came first.
+pub async fn run_argv(
+    argv: &[String],
+    how: How<'_>,
+    shutdown: &CancellationToken,
+) -> Option<Probed> {
+    let program = how.program;
     let spawned = proc::spawn(Spec {
-        argv: &inv.argv,
-        env: &env,
-        cwd: inv.workdir.as_deref().map(Path::new),
+        argv,
+        env: &how.env,
+        cwd: how.cwd,
         io: Io::Pipes,
-        user: target.run_as.as_ref(),
+        user: how.user,
     });
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            let what = &inv.argv[0];
+            let what = &argv[0];
             return Some(Probed::unknown(format!("cannot run `{what}`: {e}")));
         }
     };
@@ -86,7 +126,7 @@ pub async fn run(
     let err = tokio::spawn(first_bytes(child.stderr.take()));
     let status = tokio::select! {
         s = child.wait() => s,
-        _ = tokio::time::sleep(probe.timeout) => {
+        _ = tokio::time::sleep(how.timeout) => {
             // N.B.: the leader is not reaped yet, so the group id is still
             // ours to signal.
             group::signal_group(pgid, Signal::SIGKILL);
@@ -95,7 +135,7 @@ pub async fn run(
             err.abort();
             return Some(Probed::unknown(format!(
                 "`{program}` timed out after {}s and was killed",
-                probe.timeout.as_secs()
+                how.timeout.as_secs()
             )));
         }
         _ = shutdown.cancelled() => {
@@ -111,7 +151,7 @@ pub async fn run(
         Err(e) => return Some(Probed::unknown(format!("cannot wait for `{program}`: {e}"))),
     };
     let (out, err) = output(pgid, out, err).await;
-    Some(classify(target, program, status, &out, &err))
+    Some(classify(how.transport, program, status, &out, &err))
 }
 
 /// The probe's output once its process exited: what each stream gave
@@ -161,7 +201,7 @@ async fn first_bytes(pipe: Option<pipe::Receiver>) -> Vec<u8> {
 
 /// The state and message of a probe that exited with `status`.
 fn classify(
-    target: &Target,
+    transport: Option<i32>,
     program: &str,
     status: std::process::ExitStatus,
     out: &[u8],
@@ -170,11 +210,7 @@ fn classify(
     use std::os::unix::process::ExitStatusExt;
     let line = first_line(out).or_else(|| first_line(err));
     let code = status.code();
-    let transport_failed = match &target.access {
-        TargetAccess::Ssh { .. } => code == Some(255),
-        TargetAccess::Docker { .. } => code == Some(125),
-        TargetAccess::Local | TargetAccess::Agent { .. } => false,
-    };
+    let transport_failed = transport.is_some() && code == transport;
     let how = match (code, status.signal()) {
         (Some(c), _) => format!("`{program}` exited with code {c}"),
         (None, Some(s)) => format!("`{program}` was killed by signal {s}"),

@@ -623,7 +623,7 @@ async fn forged_jobs_old_dispatches_unknown_protocols_and_revoked_tokens_are_ref
         refused["reason"]
             .as_str()
             .unwrap()
-            .contains("speaks agent protocol 1 and not 99"),
+            .contains("speaks agent protocol 1, 2 and not 99"),
         "{refused}"
     );
 
@@ -688,4 +688,108 @@ async fn a_console_on_an_agent_target_runs_on_its_host_with_resize_exit_and_reat
     t.wait_for("kept-42").await;
     t.type_line("exit 3").await;
     assert_eq!(t.exit_code().await, 3);
+}
+
+/// Targets probed on their agents: `probed` on a1 (started on a second
+/// host, where the probe lists that host's network interfaces), `guarded`
+/// on a2 (narrowed by `--allow-template` without `--allow-probes`), `old`
+/// on a3 (a protocol-1 agent, spoken here by hand).
+fn probed_config() -> String {
+    let probe = r#"owners = ["alice"]
+status = ["sh", "-c", "ls /sys/class/net | sort | tr '\n' ' '"]
+status_interval = "1s"
+status_timeout = "5s""#;
+    format!(
+        r#"{}
+[[targets]]
+id = "probed"
+kind = "agent"
+agent = "a1"
+{probe}
+
+[[targets]]
+id = "guarded"
+kind = "agent"
+agent = "a2"
+{probe}
+
+[[targets]]
+id = "old"
+kind = "agent"
+agent = "a3"
+{probe}
+"#,
+        agent_config().replace(ENGINE_CONFIG, "")
+    )
+}
+
+#[tokio::test]
+async fn an_agent_targets_status_probe_runs_on_its_host_and_says_why_when_it_cannot() {
+    use crate::status::wait_status;
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED an_agent_targets_status_probe_runs_on_its_host_and_says_why_when_it_cannot: cannot make a network namespace here ({why}); run the tests as root");
+            return;
+        }
+    };
+    let e = EngineApp::start_on(&probed_config(), Some((ns.host_ip, 0).into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let message = |s: &Value| s["message"].as_str().unwrap_or_default().to_string();
+
+    // Connected nowhere: unknown, saying so (no replica runs it locally).
+    let s = wait_status(&e.alice, "probed", 20, |s| s["state"] == "unknown").await;
+    assert_eq!(message(&s), "agent `a1` is not connected", "{s}");
+
+    // On its agent's host: that host's interfaces, not this one's.
+    let token = enrol_agent(&e.admin, "a1").await;
+    let wrap = ["ip", "netns", "exec", &ns.name];
+    let mut a1 = AgentProc::start(&e.app.url(""), &token, &dir.path().join("a1"), &[], &wrap);
+    let agent_if = ns.name.replace("odk", "odka");
+    let s = wait_status(&e.alice, "probed", 20, |s| s["state"] == "up").await;
+    assert_eq!(message(&s), format!("lo {agent_if}"), "{s}\n{}", a1.log());
+    // It goes on on the interval (each result newer than the last).
+    let first = s["checked_at"].as_str().unwrap().to_string();
+    let s = wait_status(&e.alice, "probed", 10, |s| {
+        s["checked_at"].as_str().is_some_and(|t| t > first.as_str())
+    })
+    .await;
+    assert_eq!(s["state"], "up", "{s}");
+
+    // An agent narrowed to some templates refuses probes, saying how.
+    let token = enrol_agent(&e.admin, "a2").await;
+    let mut a2 = AgentProc::start(
+        &e.app.url(""),
+        &token,
+        &dir.path().join("a2"),
+        &["--allow-template", "seq"],
+        &[],
+    );
+    let s = wait_status(&e.alice, "guarded", 20, |s| {
+        s["state"] == "unknown" && message(s).contains("refused by the agent")
+    })
+    .await;
+    assert!(message(&s).contains("--allow-probes"), "{s}");
+
+    // An agent of protocol 1 is never sent a probe: unknown, "upgrade it".
+    let token = enrol_agent(&e.admin, "a3").await;
+    let mut old = raw_agent(&e.app, &token).await;
+    say(&mut old, hello(1)).await;
+    assert!(hear(&mut old, "welcome").await.is_some());
+    let s = wait_status(&e.alice, "old", 20, |s| {
+        message(s).contains("cannot run status probes")
+    })
+    .await;
+    assert_eq!(s["state"], "unknown", "{s}");
+    assert!(message(&s).contains("agent protocol 1"), "{s}");
+
+    // The agent gone: unknown again, from the server that lost it.
+    a1.kill();
+    let s = wait_status(&e.alice, "probed", 20, |s| s["state"] == "unknown").await;
+    assert!(
+        message(&s) == "agent `a1` is not connected"
+            || message(&s) == "agent `a1` disconnected during the probe",
+        "{s}"
+    );
+    a2.kill();
 }

@@ -73,7 +73,7 @@ async fn status_of(client: &Client, target: &str) -> Value {
 }
 
 /// Polls `target`'s listed status until `pred` holds.
-async fn wait_status(
+pub(crate) async fn wait_status(
     client: &Client,
     target: &str,
     secs: u64,

@@ -42,6 +42,9 @@ pub struct HeldJob {
 /// server like a local log writer's commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogBatch {
+    /// On the wire column by column ([`columns`]); the rows of protocol 1
+    /// (an object per line) are read too.
+    #[serde(with = "columns")]
     pub lines: Vec<LogLine>,
     /// Seqs `[from, to)` pushed out of a capped log's tail: delete them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +58,153 @@ pub struct LogBatch {
     pub last_seq: i64,
     /// Bytes stored once this batch is (head, marker and tail).
     pub stored_bytes: i64,
+}
+
+/// A `log` batch's lines as columns: `{"from": first seq, "stream":
+/// "ooes…" (stdout, stderr, system), "ms": [first time in ms since the
+/// epoch, then each line's difference from the one before], "text": [...]}`,
+/// plus `"seq": [...]` only when the seqs do not run on from `from`.
+///
+/// N.B.: an object per line with an RFC 3339 time cost the agent and the
+/// server more than the lines' own text (formatting and parsing a time,
+/// four keys per line): the agent's ingest rate was 73 % of a local job's.
+/// Times are stored in milliseconds, so nothing is lost.
+pub mod columns {
+    use std::fmt;
+
+    use chrono::{DateTime, TimeZone, Utc};
+    use serde::de::{self, MapAccess, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::model::job::{LogLine, LogStream};
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        from: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<Vec<i64>>,
+        stream: String,
+        ms: Vec<i64>,
+        text: Vec<&'a str>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct In {
+        from: i64,
+        #[serde(default)]
+        seq: Option<Vec<i64>>,
+        stream: String,
+        ms: Vec<i64>,
+        text: Vec<String>,
+    }
+
+    fn code(stream: LogStream) -> char {
+        match stream {
+            LogStream::Stdout => 'o',
+            LogStream::Stderr => 'e',
+            LogStream::System => 's',
+        }
+    }
+
+    pub fn serialize<S: Serializer>(lines: &[LogLine], s: S) -> Result<S::Ok, S::Error> {
+        let Some(first) = lines.first() else {
+            return s.collect_seq(std::iter::empty::<LogLine>());
+        };
+        let runs_on = lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.seq == first.seq + i as i64);
+        let mut before = 0;
+        let ms = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let t = l.ts.timestamp_millis();
+                let d = if i == 0 { t } else { t - before };
+                before = t;
+                d
+            })
+            .collect();
+        Out {
+            from: first.seq,
+            seq: (!runs_on).then(|| lines.iter().map(|l| l.seq).collect()),
+            stream: lines.iter().map(|l| code(l.stream)).collect(),
+            ms,
+            text: lines.iter().map(|l| l.text.as_str()).collect(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<LogLine>, D::Error> {
+        d.deserialize_any(Lines)
+    }
+
+    struct Lines;
+
+    impl<'de> Visitor<'de> for Lines {
+        type Value = Vec<LogLine>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a batch's lines: columns, or a list of lines")
+        }
+
+        /// Protocol 1: a list of lines.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut lines = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(line) = seq.next_element::<LogLine>()? {
+                lines.push(line);
+            }
+            Ok(lines)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let c = In::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            let n = c.text.len();
+            if c.ms.len() != n
+                || c.stream.len() != n
+                || c.seq.as_ref().is_some_and(|s| s.len() != n)
+            {
+                return Err(de::Error::custom(format!(
+                    "the columns of {n} lines differ in length (stream {}, ms {})",
+                    c.stream.len(),
+                    c.ms.len()
+                )));
+            }
+            let mut t = 0i64;
+            let mut lines = Vec::with_capacity(n);
+            let streams = c.stream.bytes();
+            for (i, ((text, d), code)) in c.text.into_iter().zip(c.ms).zip(streams).enumerate() {
+                t = if i == 0 { d } else { t.saturating_add(d) };
+                let stream = match code {
+                    b'o' => LogStream::Stdout,
+                    b'e' => LogStream::Stderr,
+                    b's' => LogStream::System,
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "line {i}: no stream is coded `{}`",
+                            other as char
+                        )))
+                    }
+                };
+                let ts: DateTime<Utc> = Utc
+                    .timestamp_millis_opt(t)
+                    .single()
+                    .ok_or_else(|| de::Error::custom(format!("line {i}: no such time: {t} ms")))?;
+                let seq = match &c.seq {
+                    Some(seqs) => seqs[i],
+                    None => c.from + i as i64,
+                };
+                lines.push(LogLine {
+                    seq,
+                    stream,
+                    ts,
+                    text,
+                });
+            }
+            Ok(lines)
+        }
+    }
 }
 
 /// How a job ended on the agent.
@@ -299,6 +449,76 @@ pub struct NewAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(seq: i64, stream: crate::model::job::LogStream, ms: i64, text: &str) -> LogLine {
+        use chrono::TimeZone;
+        LogLine {
+            seq,
+            stream,
+            ts: Utc.timestamp_millis_opt(ms).unwrap(),
+            text: text.into(),
+        }
+    }
+
+    fn batch(lines: Vec<LogLine>) -> LogBatch {
+        LogBatch {
+            last_seq: lines.last().map_or(0, |l| l.seq),
+            lines,
+            delete: None,
+            marker: None,
+            gap: None,
+            stored_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_batchs_lines_go_as_columns_and_come_back_the_same() {
+        use crate::model::job::LogStream::*;
+        let t = 1_796_000_000_123;
+        let runs_on = batch(vec![
+            line(41, Stdout, t, "one \"quoted\" line"),
+            line(42, Stderr, t, ""),
+            line(43, Stdout, t + 7, "ünïcode ✓"),
+            line(44, System, t - 2, "exited with code 0"),
+        ]);
+        let v = serde_json::to_value(&runs_on).unwrap();
+        assert_eq!(v["lines"]["from"], 41);
+        assert_eq!(v["lines"]["stream"], "oeos");
+        assert_eq!(v["lines"]["ms"], serde_json::json!([t, 0, 7, -9]));
+        assert!(v["lines"].get("seq").is_none(), "{v}");
+        let back: LogBatch = serde_json::from_value(v).unwrap();
+        assert_eq!(back, runs_on);
+
+        // Seqs with a hole (a capped log's head and tail) go as they are.
+        let holed = batch(vec![line(3, Stdout, t, "a"), line(90, Stdout, t, "b")]);
+        let v = serde_json::to_value(&holed).unwrap();
+        assert_eq!(v["lines"]["seq"], serde_json::json!([3, 90]));
+        assert_eq!(serde_json::from_value::<LogBatch>(v).unwrap(), holed);
+
+        let empty = batch(vec![]);
+        let v = serde_json::to_value(&empty).unwrap();
+        assert_eq!(v["lines"], serde_json::json!([]));
+        assert_eq!(serde_json::from_value::<LogBatch>(v).unwrap(), empty);
+    }
+
+    #[test]
+    fn protocol_1_rows_are_read_and_bad_columns_are_refused() {
+        use crate::model::job::LogStream::*;
+        let rows = r#"{"lines":[{"seq":5,"stream":"stderr","ts":"2026-12-05T10:00:00.250Z","text":"x"}],"last_seq":5,"stored_bytes":1}"#;
+        let b: LogBatch = serde_json::from_str(rows).unwrap();
+        assert_eq!(b.lines, [line(5, Stderr, 1_796_464_800_250, "x")]);
+
+        let short = r#"{"lines":{"from":1,"stream":"oo","ms":[1],"text":["a","b"]},"last_seq":2,"stored_bytes":2}"#;
+        let e = serde_json::from_str::<LogBatch>(short)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("differ in length"), "{e}");
+        let odd = r#"{"lines":{"from":1,"stream":"x","ms":[1],"text":["a"]},"last_seq":1,"stored_bytes":1}"#;
+        let e = serde_json::from_str::<LogBatch>(odd)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no stream is coded `x`"), "{e}");
+    }
 
     #[test]
     fn envelopes_carry_the_names_of_the_protocol() {

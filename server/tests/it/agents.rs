@@ -392,15 +392,8 @@ async fn an_agent_killed_mid_job_and_restarted_ends_it_interrupted_with_every_sp
     let spooled: Vec<i64> = std::fs::read_to_string(f.spool("a1").join(format!("{id}/log.jsonl")))
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .flat_map(|b| {
-            b["lines"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|l| l["seq"].as_i64().unwrap())
-                .collect::<Vec<_>>()
-        })
+        .filter_map(|l| serde_json::from_str::<app::model::agent::LogBatch>(l).ok())
+        .flat_map(|b| b.lines.into_iter().map(|l| l.seq))
         .collect();
     let url = f.e.app.state.config.server.database_url.clone();
     let pgid: i32 = query_column(&url, &format!("SELECT pgid FROM jobs WHERE id = {id}")).await[0]

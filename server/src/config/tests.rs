@@ -38,7 +38,9 @@ fn the_demo_configuration_is_valid_and_complete() {
             "sleep",
             "disk-usage",
             "flaky",
-            "install-runtime"
+            "install-runtime",
+            "web-start",
+            "web-stop"
         ]
     );
     let backup = c.template("demo-backup").unwrap();

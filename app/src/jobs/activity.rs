@@ -5,13 +5,15 @@
 //! sampler and is right from the first job on. Hand-written SVG, the same
 //! on the server and in the browser; a visually hidden table says the same
 //! in words. It follows the feed: a job change asks for the figures again
-//! (at most every two seconds), and a timer moves the window every minute.
+//! (at most every two seconds), and a timer moves the window every minute;
+//! both stop once the server has revoked the page's session.
 
 use leptos::prelude::*;
 
 use crate::components::ErrorList;
-use crate::jobs::live::Feed;
+use crate::jobs::live::{revoked_reason, Feed};
 use crate::jobs::recent_activity;
+use crate::model::event::FeedEvent;
 use crate::model::history::Activity;
 
 const W: f64 = 800.0;
@@ -24,9 +26,23 @@ const BOTTOM: f64 = 18.0;
 #[component]
 pub fn ActivityChart() -> impl IntoView {
     let data = Resource::new(|| (), |_| recent_activity());
+    // N.B.: once the session is revoked every request is refused (401, a
+    // console error): the feed stops by itself, but a refetch already
+    // waiting (the resync on connecting schedules one) or the minute's
+    // timer would still ask. Both check here, at the moment they fire.
+    let refetch = move || {
+        if revoked_reason().is_none() {
+            data.refetch();
+        }
+    };
     let pending = StoredValue::new(false);
-    Feed::subscribe(move |_| {
-        if pending.get_value() {
+    Feed::subscribe(move |msg| {
+        // Only jobs change the load (agents and target probes do not).
+        let jobs_changed = matches!(
+            msg,
+            FeedEvent::Job(_) | FeedEvent::Deleted(_) | FeedEvent::Resync
+        );
+        if !jobs_changed || pending.get_value() {
             return;
         }
         pending.set_value(true);
@@ -34,7 +50,7 @@ pub fn ActivityChart() -> impl IntoView {
             move || {
                 // The chart may be gone by now.
                 if pending.try_update_value(|p| *p = false).is_some() {
-                    data.refetch();
+                    refetch();
                 }
             },
             std::time::Duration::from_secs(2),
@@ -42,9 +58,7 @@ pub fn ActivityChart() -> impl IntoView {
     });
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
-        if let Ok(h) =
-            set_interval_with_handle(move || data.refetch(), std::time::Duration::from_secs(60))
-        {
+        if let Ok(h) = set_interval_with_handle(refetch, std::time::Duration::from_secs(60)) {
             on_cleanup(move || h.clear());
         }
     });

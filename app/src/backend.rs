@@ -14,6 +14,7 @@ use leptos::prelude::*;
 
 use crate::error::AppError;
 use crate::model::agent::{AgentInfo, NewAgent};
+use crate::model::history::{Activity, TargetStats};
 use crate::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetSummary};
 use crate::model::journal::JournalEntry;
 use crate::model::schedule::ScheduleInfo;
@@ -158,6 +159,10 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<i64>, AppError>;
     /// The caller's targets with their latest job.
     async fn target_overview(&self, caller: &Caller) -> Result<Vec<TargetSummary>, AppError>;
+    /// A target's finished jobs per template over the last 30 days.
+    async fn target_stats(&self, caller: &Caller, target: String) -> Result<TargetStats, AppError>;
+    /// The jobs the caller may see running and queued over the last hours.
+    async fn activity(&self, caller: &Caller) -> Result<Activity, AppError>;
 
     /// Every enrolled agent with its status (admins).
     async fn agents(&self, caller: &Caller) -> Result<Vec<AgentInfo>, AppError>;

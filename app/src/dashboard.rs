@@ -1,11 +1,13 @@
 //! The dashboard `/`: a banner for the caller's jobs still running, the
-//! active and recent jobs (live), each target with its last job and its
-//! launch buttons, and the ops journal.
+//! load of the last hours as a chart, the active and recent jobs (live),
+//! each target with its last job and its launch buttons, and the ops
+//! journal.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::components::ErrorList;
+use crate::jobs::activity::ActivityChart;
 use crate::jobs::table::{JobTable, TableSpec};
 use crate::jobs::widgets::StatePill;
 use crate::jobs::{list_jobs, list_templates, target_overview};
@@ -39,6 +41,10 @@ pub fn Dashboard() -> impl IntoView {
         <Title text="Dashboard" />
         <h1>"Dashboard"</h1>
         <MyRunningBanner />
+        <section class="panel" aria-labelledby="load-heading">
+            <h2 id="load-heading">"Running and queued, the last 6 hours"</h2>
+            <ActivityChart />
+        </section>
         <div class="dash-grid">
             <section class="panel" aria-labelledby="active-heading">
                 <h2 id="active-heading">"Running and queued"</h2>

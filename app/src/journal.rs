@@ -8,9 +8,9 @@
 
 use leptos::prelude::*;
 
+use crate::components::Time;
 use crate::error::AppError;
 use crate::model::journal::{JournalEntry, MAX_NOTE_CHARS};
-use crate::model::time::format_utc;
 
 /// The newest journal notes.
 #[server]
@@ -109,9 +109,7 @@ fn JournalList(notes: Vec<JournalEntry>) -> impl IntoView {
                             <p class="note-text">{n.text}</p>
                             <p class="note-meta">
                                 {n.author} " · "
-                                <time datetime=n.created_at.to_rfc3339()>
-                                    {format_utc(&n.created_at)}
-                                </time>
+                                <Time at=Some(n.created_at) short=true />
                             </p>
                         </li>
                     }

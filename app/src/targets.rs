@@ -1,6 +1,7 @@
-//! Target pages: `/targets/{id}` (its actual state, recent jobs, its
-//! templates to launch, the console) and `/targets/{id}/jobs` (the full
-//! history); the live state badge the dashboard's cards show too.
+//! Target pages: `/targets/{id}` (its actual state, its templates to
+//! launch, its history as a chart and per-template figures, recent jobs, the
+//! console) and `/targets/{id}/jobs` (the full history); the live state
+//! badge the dashboard's cards show too.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::components::ErrorList;
+use crate::jobs::history::TargetHistory;
 use crate::jobs::live::Feed;
 use crate::jobs::table::{JobTable, TableSpec};
 use crate::jobs::widgets::use_clock;
@@ -96,6 +98,7 @@ fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoVi
             <h2 id="launch-heading">"Launch"</h2>
             <LaunchButtons target=id.clone() templates=mine />
         </section>
+        <TargetHistory target=id.clone() />
         <section class="panel" aria-labelledby="recent-heading">
             <h2 id="recent-heading">"Recent jobs"</h2>
             <JobTable spec />

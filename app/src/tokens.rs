@@ -3,8 +3,8 @@
 
 use leptos::prelude::*;
 
+use crate::components::Time;
 use crate::error::AppError;
-use crate::model::time::format_utc;
 use crate::model::user::{NewToken, TokenInfo};
 
 /// The caller's tokens, or (admins, `all`) everyone's.
@@ -84,12 +84,17 @@ pub fn TokenTable(
                                 <tr>
                                     {show_user.then(|| view! { <td>{t.username.clone()}</td> })}
                                     <td>{t.label.clone()}</td>
-                                    <td>{format_utc(&t.created_at)}</td>
-                                    <td>{t.last_used_at.as_ref().map_or("never".to_string(), format_utc)}</td>
+                                    <td><Time at=Some(t.created_at) short=true /></td>
                                     <td>
-                                        {match &t.revoked_at {
-                                            Some(at) => format!("revoked {}", format_utc(at)),
-                                            None => "active".to_string(),
+                                        {match t.last_used_at {
+                                            Some(at) => view! { <Time at=Some(at) short=true /> }.into_any(),
+                                            None => "never".into_any(),
+                                        }}
+                                    </td>
+                                    <td>
+                                        {match t.revoked_at {
+                                            Some(at) => view! { "revoked " <Time at=Some(at) short=true /> }.into_any(),
+                                            None => "active".into_any(),
                                         }}
                                     </td>
                                     <td>

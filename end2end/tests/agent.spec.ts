@@ -70,3 +70,43 @@ test.describe.serial('an agent', () => {
     await expect(page.locator('[data-status="ended"]')).toContainText('exited with code 4', { timeout: 10_000 });
   });
 });
+
+// The Agents page's live updates come over the page's feed, which only
+// carries what happens after it connects. An agent that dials in first
+// (the page's feed held back here until it has) must still show online:
+// the page reads the list again when its feed connects.
+test('an agent that dialled in before the page went live still shows online', async ({ page, context }) => {
+  const name = 'e2e-early';
+  await signIn(page, 'admin');
+  const held: import('@playwright/test').Route[] = [];
+  await page.route('**/api/events', (route) => {
+    held.push(route);
+  });
+  await gotoHydrated(page, '/admin/agents');
+  await page.getByLabel('Name').fill(name);
+  await page.getByRole('button', { name: 'Enrol' }).click();
+  const token = (await page.getByTestId('new-agent-token').textContent())?.trim() ?? '';
+  const row = page.locator(`tr[data-agent="${name}"]`);
+  await expect(row.locator('[data-agent-status]')).toHaveText('offline');
+
+  const early = new AgentProcess(new URL(page.url()).origin, name);
+  try {
+    early.start(token);
+    // Another tab sees it online: it has dialled in.
+    const other = await context.newPage();
+    await expect(async () => {
+      await other.goto('/admin/agents');
+      await expect(other.locator(`tr[data-agent="${name}"] [data-agent-status]`)).toHaveText('online', {
+        timeout: 1_000,
+      });
+    }, early.log).toPass({ timeout: 20_000 });
+    await other.close();
+    // Only now does this page's feed connect.
+    expect(held.length).toBeGreaterThan(0);
+    for (const route of held) await route.continue();
+    await page.unroute('**/api/events');
+    await expect(row.locator('[data-agent-status]')).toHaveText('online', { timeout: 10_000 });
+  } finally {
+    early.stop();
+  }
+});

@@ -5,6 +5,7 @@
 use app::backend::{Backend, Caller, SignedIn};
 use app::error::AppError;
 use app::model::agent::{AgentInfo, NewAgent};
+use app::model::history::{Activity, TargetStats};
 use app::model::job::{Job, JobFilter, JobPage, JobView, LogPage, NewJob, TargetSummary};
 use app::model::journal::JournalEntry;
 use app::model::schedule::ScheduleInfo;
@@ -12,7 +13,7 @@ use app::model::template::{TargetInfo, TemplateInfo};
 use app::model::user::{AuditPage, AuditQuery, NewToken, Role, TokenInfo, UserInfo};
 use app::model::webhook::HookInfo;
 
-use crate::service::{agents, audit, jobs, journal, signin, users};
+use crate::service::{agents, audit, history, jobs, journal, signin, users};
 use crate::state::AppState;
 
 #[async_trait::async_trait]
@@ -163,6 +164,14 @@ impl Backend for AppState {
 
     async fn target_overview(&self, caller: &Caller) -> Result<Vec<TargetSummary>, AppError> {
         jobs::overview(self, caller).await
+    }
+
+    async fn target_stats(&self, caller: &Caller, target: String) -> Result<TargetStats, AppError> {
+        history::target_stats(self, caller, &target).await
+    }
+
+    async fn activity(&self, caller: &Caller) -> Result<Activity, AppError> {
+        history::activity(self, caller).await
     }
 
     async fn agents(&self, caller: &Caller) -> Result<Vec<AgentInfo>, AppError> {

@@ -124,13 +124,27 @@ fn AgentTable(list: Vec<AgentInfo>, revoke: ServerAction<RevokeAgent>) -> impl I
     }
     // Live: each agent's status as the feed tells it.
     let rows = RwSignal::new(list);
-    Feed::subscribe(move |msg| {
-        if let FeedEvent::Agent(a) = msg {
+    Feed::subscribe(move |msg| match msg {
+        FeedEvent::Agent(a) => {
             rows.update(|rows| match rows.iter_mut().find(|r| r.name == a.name) {
                 Some(row) => *row = (**a).clone(),
                 None => rows.push((**a).clone()),
+            })
+        }
+        // N.B.: the feed carries only what happens after it connects, and
+        // it connects after this list was read (here, right after an
+        // enrolment: the agent started with the new token often dials in
+        // first). Its `online` then came over no feed; without this read
+        // the row said "offline" until the page was reloaded.
+        FeedEvent::Resync => {
+            #[cfg(feature = "hydrate")]
+            leptos::task::spawn_local(async move {
+                if let Ok(list) = list_agents().await {
+                    rows.try_set(list);
+                }
             });
         }
+        _ => {}
     });
     view! {
         <div class="table-wrap">

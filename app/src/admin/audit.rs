@@ -8,9 +8,8 @@ use leptos_router::components::Form;
 use leptos_router::hooks::use_query_map;
 
 use crate::auth::RequireAdmin;
-use crate::components::ErrorList;
+use crate::components::{ErrorList, Time};
 use crate::error::AppError;
-use crate::model::time::format_utc;
 use crate::model::user::{AuditPage, AuditQuery};
 
 /// Actions offered in the filter's suggestions.
@@ -123,7 +122,7 @@ fn AuditTable(page: AuditPage, filter: AuditQuery) -> impl IntoView {
                                     view! {
                                         <tr>
                                             <td>
-                                                <time datetime=e.at.to_rfc3339()>{format_utc(&e.at)}</time>
+                                                <Time at=Some(e.at) />
                                             </td>
                                             <td>{e.actor}</td>
                                             <td>

@@ -5,9 +5,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::auth::RequireAdmin;
-use crate::components::ErrorList;
+use crate::components::{ErrorList, Time};
 use crate::error::AppError;
-use crate::model::time::format_utc;
 use crate::model::user::{Role, UserInfo};
 use crate::tokens::{list_tokens, CreateToken, NewTokenNotice, RevokeToken, TokenTable};
 
@@ -295,7 +294,12 @@ fn UserRow(
                     </button>
                 </ActionForm>
             </td>
-            <td>{u.last_login_at.as_ref().map_or("never".to_string(), format_utc)}</td>
+            <td>
+                {match u.last_login_at {
+                    Some(at) => view! { <Time at=Some(at) short=true /> }.into_any(),
+                    None => "never".into_any(),
+                }}
+            </td>
             <td>
                 <ActionForm action=reset attr:class="inline">
                     <input type="hidden" name="username" value=name_reset />

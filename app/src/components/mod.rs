@@ -2,6 +2,9 @@
 
 use leptos::prelude::*;
 
+mod time;
+pub use time::Time;
+
 /// Renders the errors an `<ErrorBoundary>` caught, with what to do.
 #[component]
 pub fn ErrorList(errors: ArcRwSignal<Errors>) -> impl IntoView {

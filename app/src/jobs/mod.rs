@@ -2,6 +2,8 @@
 //! and components — job tables, the launch form, the job page with its live
 //! log — that render them.
 
+pub mod activity;
+pub mod history;
 pub mod launch;
 pub mod lists;
 pub mod live;
@@ -16,6 +18,7 @@ use std::collections::HashMap;
 use leptos::prelude::*;
 
 use crate::error::AppError;
+use crate::model::history::{Activity, TargetStats as Stats};
 use crate::model::job::{Job, JobFilter, JobPage, JobView, LogPage, TargetSummary};
 use crate::model::template::{TargetInfo, TemplateInfo};
 
@@ -59,6 +62,20 @@ pub async fn list_templates() -> Result<Vec<TemplateInfo>, AppError> {
 pub async fn target_overview() -> Result<Vec<TargetSummary>, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.target_overview(&caller()).await }.await)
+}
+
+/// A target's finished jobs per template over the last 30 days.
+#[server]
+pub async fn target_stats(target: String) -> Result<Stats, AppError> {
+    use crate::backend::{backend, caller, respond};
+    respond(async { backend()?.target_stats(&caller(), target).await }.await)
+}
+
+/// Running and queued jobs over the last hours (the dashboard's chart).
+#[server]
+pub async fn recent_activity() -> Result<Activity, AppError> {
+    use crate::backend::{backend, caller, respond};
+    respond(async { backend()?.activity(&caller()).await }.await)
 }
 
 /// Targets the caller may launch on.

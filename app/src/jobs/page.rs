@@ -18,6 +18,7 @@ use crate::jobs::{view_job, CancelJob, MarkJobFailed, RerunJob};
 use crate::model::agent::{AgentInfo, AgentStatus};
 use crate::model::event::FeedEvent;
 use crate::model::job::{Job, JobState, JobView, LogLine};
+use crate::model::template::{param_text, ParamSpec};
 
 #[component]
 pub fn JobPage() -> impl IntoView {
@@ -67,6 +68,7 @@ fn JobDetail(view: JobView) -> impl IntoView {
         stderr_tail,
         agent,
         attempts,
+        param_specs,
     } = view;
     let id = initial.id;
     let job = RwSignal::new(initial.clone());
@@ -149,7 +151,7 @@ fn JobDetail(view: JobView) -> impl IntoView {
                     </dd>
                 </div>
             </dl>
-            <Params job=initial.clone() />
+            <Params job=initial.clone() specs=param_specs />
             {(!attempts.is_empty()).then(|| view! { <Attempts current=id attempts /> })}
             <div class="job-actions">
                 {move || {
@@ -229,14 +231,14 @@ fn AgentBanner(job: RwSignal<Job>, agent: AgentInfo) -> impl IntoView {
         let a = agent.get();
         let away = a.status != AgentStatus::Online;
         (away && job.with(|j| j.state.is_active())).then(|| {
-            let since = a.last_heartbeat.map(|t| crate::model::time::format_utc(&t));
+            let since = a.last_heartbeat;
             let id = job.with_untracked(|j| j.id);
             let name = name.clone();
             view! {
                 <div class="banner warn" role="status" data-agent-banner=a.status.as_str()>
                     <p>
                         "Agent " <strong>{name.clone()}</strong> " is " {a.status.as_str()}
-                        {since.map(|s| format!(": not heard from since {s}"))}
+                        {since.map(|t| view! { ": not heard from since " <Time at=Some(t) /> })}
                         ". The job goes on on its host; its log resumes when the agent is back."
                     </p>
                     {is_admin.get().then(|| view! {
@@ -277,22 +279,23 @@ pub fn confirm(message: &str) -> bool {
     }
 }
 
+/// The job's parameters, each by its label ("Exit code", not
+/// `exit_code`), in the template's order; a value the template no longer
+/// names keeps its name, after them.
 #[component]
-fn Params(job: Job) -> impl IntoView {
+fn Params(job: Job, specs: Vec<ParamSpec>) -> impl IntoView {
     if job.params.is_empty() {
         return ().into_any();
     }
     view! {
         <dl class="job-params">
-            {job
-                .params
+            {labelled_params(&job.params, &specs)
                 .into_iter()
-                .map(|(k, v)| {
-                    let v = crate::model::template::param_text(&v);
+                .map(|(name, label, value)| {
                     view! {
-                        <div>
-                            <dt>{k}</dt>
-                            <dd><code>{v}</code></dd>
+                        <div data-param=name>
+                            <dt>{label}</dt>
+                            <dd><code>{value}</code></dd>
                         </div>
                     }
                 })
@@ -371,6 +374,23 @@ fn Attempts(current: i64, attempts: Vec<Job>) -> impl IntoView {
             </ol>
         </section>
     }
+}
+
+/// (name, label, value as text) of each parameter given.
+pub fn labelled_params(
+    params: &serde_json::Map<String, serde_json::Value>,
+    specs: &[ParamSpec],
+) -> Vec<(String, String, String)> {
+    let known = specs.iter().filter_map(|s| {
+        params
+            .get(&s.name)
+            .map(|v| (s.name.clone(), s.label().to_string(), param_text(v)))
+    });
+    let unknown = params
+        .iter()
+        .filter(|(k, _)| !specs.iter().any(|s| &s.name == *k))
+        .map(|(k, v)| (k.clone(), k.clone(), param_text(v)));
+    known.chain(unknown).collect()
 }
 
 /// The error and the last stderr lines of a failed job.
@@ -468,4 +488,40 @@ fn start_stream(
     let live = crate::jobs::live::open(url, JobEventKind::names(), on, conn);
     let live = send_wrapper::SendWrapper::new(live);
     on_cleanup(move || live.stop());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::template::ParamType;
+
+    fn spec(name: &str, label: Option<&str>) -> ParamSpec {
+        ParamSpec {
+            name: name.into(),
+            kind: ParamType::Int,
+            label: label.map(Into::into),
+            help: None,
+            required: false,
+            default: None,
+            pattern: None,
+            choices: Vec::new(),
+            min: None,
+            max: None,
+        }
+    }
+
+    #[test]
+    fn parameters_show_by_label_in_the_templates_order() {
+        let params = serde_json::json!({"retries": 3, "old": "x", "exit_code": 2})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let specs = [spec("exit_code", Some("Exit code")), spec("retries", None)];
+        let shown = labelled_params(&params, &specs);
+        let labels: Vec<(&str, &str)> = shown
+            .iter()
+            .map(|(_, l, v)| (l.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(labels, [("Exit code", "2"), ("retries", "3"), ("old", "x")]);
+    }
 }

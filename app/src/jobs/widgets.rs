@@ -1,11 +1,13 @@
 //! Small pieces of job UI: the state pill, the ticking clock, durations,
-//! the progress bar, times.
+//! the progress bar (and times, from `components`).
 
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
 use crate::model::job::{Job, JobState, Progress};
-use crate::model::time::{format_duration_secs, format_utc};
+use crate::model::time::format_duration_secs;
+
+pub use crate::components::Time;
 
 /// Now, in the browser or on the server.
 pub fn now() -> DateTime<Utc> {
@@ -77,27 +79,6 @@ pub fn JobDuration(#[prop(into)] job: Signal<Job>) -> impl IntoView {
         job.with(|j| j.duration_secs(clock.get()))
             .map(format_duration_secs)
             .unwrap_or_else(|| "—".to_string())
-    }
-}
-
-/// A `<time>` element, or a dash; `short` drops the seconds and the zone
-/// (tables), keeping the full time in its tooltip.
-#[component]
-pub fn Time(
-    #[prop(into)] at: Signal<Option<DateTime<Utc>>>,
-    #[prop(optional)] short: bool,
-) -> impl IntoView {
-    move || match at.get() {
-        Some(t) => {
-            let full = format_utc(&t);
-            let text = if short {
-                t.format("%Y-%m-%d %H:%M").to_string()
-            } else {
-                full.clone()
-            };
-            view! { <time datetime=t.to_rfc3339() title=full>{text}</time> }.into_any()
-        }
-        None => view! { <span class="muted">"—"</span> }.into_any(),
     }
 }
 

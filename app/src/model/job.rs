@@ -313,6 +313,10 @@ pub struct JobView {
     /// Every attempt of its chain, first to last (empty without `retry`).
     #[serde(default)]
     pub attempts: Vec<Job>,
+    /// The template's parameters (the page shows each value by its label),
+    /// empty when the template is no longer configured.
+    #[serde(default)]
+    pub param_specs: Vec<crate::model::template::ParamSpec>,
 }
 
 /// A target with the state of its most recent job (dashboard cards).

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod event;
+pub mod history;
 pub mod job;
 pub mod journal;
 pub mod live;

@@ -345,6 +345,21 @@ pub enum Visible<'a> {
     },
 }
 
+impl Visible<'_> {
+    /// The condition that keeps only these jobs (`None`: every job).
+    pub fn condition(&self) -> Option<Condition> {
+        match self {
+            Visible::All => None,
+            Visible::Own { user_id } => Some(Condition::all().add(Column::OwnerId.eq(*user_id))),
+            Visible::OwnOrTargets { user_id, targets } => Some(
+                Condition::any()
+                    .add(Column::OwnerId.eq(*user_id))
+                    .add(Column::Target.is_in(targets.iter().cloned())),
+            ),
+        }
+    }
+}
+
 /// A page of jobs, newest first; `limit` is clamped to 1..=500.
 pub async fn list(
     db: &DatabaseConnection,
@@ -353,16 +368,8 @@ pub async fn list(
 ) -> Result<(Vec<JobRow>, Option<i64>), DbErr> {
     let limit = f.limit.unwrap_or(50).clamp(1, 500);
     let mut q = Entity::find().order_by_desc(Column::Id);
-    match visible {
-        Visible::All => {}
-        Visible::Own { user_id } => q = q.filter(Column::OwnerId.eq(user_id)),
-        Visible::OwnOrTargets { user_id, targets } => {
-            q = q.filter(
-                Condition::any()
-                    .add(Column::OwnerId.eq(user_id))
-                    .add(Column::Target.is_in(targets.iter().cloned())),
-            )
-        }
+    if let Some(c) = visible.condition() {
+        q = q.filter(c);
     }
     if let Some(states) = f.state.as_ref().filter(|s| !s.is_empty()) {
         q = q.filter(Column::State.is_in(states.states().iter().map(|s| s.as_str())));

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod audit;
 pub mod backup;
 pub mod commit;
+pub mod history;
 pub mod jobs;
 pub mod journal;
 pub mod logs;

@@ -117,6 +117,8 @@ pub fn server_fns() -> Vec<Rule> {
         server_fn::<jobs::ListTemplates>(Authenticated),
         server_fn::<jobs::ListTargets>(Authenticated),
         server_fn::<jobs::TargetOverview>(Authenticated),
+        server_fn::<jobs::TargetStats>(Authenticated),
+        server_fn::<jobs::RecentActivity>(Authenticated),
         server_fn::<jobs::LaunchJob>(Authenticated),
         server_fn::<jobs::CancelJob>(Authenticated),
         server_fn::<jobs::RerunJob>(Authenticated),

@@ -460,6 +460,10 @@ pub async fn view(state: &AppState, caller: &Caller, id: i64) -> Result<JobView,
         None => None,
     };
     Ok(JobView {
+        param_specs: config
+            .template(&job.template)
+            .map(|t| t.params.clone())
+            .unwrap_or_default(),
         template_title: config
             .template(&job.template)
             .map_or_else(|| job.template.clone(), |t| t.title.clone()),

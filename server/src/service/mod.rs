@@ -18,12 +18,15 @@
 //! - [`signin`]: signing in (rate-limited) and out;
 //! - [`terminals`]: who may open a console where, and its audit entries;
 //! - [`journal`], [`audit`]: the journal notes and the audit log;
+//! - [`history`]: the figures the charts show (a target's history per
+//!   template, the recent load of the queue);
 //! - [`webhooks`]: the delivery log of each `[[notify]]` hook;
 //! - [`schedules`]: schedules' fires, pause and resume, "run now".
 
 pub mod accounts;
 pub mod agents;
 pub mod audit;
+pub mod history;
 pub mod jobs;
 pub mod journal;
 pub mod live;

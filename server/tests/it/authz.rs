@@ -144,6 +144,8 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("POST", jobs::ListTemplates::PATH, [401, 200, 200, 200]),
     ("POST", jobs::ListTargets::PATH, [401, 200, 200, 200]),
     ("POST", jobs::TargetOverview::PATH, [401, 200, 200, 200]),
+    ("POST", jobs::TargetStats::PATH, [401, 200, 404, 200]),
+    ("POST", jobs::RecentActivity::PATH, [401, 200, 200, 200]),
     ("POST", jobs::LaunchJob::PATH, [401, 200, 400, 200]),
     ("POST", jobs::CancelJob::PATH, [401, 200, 404, 200]),
     ("POST", jobs::RerunJob::PATH, [401, 200, 404, 200]),
@@ -402,10 +404,12 @@ async fn send(fx: &Fixture, method: &str, path: &str, who: Who, n: usize) -> u16
         ("POST", p)
             if p == jobs::ListTemplates::PATH
                 || p == jobs::ListTargets::PATH
-                || p == jobs::TargetOverview::PATH =>
+                || p == jobs::TargetOverview::PATH
+                || p == jobs::RecentActivity::PATH =>
         {
             c.call_fn(p, &[]).await.0
         }
+        ("POST", p) if p == jobs::TargetStats::PATH => c.call_fn(p, &[("target", "t1")]).await.0,
         ("POST", p) if p == jobs::LaunchJob::PATH => {
             c.call_fn(
                 p,

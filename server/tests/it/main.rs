@@ -11,6 +11,7 @@ mod cluster;
 mod engine;
 mod foundation;
 mod hardening;
+mod history;
 mod lifecycle;
 mod live;
 mod replicas;

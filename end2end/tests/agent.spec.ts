@@ -79,7 +79,9 @@ test('an agent that dialled in before the page went live still shows online', as
   const name = 'e2e-early';
   await signIn(page, 'admin');
   const held: import('@playwright/test').Route[] = [];
-  await page.route('**/api/events', (route) => {
+  // The tab's one live connection (docs/live.md).
+  const live = /\/api\/live(\?|$)/;
+  await page.route(live, (route) => {
     held.push(route);
   });
   await gotoHydrated(page, '/admin/agents');
@@ -104,7 +106,7 @@ test('an agent that dialled in before the page went live still shows online', as
     // Only now does this page's feed connect.
     expect(held.length).toBeGreaterThan(0);
     for (const route of held) await route.continue();
-    await page.unroute('**/api/events');
+    await page.unroute(live);
     await expect(row.locator('[data-agent-status]')).toHaveText('online', { timeout: 10_000 });
   } finally {
     early.stop();

@@ -1,16 +1,16 @@
-//! Live data from the server over EventSource (browser only), with
-//! reconnects: after any error the stream is closed, a "reconnecting"
-//! state is shown, and it reopens with exponential backoff (0.5 s up to
-//! 10 s) and no retry limit, from a URL built anew each time (so a job
-//! stream resumes after the last line it rendered). A `revoked` event (the
-//! session was signed out, the user disabled, …) stops it for good: the
-//! state becomes [`Conn::SignedOut`] and the banner says why.
+//! Live data from the server (browser only): one EventSource per tab on
+//! `GET /api/live`, carrying the page's feed and its job stream as
+//! subscriptions (docs/live.md), with reconnects: after any error the
+//! connection is closed, a "reconnecting" state is shown, and it reopens
+//! with exponential backoff (0.5 s up to 10 s) and no retry limit, from a
+//! URL built anew each time (so a job stream resumes after the last line
+//! it rendered). A `revoked` event (the session was signed out, the user
+//! disabled, …) stops it for good: the state becomes [`Conn::SignedOut`]
+//! and the banner says why.
 
 use leptos::prelude::*;
 
 use crate::model::event::FeedEvent;
-#[cfg(feature = "hydrate")]
-use crate::model::event::FeedEventKind;
 
 /// The state of a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,17 @@ impl Conn {
 
 #[cfg(feature = "hydrate")]
 mod browser {
+    //! The tab's one connection: `GET /api/live` (docs/live.md) carrying
+    //! the feed and every job stream the page follows, each a numbered
+    //! subscription with its own resume point. Subscriptions come and go
+    //! with the page's components (`POST /api/live/{conn}/subscribe`,
+    //! `…/unsubscribe`); after any error the connection is closed, every
+    //! subscription shows "reconnecting", and a new one is opened with
+    //! backoff (0.5 s doubling to 10 s, no limit) whose URL names every
+    //! subscription with where it stands.
+
     use std::cell::RefCell;
+    use std::collections::BTreeMap;
     use std::rc::Rc;
 
     use leptos::prelude::*;
@@ -65,147 +75,407 @@ mod browser {
     thread_local! {
         /// Why the server ended the page's streams (the first reason).
         pub static REVOKED: RefCell<Option<String>> = const { RefCell::new(None) };
+        static MUX: Mux = Mux::default();
     }
 
-    /// What a handler asks after an event.
+    /// What a handler asks after an event: false ends its subscription.
     pub type Handler = Rc<dyn Fn(&str, &str) -> bool>;
 
-    struct Inner {
-        es: Option<EventSource>,
-        closures: Vec<Closure<dyn FnMut(web_sys::Event)>>,
-        stopped: bool,
-        backoff_ms: i32,
+    /// What a subscription follows.
+    #[derive(Clone)]
+    pub enum Stream {
+        Feed,
+        /// A job's stream, after the seq `after()` gives (what the page
+        /// has rendered: it is the authority on where it stands).
+        Job { id: i64, after: Rc<dyn Fn() -> i64> },
     }
 
-    /// A live EventSource that reconnects until stopped.
+    impl Stream {
+        fn name(&self) -> String {
+            match self {
+                Stream::Feed => "feed".into(),
+                Stream::Job { id, .. } => format!("job:{id}"),
+            }
+        }
+        fn after(&self) -> Option<i64> {
+            match self {
+                Stream::Feed => None,
+                Stream::Job { after, .. } => Some(after()),
+            }
+        }
+    }
+
+    struct Sub {
+        stream: Stream,
+        on: Handler,
+        conn: RwSignal<Conn>,
+        /// The last cursor received: an event at or before it is dropped.
+        cursor: Option<i64>,
+        /// Carried by the open connection (in its URL, or subscribed).
+        carried: bool,
+    }
+
+    #[derive(Default)]
+    struct Mux(Rc<RefCell<Inner>>);
+
+    struct Inner {
+        subs: BTreeMap<u32, Sub>,
+        next: u32,
+        es: Option<EventSource>,
+        /// The open connection's id (from its `hello`).
+        conn_id: Option<String>,
+        closures: Vec<Closure<dyn FnMut(web_sys::Event)>>,
+        backoff_ms: i32,
+        /// A reconnect is scheduled.
+        waiting: bool,
+        revoked: bool,
+    }
+
+    impl Default for Inner {
+        fn default() -> Inner {
+            Inner {
+                subs: BTreeMap::new(),
+                next: 1,
+                es: None,
+                conn_id: None,
+                closures: Vec::new(),
+                backoff_ms: 500,
+                waiting: false,
+                revoked: false,
+            }
+        }
+    }
+
+    /// A subscription of the tab's connection, ended by [`Live::stop`].
     #[derive(Clone)]
-    pub struct Live(Rc<RefCell<Inner>>);
+    pub struct Live(u32);
 
     impl Live {
         pub fn stop(&self) {
-            let mut inner = self.0.borrow_mut();
-            inner.stopped = true;
-            if let Some(es) = inner.es.take() {
-                es.close();
-            }
-            inner.closures.clear();
-        }
-    }
-
-    /// Opens `url()` and calls `on(event, data)` for each of `events`;
-    /// `on` returning false closes the stream for good.
-    pub fn open(
-        url: Rc<dyn Fn() -> String>,
-        events: &'static [&'static str],
-        on: Handler,
-        conn: RwSignal<Conn>,
-    ) -> Live {
-        let live = Live(Rc::new(RefCell::new(Inner {
-            es: None,
-            closures: Vec::new(),
-            stopped: false,
-            backoff_ms: 500,
-        })));
-        connect(live.clone(), url, events, on, conn);
-        live
-    }
-
-    fn connect(
-        live: Live,
-        url: Rc<dyn Fn() -> String>,
-        events: &'static [&'static str],
-        on: Handler,
-        conn: RwSignal<Conn>,
-    ) {
-        if live.0.borrow().stopped {
-            return;
-        }
-        let Ok(es) = EventSource::new(&url()) else {
-            schedule(live, url, events, on, conn);
-            return;
-        };
-        let mut closures = Vec::new();
-        for name in events {
-            let (on, live2) = (on.clone(), live.clone());
-            let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
-                let Some(msg) = ev.dyn_ref::<MessageEvent>() else {
-                    return;
-                };
-                let data = msg.data().as_string().unwrap_or_default();
-                conn.set(Conn::Live);
-                live2.0.borrow_mut().backoff_ms = 500;
-                if !on(name, &data) {
-                    live2.stop();
-                    conn.set(Conn::Closed);
+            let n = self.0;
+            MUX.with(|m| {
+                let removed = m.0.borrow_mut().subs.remove(&n);
+                if let Some(sub) = removed {
+                    let conn_id = m.0.borrow().conn_id.clone();
+                    if let (true, Some(conn_id)) = (sub.carried, conn_id) {
+                        post(&conn_id, "unsubscribe", format!(r#"{{"sub":{n}}}"#), None);
+                    }
+                }
+                if m.0.borrow().subs.is_empty() {
+                    close(&m.0);
                 }
             });
-            let _ = es.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
-            closures.push(cb);
         }
-        // The server ends every stream of a revoked credential with this:
-        // reconnecting would only be refused.
-        let live2 = live.clone();
-        let on_revoked = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
-            let data = ev
-                .dyn_ref::<MessageEvent>()
-                .and_then(|m| m.data().as_string())
-                .unwrap_or_default();
-            let reason = Revoked::decode(&data)
-                .map(|r| r.reason)
-                .unwrap_or_else(|_| "signed out".to_string());
-            REVOKED.with(|r| {
-                r.borrow_mut().get_or_insert(reason);
-            });
-            live2.stop();
-            conn.set(Conn::SignedOut);
-        });
-        let _ =
-            es.add_event_listener_with_callback(Revoked::NAME, on_revoked.as_ref().unchecked_ref());
-        closures.push(on_revoked);
-        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| conn.set(Conn::Live));
-        es.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        closures.push(on_open);
-        let (live2, url2, on2) = (live.clone(), url.clone(), on.clone());
-        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-            let es = live2.0.borrow_mut().es.take();
-            if let Some(es) = es {
-                es.close();
-            }
-            if live2.0.borrow().stopped {
-                return;
-            }
-            conn.set(Conn::Reconnecting);
-            schedule(live2.clone(), url2.clone(), events, on2.clone(), conn);
-        });
-        es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        closures.push(on_error);
-        let mut inner = live.0.borrow_mut();
-        inner.es = Some(es);
-        inner.closures = closures;
     }
 
-    fn schedule(
-        live: Live,
-        url: Rc<dyn Fn() -> String>,
-        events: &'static [&'static str],
-        on: Handler,
-        conn: RwSignal<Conn>,
-    ) {
+    /// Follows `stream` on the tab's connection, calling `on(event, data)`
+    /// with each of its events (named as the single streams name them).
+    pub fn subscribe(stream: Stream, on: Handler, conn: RwSignal<Conn>) -> Live {
+        MUX.with(|m| {
+            let mut inner = m.0.borrow_mut();
+            if inner.revoked {
+                conn.set(Conn::SignedOut);
+                return Live(0);
+            }
+            let n = inner.next;
+            inner.next += 1;
+            let after = stream.after();
+            let name = stream.name();
+            inner.subs.insert(
+                n,
+                Sub {
+                    stream,
+                    on,
+                    conn,
+                    cursor: None,
+                    carried: false,
+                },
+            );
+            let conn_id = inner.conn_id.clone();
+            let open = inner.es.is_some() || inner.waiting;
+            drop(inner);
+            match (open, conn_id) {
+                // Live: add it beside the others.
+                (true, Some(conn_id)) => {
+                    conn.set(Conn::Connecting);
+                    let body = match after {
+                        Some(a) => format!(r#"{{"sub":{n},"stream":"{name}","after":{a}}}"#),
+                        None => format!(r#"{{"sub":{n},"stream":"{name}"}}"#),
+                    };
+                    post(&conn_id, "subscribe", body, Some(n));
+                }
+                // Opening: its `hello` subscribes what is not in the URL.
+                (true, None) => conn.set(Conn::Connecting),
+                (false, _) => connect(m.0.clone()),
+            }
+            Live(n)
+        })
+    }
+
+    /// The connection's URL: every subscription with where it stands.
+    fn url(inner: &mut Inner) -> String {
+        let mut url = String::from("/api/live");
+        for (i, (n, sub)) in inner.subs.iter_mut().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            let after = sub.stream.after().into_iter().chain(sub.cursor).max();
+            match after {
+                Some(a) => url.push_str(&format!("sub={n}:{}:{a}", sub.stream.name())),
+                None => url.push_str(&format!("sub={n}:{}", sub.stream.name())),
+            }
+            sub.carried = true;
+        }
+        url
+    }
+
+    /// Closes the connection. Its handlers stay until the next one
+    /// replaces them: this may run inside one of them.
+    fn close(inner: &Rc<RefCell<Inner>>) {
+        let mut i = inner.borrow_mut();
+        if let Some(es) = i.es.take() {
+            es.set_onmessage(None);
+            es.set_onerror(None);
+            es.close();
+        }
+        i.conn_id = None;
+    }
+
+    fn set_all(inner: &Rc<RefCell<Inner>>, state: Conn) {
+        let conns: Vec<_> = inner.borrow().subs.values().map(|s| s.conn).collect();
+        for c in conns {
+            c.set(state);
+        }
+    }
+
+    fn connect(inner: Rc<RefCell<Inner>>) {
+        let url = {
+            let mut i = inner.borrow_mut();
+            i.waiting = false;
+            if i.revoked || i.subs.is_empty() || i.es.is_some() {
+                return;
+            }
+            url(&mut i)
+        };
+        let Ok(es) = EventSource::new(&url) else {
+            schedule(inner);
+            return;
+        };
+        let inner2 = inner.clone();
+        let on_message = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
+            let Some(data) = ev.dyn_ref::<MessageEvent>().and_then(|m| m.data().as_string())
+            else {
+                return;
+            };
+            receive(&inner2, &data);
+        });
+        es.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        let inner2 = inner.clone();
+        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            close(&inner2);
+            if inner2.borrow().revoked {
+                return;
+            }
+            set_all(&inner2, Conn::Reconnecting);
+            schedule(inner2.clone());
+        });
+        es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        let mut i = inner.borrow_mut();
+        i.es = Some(es);
+        let old = std::mem::replace(&mut i.closures, vec![on_message, on_error]);
+        // N.B.: dropped later, never while one of them runs (a subscribe
+        // from inside a handler may open the connection).
+        if !old.is_empty() {
+            set_timeout(move || drop(old), std::time::Duration::ZERO);
+        }
+    }
+
+    fn schedule(inner: Rc<RefCell<Inner>>) {
         let delay = {
-            let mut inner = live.0.borrow_mut();
-            let d = inner.backoff_ms;
-            inner.backoff_ms = (d * 2).min(10_000);
+            let mut i = inner.borrow_mut();
+            if i.waiting {
+                return;
+            }
+            i.waiting = true;
+            let d = i.backoff_ms;
+            i.backoff_ms = (d * 2).min(10_000);
             d
         };
         set_timeout(
-            move || connect(live, url, events, on, conn),
+            move || connect(inner),
             std::time::Duration::from_millis(delay as u64),
         );
+    }
+
+    /// One event of the connection: `<sub> <name> <cursor>` and its JSON.
+    fn receive(inner: &Rc<RefCell<Inner>>, data: &str) {
+        let Some((head, json)) = data.split_once('\n') else {
+            return;
+        };
+        let mut parts = head.split(' ');
+        let (Some(sub), Some(name), Some(cursor)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let Ok(n) = sub.parse::<u32>() else { return };
+        if n == 0 {
+            return control(inner, name, json);
+        }
+        let cursor = cursor.parse::<i64>().ok();
+        let (on, conn) = {
+            let mut i = inner.borrow_mut();
+            let Some(s) = i.subs.get_mut(&n) else { return };
+            // Never an event twice (one already had before a reconnect).
+            if let (Some(c), Some(seen)) = (cursor, s.cursor) {
+                if c <= seen {
+                    return;
+                }
+            }
+            if cursor.is_some() {
+                s.cursor = cursor;
+            }
+            (s.on.clone(), s.conn)
+        };
+        if name == "refused" {
+            inner.borrow_mut().subs.remove(&n);
+            conn.set(Conn::Closed);
+            return;
+        }
+        if !on(name, json) {
+            // Its job ended: the server ends the subscription itself.
+            inner.borrow_mut().subs.remove(&n);
+            conn.set(Conn::Closed);
+        }
+    }
+
+    fn control(inner: &Rc<RefCell<Inner>>, name: &str, json: &str) {
+        match name {
+            "hello" => {
+                let id = serde_json::from_str::<serde_json::Value>(json)
+                    .ok()
+                    .and_then(|v| v["conn"].as_str().map(str::to_string));
+                let pending: Vec<(u32, String)> = {
+                    let mut i = inner.borrow_mut();
+                    i.conn_id = id.clone();
+                    i.backoff_ms = 500;
+                    i.subs
+                        .iter()
+                        .filter(|(_, s)| !s.carried)
+                        .map(|(n, s)| {
+                            let body = match s.stream.after().into_iter().chain(s.cursor).max() {
+                                Some(a) => format!(
+                                    r#"{{"sub":{n},"stream":"{}","after":{a}}}"#,
+                                    s.stream.name()
+                                ),
+                                None => format!(r#"{{"sub":{n},"stream":"{}"}}"#, s.stream.name()),
+                            };
+                            (*n, body)
+                        })
+                        .collect()
+                };
+                let carried: Vec<_> = inner
+                    .borrow()
+                    .subs
+                    .values()
+                    .filter(|s| s.carried)
+                    .map(|s| s.conn)
+                    .collect();
+                for c in carried {
+                    c.set(Conn::Live);
+                }
+                if let Some(id) = id {
+                    for (n, body) in pending {
+                        post(&id, "subscribe", body, Some(n));
+                    }
+                }
+            }
+            "ended" => {
+                let n = serde_json::from_str::<serde_json::Value>(json)
+                    .ok()
+                    .and_then(|v| v["sub"].as_u64());
+                if let Some(n) = n {
+                    let sub = inner.borrow_mut().subs.remove(&(n as u32));
+                    if let Some(sub) = sub {
+                        sub.conn.set(Conn::Closed);
+                    }
+                }
+            }
+            "revoked" => {
+                let reason = Revoked::decode(json)
+                    .map(|r| r.reason)
+                    .unwrap_or_else(|_| "signed out".to_string());
+                REVOKED.with(|r| {
+                    r.borrow_mut().get_or_insert(reason);
+                });
+                inner.borrow_mut().revoked = true;
+                close(inner);
+                set_all(inner, Conn::SignedOut);
+            }
+            _ => {}
+        }
+    }
+
+    /// `POST /api/live/{conn}/{what}` with `body`; a failed subscribe
+    /// (the connection ended, or is held by another replica) reopens the
+    /// connection, whose URL then carries subscription `sub`.
+    fn post(conn_id: &str, what: &'static str, body: String, sub: Option<u32>) {
+        let url = format!("/api/live/{conn_id}/{what}");
+        let conn_id = conn_id.to_string();
+        leptos::task::spawn_local(async move {
+            let ok = send(&url, body).await;
+            if what != "subscribe" {
+                return;
+            }
+            MUX.with(|m| {
+                let mut i = m.0.borrow_mut();
+                // N.B.: an answer for a connection that is gone already.
+                if i.conn_id.as_deref() != Some(&conn_id) {
+                    return;
+                }
+                let Some(s) = sub.and_then(|n| i.subs.get_mut(&n)) else {
+                    return;
+                };
+                if ok {
+                    s.carried = true;
+                    let c = s.conn;
+                    drop(i);
+                    c.set(Conn::Live);
+                } else {
+                    drop(i);
+                    close(&m.0);
+                    set_all(&m.0, Conn::Reconnecting);
+                    schedule(m.0.clone());
+                }
+            });
+        });
+    }
+
+    async fn send(url: &str, body: String) -> bool {
+        use wasm_bindgen_futures::JsFuture;
+        let Some(window) = web_sys::window() else {
+            return false;
+        };
+        let init = web_sys::RequestInit::new();
+        init.set_method("POST");
+        init.set_body(&JsValue::from_str(&body));
+        let Ok(headers) = web_sys::Headers::new() else {
+            return false;
+        };
+        let _ = headers.set("content-type", "application/json");
+        init.set_headers(&headers);
+        let Ok(req) = web_sys::Request::new_with_str_and_init(url, &init) else {
+            return false;
+        };
+        match JsFuture::from(window.fetch_with_request(&req)).await {
+            Ok(res) => res
+                .dyn_into::<web_sys::Response>()
+                .map(|r| r.ok())
+                .unwrap_or(false),
+            Err(_) => false,
+        }
     }
 }
 
 #[cfg(feature = "hydrate")]
-pub use browser::{open, Handler, Live};
+pub use browser::{subscribe, Handler, Live, Stream};
 
 /// The "reconnecting…" banner, or why live updates stopped for good.
 #[component]
@@ -329,13 +599,7 @@ impl Feed {
                     true
                 });
                 // The page's feed lives as long as the page.
-                let live = open(
-                    std::rc::Rc::new(|| "/api/events".to_string()),
-                    FeedEventKind::names(),
-                    on,
-                    feed.conn,
-                );
-                std::mem::forget(live);
+                let _ = subscribe(Stream::Feed, on, feed.conn);
             }
         }
     }

@@ -433,8 +433,6 @@ fn start_stream(
         conn.set(Conn::Closed);
         return;
     }
-    let url: Rc<dyn Fn() -> String> =
-        Rc::new(move || format!("/api/jobs/{id}/events?after={}", model.received.get_value()));
     let on: crate::jobs::live::Handler = Rc::new(move |name: &str, data: &str| {
         let event = match JobEvent::decode(name, data) {
             Ok(Some(event)) => event,
@@ -485,7 +483,11 @@ fn start_stream(
         }
         true
     });
-    let live = crate::jobs::live::open(url, JobEventKind::names(), on, conn);
+    let stream = crate::jobs::live::Stream::Job {
+        id,
+        after: Rc::new(move || model.received.try_get_value().unwrap_or(0)),
+    };
+    let live = crate::jobs::live::subscribe(stream, on, conn);
     let live = send_wrapper::SendWrapper::new(live);
     on_cleanup(move || live.stop());
 }

@@ -87,7 +87,10 @@ mod browser {
         Feed,
         /// A job's stream, after the seq `after()` gives (what the page
         /// has rendered: it is the authority on where it stands).
-        Job { id: i64, after: Rc<dyn Fn() -> i64> },
+        Job {
+            id: i64,
+            after: Rc<dyn Fn() -> i64>,
+        },
     }
 
     impl Stream {
@@ -261,7 +264,9 @@ mod browser {
         };
         let inner2 = inner.clone();
         let on_message = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
-            let Some(data) = ev.dyn_ref::<MessageEvent>().and_then(|m| m.data().as_string())
+            let Some(data) = ev
+                .dyn_ref::<MessageEvent>()
+                .and_then(|m| m.data().as_string())
             else {
                 return;
             };

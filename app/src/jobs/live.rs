@@ -118,6 +118,22 @@ mod browser {
         carried: bool,
     }
 
+    impl Sub {
+        /// Where it resumes: after what the page has and what came.
+        fn after(&self) -> Option<i64> {
+            self.stream.after().into_iter().chain(self.cursor).max()
+        }
+
+        /// The body of its `subscribe` request as number `n`.
+        fn request(&self, n: u32) -> String {
+            let name = self.stream.name();
+            match self.after() {
+                Some(a) => format!(r#"{{"sub":{n},"stream":"{name}","after":{a}}}"#),
+                None => format!(r#"{{"sub":{n},"stream":"{name}"}}"#),
+            }
+        }
+    }
+
     #[derive(Default)]
     struct Mux(Rc<RefCell<Inner>>);
 
@@ -182,18 +198,15 @@ mod browser {
             }
             let n = inner.next;
             inner.next += 1;
-            let after = stream.after();
-            let name = stream.name();
-            inner.subs.insert(
-                n,
-                Sub {
-                    stream,
-                    on,
-                    conn,
-                    cursor: None,
-                    carried: false,
-                },
-            );
+            let sub = Sub {
+                stream,
+                on,
+                conn,
+                cursor: None,
+                carried: false,
+            };
+            let body = sub.request(n);
+            inner.subs.insert(n, sub);
             let conn_id = inner.conn_id.clone();
             let open = inner.es.is_some() || inner.waiting;
             drop(inner);
@@ -201,10 +214,6 @@ mod browser {
                 // Live: add it beside the others.
                 (true, Some(conn_id)) => {
                     conn.set(Conn::Connecting);
-                    let body = match after {
-                        Some(a) => format!(r#"{{"sub":{n},"stream":"{name}","after":{a}}}"#),
-                        None => format!(r#"{{"sub":{n},"stream":"{name}"}}"#),
-                    };
                     post(&conn_id, "subscribe", body, Some(n));
                 }
                 // Opening: its `hello` subscribes what is not in the URL.
@@ -220,8 +229,7 @@ mod browser {
         let mut url = String::from("/api/live");
         for (i, (n, sub)) in inner.subs.iter_mut().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
-            let after = sub.stream.after().into_iter().chain(sub.cursor).max();
-            match after {
+            match sub.after() {
                 Some(a) => url.push_str(&format!("sub={n}:{}:{a}", sub.stream.name())),
                 None => url.push_str(&format!("sub={n}:{}", sub.stream.name())),
             }
@@ -364,16 +372,7 @@ mod browser {
                     i.subs
                         .iter()
                         .filter(|(_, s)| !s.carried)
-                        .map(|(n, s)| {
-                            let body = match s.stream.after().into_iter().chain(s.cursor).max() {
-                                Some(a) => format!(
-                                    r#"{{"sub":{n},"stream":"{}","after":{a}}}"#,
-                                    s.stream.name()
-                                ),
-                                None => format!(r#"{{"sub":{n},"stream":"{}"}}"#, s.stream.name()),
-                            };
-                            (*n, body)
-                        })
+                        .map(|(n, s)| (*n, s.request(*n)))
                         .collect()
                 };
                 let carried: Vec<_> = inner

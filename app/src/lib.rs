@@ -31,13 +31,16 @@ use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
-/// Bare module names that wasm-bindgen emits for the npm front-end packages,
-/// mapped to `/xterm-lazy.mjs` (at `shim`, its content-hashed URL), a shim
+/// Bare module names that wasm-bindgen emits, mapped to content-hashed URLs:
+/// the npm front-end packages to `/xterm-lazy.mjs` (at `shim`), a shim
 /// that loads opsdeck's own copies under `/vendor/xterm` (installed from npm
-/// at build time; never a CDN) only when the console page asks. It must
-/// precede the hydration scripts.
-pub fn import_map(shim: &str) -> String {
-    format!(r#"{{"imports":{{"xterm":"{shim}","xterm-addon-fit":"{shim}"}}}}"#)
+/// at build time; never a CDN) only when the console page asks, and
+/// `opsdeck-live` to `/live.mjs` (at `live`), the hub of the browser's one
+/// live connection (docs/live.md). It must precede the hydration scripts.
+pub fn import_map(shim: &str, live: &str) -> String {
+    format!(
+        r#"{{"imports":{{"xterm":"{shim}","xterm-addon-fit":"{shim}","opsdeck-live":"{live}"}}}}"#
+    )
 }
 
 /// The content-hashed URLs of the site's files, by their plain path
@@ -63,7 +66,7 @@ impl AssetUrls {
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     let assets = use_context::<AssetUrls>().unwrap_or_default();
     let css = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
-    let import_map = import_map(&assets.url("/xterm-lazy.mjs"));
+    let import_map = import_map(&assets.url("/xterm-lazy.mjs"), &assets.url("/live.mjs"));
     view! {
         <!DOCTYPE html>
         <html lang="en">

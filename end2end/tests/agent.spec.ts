@@ -5,6 +5,7 @@
 import { test, expect, gotoHydrated } from './fixtures/test';
 import { signIn } from './fixtures/users';
 import { AgentProcess } from './fixtures/agent';
+import { browserFor } from './fixtures/live';
 
 const NAME = 'e2e-edge';
 
@@ -77,9 +78,11 @@ test.describe.serial('an agent', () => {
 // the page reads the list again when its feed connects.
 test('an agent that dialled in before the page went live still shows online', async ({ page, context }) => {
   const name = 'e2e-early';
+  // The page holds its own live connection (docs/live.md), where
+  // `page.route` can hold it back (it cannot reach a shared worker's).
+  await browserFor(context, 'tab');
   await signIn(page, 'admin');
   const held: import('@playwright/test').Route[] = [];
-  // The tab's one live connection (docs/live.md).
   const live = /\/api\/live(\?|$)/;
   await page.route(live, (route) => {
     held.push(route);

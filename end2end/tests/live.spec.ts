@@ -1,24 +1,152 @@
-// One live connection per tab (docs/live.md): the feed and the job stream
-// of a page travel as subscriptions of one `/api/live` connection, a job
-// opened from a list joins the tab's connection, and every line arrives
-// exactly once.
+// One live connection per browser (docs/live.md): every tab's feed and job
+// streams are subscriptions of one `/api/live` connection, held by a shared
+// worker, else by a leader tab elected with Web Locks, else (neither
+// available) by each tab for itself. Every line arrives exactly once, also
+// when the tab that held the connection closes mid-job.
+import type { BrowserContext, Page } from '@playwright/test';
+import { browserFor, liveConnections } from './fixtures/live';
 import { test, expect, gotoHydrated } from './fixtures/test';
 import { signIn } from './fixtures/users';
 import { launchJob, waitFinished, JobPage } from './fixtures/jobs';
 
-/** The server's count of open live connections (`/metrics`). */
-async function liveConnections(page: import('@playwright/test').Page) {
-  const text = await (await page.request.get('/metrics')).text();
-  const m = text.match(/^opsdeck_live_connections(?:\{[^}]*\})? (\d+)/m);
-  return m ? Number(m[1]) : NaN;
+/** Console errors of every tab of `context`, from now on. */
+function consoleErrors(context: BrowserContext) {
+  const errors: string[] = [];
+  const watch = (p: Page) => {
+    p.on('console', (m) => {
+      if (m.type() === 'error') errors.push(`${p.url()}: ${m.text()}`);
+    });
+    p.on('pageerror', (e) => errors.push(`${p.url()}: uncaught ${e.message}`));
+  };
+  context.pages().forEach(watch);
+  context.on('page', watch);
+  return errors;
 }
 
-test('each tab holds one live connection, and a job opened from a list streams every line once over it', async ({
+/** How a tab reaches the hub (`<html data-live>`, set by live.mjs). */
+function way(p: Page) {
+  return p.evaluate(() => document.documentElement.dataset.live ?? '');
+}
+
+/** Its job's lines, all there, in order, none twice. */
+async function expectEveryLineOnce(p: Page, lastSeq: number) {
+  const job = new JobPage(p);
+  await expect.poll(async () => (await job.seqs()).at(-1), { timeout: 30_000 }).toBe(lastSeq);
+  const seqs = await job.seqs();
+  // The log is virtualised: what is rendered is a run of consecutive seqs
+  // ending at the last (no gap, no repeat); its first is at least 1.
+  expect(seqs.length).toBeGreaterThan(0);
+  expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => seqs[0] + i));
+  // A line that skips ahead of the last one the page has is logged as a
+  // console error (app/src/jobs/page.rs), which `consoleErrors` collects;
+  // one already had is dropped before the page sees it.
+}
+
+for (const w of ['worker', 'leader'] as const) {
+  test.describe(`one connection for all tabs (${w === 'worker' ? 'shared worker' : 'Web Locks leader'})`, () => {
+    test('ten job pages and the dashboard share one connection, each line arrives once, an eleventh tab loads at once', async ({
+      page,
+      context,
+    }) => {
+      test.setTimeout(120_000);
+      await browserFor(context, w);
+      const errors = consoleErrors(context);
+      await signIn(page, 'alice');
+      await gotoHydrated(page, '/');
+      const ids: number[] = [];
+      for (let i = 0; i < 10; i++) ids.push(await launchJob(page, 'paced', 'web-2', { lines: 100 }));
+      const tabs: Page[] = [];
+      for (const id of ids) {
+        const p = await context.newPage();
+        await gotoHydrated(p, `/jobs/${id}`);
+        tabs.push(p);
+      }
+      // Eleven tabs, one connection.
+      await expect.poll(() => liveConnections(page), { timeout: 10_000 }).toBe(1);
+      const ways = await Promise.all([page, ...tabs].map(way));
+      if (w === 'worker') expect(new Set(ways)).toEqual(new Set(['worker']));
+      else {
+        expect(ways.filter((x) => x === 'leader')).toHaveLength(1);
+        expect(ways.filter((x) => x === 'follower')).toHaveLength(10);
+      }
+      // The browser's other five connections are free: a twelfth page loads.
+      const eleventh = await context.newPage();
+      await eleventh.goto('/jobs', { timeout: 10_000 });
+      await expect(eleventh.locator('h1')).toBeVisible({ timeout: 10_000 });
+      const health = await eleventh.evaluate(async () => (await fetch('/healthz')).status);
+      expect(health).toBe(200);
+      await eleventh.close();
+
+      for (const [i, id] of ids.entries()) {
+        const done = await waitFinished(page.request, id, 90_000);
+        expect(done.state).toBe('succeeded');
+        await expectEveryLineOnce(tabs[i], done.last_seq);
+      }
+      // The dashboard's table followed the feed all along.
+      for (const id of ids) {
+        await expect(page.locator(`tr[data-job="${id}"] [data-state]`).first()).toHaveAttribute(
+          'data-state',
+          'succeeded',
+        );
+      }
+      expect(await liveConnections(page)).toBe(1);
+      expect(errors).toEqual([]);
+    });
+
+    test('the tab that opened the connection closes mid-job: the others go on with no gap and no repeat', async ({
+      page,
+      context,
+    }) => {
+      test.setTimeout(90_000);
+      await browserFor(context, w);
+      const errors = consoleErrors(context);
+      await signIn(page, 'alice');
+      const id = await launchJob(page, 'paced', 'web-2', { lines: 150 });
+      // The first tab: the leader (it asked for the lock first), or the
+      // first client of the shared worker.
+      await gotoHydrated(page, `/jobs/${id}`);
+      expect(await way(page)).toBe(w === 'worker' ? 'worker' : 'leader');
+      const others: Page[] = [];
+      for (const path of [`/jobs/${id}`, '/']) {
+        const p = await context.newPage();
+        await gotoHydrated(p, path);
+        others.push(p);
+      }
+      const follower = new JobPage(others[0]);
+      await expect.poll(async () => (await follower.seqs()).at(-1) ?? 0, { timeout: 20_000 }).toBeGreaterThan(20);
+      const before = (await follower.seqs()).at(-1)!;
+      await page.close();
+      // Mid-job still.
+      const job = await (await others[0].request.get(`/api/jobs/${id}`)).json();
+      expect(job.state).toBe('running');
+      expect(job.last_seq).toBeLessThan(140);
+      if (w === 'leader') {
+        // Another tab took the lock and holds the connection now.
+        await expect.poll(async () => (await Promise.all(others.map(way))).sort().join(), { timeout: 10_000 }).toBe(
+          'follower,leader',
+        );
+      }
+      const done = await waitFinished(others[0].request, id, 60_000);
+      expect(done.last_seq).toBeGreaterThan(before);
+      await expectEveryLineOnce(others[0], done.last_seq);
+      await expect(others[1].locator(`tr[data-job="${id}"] [data-state]`).first()).toHaveAttribute(
+        'data-state',
+        'succeeded',
+      );
+      await expect.poll(() => liveConnections(others[0]), { timeout: 10_000 }).toBe(1);
+      expect(errors).toEqual([]);
+    });
+  });
+}
+
+test('without a shared worker and Web Locks each tab holds one connection, and a job opened from a list joins it', async ({
   page,
   context,
 }) => {
+  await browserFor(context, 'tab');
   await signIn(page, 'alice');
   await gotoHydrated(page, '/');
+  expect(await way(page)).toBe('tab');
   const id = await launchJob(page, 'paced', 'web-2', { lines: 150 });
   const others = [];
   for (const path of ['/jobs', '/targets/web-2']) {
@@ -38,10 +166,7 @@ test('each tab holds one live connection, and a job opened from a list streams e
   await expect(page).toHaveURL(new RegExp(`/jobs/${id}$`));
   const job = new JobPage(page);
   await expect(job.pill()).toHaveAttribute('data-state', 'succeeded', { timeout: 30_000 });
-  await expect.poll(async () => (await job.seqs()).at(-1), { timeout: 10_000 }).toBe(152);
-  // What is rendered runs on seq by seq: no line twice, none missing.
-  const seqs = await job.seqs();
-  expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => seqs[0] + i));
+  await expectEveryLineOnce(page, 152);
   expect(requests.filter((r) => r.startsWith('POST /api/live/') && r.endsWith('/subscribe'))).toHaveLength(1);
   expect(requests.filter((r) => r.startsWith('GET /api/live'))).toEqual([]);
   expect(await liveConnections(page)).toBe(3);

@@ -1,12 +1,11 @@
-//! Live data from the server (browser only): one EventSource per tab on
-//! `GET /api/live`, carrying the page's feed and its job stream as
-//! subscriptions (docs/live.md), with reconnects: after any error the
-//! connection is closed, a "reconnecting" state is shown, and it reopens
-//! with exponential backoff (0.5 s up to 10 s) and no retry limit, from a
-//! URL built anew each time (so a job stream resumes after the last line
-//! it rendered). A `revoked` event (the session was signed out, the user
-//! disabled, …) stops it for good: the state becomes [`Conn::SignedOut`]
-//! and the banner says why.
+//! Live data from the server (browser only): the page's feed and its job
+//! stream are subscriptions of the browser's one `GET /api/live`
+//! connection, shared by all its tabs (docs/live.md). The hub that holds it
+//! (`public/live.mjs`) reconnects after any error with exponential backoff
+//! (0.5 s up to 10 s, no retry limit) from each subscription's cursor, and
+//! says "reconnecting" meanwhile. A `revoked` event (the session was signed
+//! out, the user disabled, …) stops it for good: the state becomes
+//! [`Conn::SignedOut`] and the banner says why.
 
 use leptos::prelude::*;
 
@@ -51,14 +50,12 @@ impl Conn {
 
 #[cfg(feature = "hydrate")]
 mod browser {
-    //! The tab's one connection: `GET /api/live` (docs/live.md) carrying
+    //! The tab's side of the browser's one live connection (docs/live.md):
     //! the feed and every job stream the page follows, each a numbered
-    //! subscription with its own resume point. Subscriptions come and go
-    //! with the page's components (`POST /api/live/{conn}/subscribe`,
-    //! `…/unsubscribe`); after any error the connection is closed, every
-    //! subscription shows "reconnecting", and a new one is opened with
-    //! backoff (0.5 s doubling to 10 s, no limit) whose URL names every
-    //! subscription with where it stands.
+    //! subscription with its own resume point, handed to the hub of
+    //! `/live.mjs` (imported as `opsdeck-live`), which holds the
+    //! connection in a shared worker, a leader tab or this tab, and hands
+    //! back each event tagged with the subscription's number.
 
     use std::cell::RefCell;
     use std::collections::BTreeMap;
@@ -67,15 +64,32 @@ mod browser {
     use leptos::prelude::*;
     use wasm_bindgen::prelude::*;
     use wasm_bindgen::JsCast;
-    use web_sys::{EventSource, MessageEvent};
 
     use super::Conn;
     use crate::model::event::Revoked;
+    use crate::model::live::{Ended, CONNECTION, ENDED, REFUSED};
+
+    #[wasm_bindgen(module = "opsdeck-live")]
+    extern "C" {
+        /// The tab's way to the hub (`Client` in public/live.mjs).
+        #[derive(Clone)]
+        type Client;
+        #[wasm_bindgen(js_name = open)]
+        fn open_client(deliver: &js_sys::Function) -> Client;
+        #[wasm_bindgen(method)]
+        fn subscribe(this: &Client, id: u32, stream: &str, after: Option<f64>);
+        #[wasm_bindgen(method)]
+        fn unsubscribe(this: &Client, id: u32);
+    }
+
+    /// The hub's own event on a subscription: data `"live"`,
+    /// `"reconnecting"` or `"connecting"`.
+    const LINK: &str = "link";
 
     thread_local! {
         /// Why the server ended the page's streams (the first reason).
         pub static REVOKED: RefCell<Option<String>> = const { RefCell::new(None) };
-        static MUX: Mux = Mux::default();
+        static MUX: RefCell<Mux> = RefCell::new(Mux::default());
     }
 
     /// What a handler asks after an event: false ends its subscription.
@@ -96,230 +110,103 @@ mod browser {
     impl Stream {
         fn name(&self) -> String {
             match self {
-                Stream::Feed => "feed".into(),
-                Stream::Job { id, .. } => format!("job:{id}"),
-            }
-        }
-        fn after(&self) -> Option<i64> {
-            match self {
-                Stream::Feed => None,
-                Stream::Job { after, .. } => Some(after()),
+                Stream::Feed => crate::model::live::Stream::Feed.to_string(),
+                Stream::Job { id, .. } => crate::model::live::Stream::Job(*id).to_string(),
             }
         }
     }
 
     struct Sub {
-        stream: Stream,
         on: Handler,
         conn: RwSignal<Conn>,
-        /// The last cursor received: an event at or before it is dropped.
+        /// The last cursor received: an event at or before it is dropped
+        /// (one sent again after a reconnect or a hand-over).
         cursor: Option<i64>,
-        /// Carried by the open connection (in its URL, or subscribed).
-        carried: bool,
     }
 
-    impl Sub {
-        /// Where it resumes: after what the page has and what came.
-        fn after(&self) -> Option<i64> {
-            self.stream.after().into_iter().chain(self.cursor).max()
-        }
-
-        /// The body of its `subscribe` request as number `n`.
-        fn request(&self, n: u32) -> String {
-            let name = self.stream.name();
-            match self.after() {
-                Some(a) => format!(r#"{{"sub":{n},"stream":"{name}","after":{a}}}"#),
-                None => format!(r#"{{"sub":{n},"stream":"{name}"}}"#),
-            }
-        }
-    }
-
-    #[derive(Default)]
-    struct Mux(Rc<RefCell<Inner>>);
-
-    struct Inner {
+    struct Mux {
         subs: BTreeMap<u32, Sub>,
         next: u32,
-        es: Option<EventSource>,
-        /// The open connection's id (from its `hello`).
-        conn_id: Option<String>,
-        closures: Vec<Closure<dyn FnMut(web_sys::Event)>>,
-        backoff_ms: i32,
-        /// A reconnect is scheduled.
-        waiting: bool,
+        client: Option<Client>,
         revoked: bool,
     }
 
-    impl Default for Inner {
-        fn default() -> Inner {
-            Inner {
+    impl Default for Mux {
+        fn default() -> Mux {
+            Mux {
                 subs: BTreeMap::new(),
                 next: 1,
-                es: None,
-                conn_id: None,
-                closures: Vec::new(),
-                backoff_ms: 500,
-                waiting: false,
+                client: None,
                 revoked: false,
             }
         }
     }
 
-    /// A subscription of the tab's connection, ended by [`Live::stop`].
+    /// A subscription of the tab, ended by [`Live::stop`].
     #[derive(Clone)]
     pub struct Live(u32);
 
     impl Live {
         pub fn stop(&self) {
-            let n = self.0;
-            MUX.with(|m| {
-                let removed = m.0.borrow_mut().subs.remove(&n);
-                if let Some(sub) = removed {
-                    let conn_id = m.0.borrow().conn_id.clone();
-                    if let (true, Some(conn_id)) = (sub.carried, conn_id) {
-                        post(&conn_id, "unsubscribe", format!(r#"{{"sub":{n}}}"#), None);
-                    }
-                }
-                if m.0.borrow().subs.is_empty() {
-                    close(&m.0);
+            let client = MUX.with(|m| {
+                let mut m = m.borrow_mut();
+                m.subs.remove(&self.0).and(m.client.clone())
+            });
+            // N.B.: called with the tab's state released, as every call
+            // into the hub: it may answer at once.
+            if let Some(c) = client {
+                c.unsubscribe(self.0);
+            }
+        }
+    }
+
+    /// Follows `stream`, calling `on(event, data)` with each of its events
+    /// (named as the single streams name them).
+    pub fn subscribe(stream: Stream, on: Handler, conn: RwSignal<Conn>) -> Live {
+        let after = match &stream {
+            Stream::Feed => None,
+            Stream::Job { after, .. } => Some(after() as f64),
+        };
+        let added = MUX.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.revoked {
+                return None;
+            }
+            let n = m.next;
+            m.next += 1;
+            m.subs.insert(
+                n,
+                Sub {
+                    on,
+                    conn,
+                    cursor: None,
+                },
+            );
+            Some((n, m.client.clone()))
+        });
+        let Some((n, client)) = added else {
+            conn.set(Conn::SignedOut);
+            return Live(0);
+        };
+        conn.set(Conn::Connecting);
+        let client = client.unwrap_or_else(|| {
+            let deliver = Closure::<dyn Fn(JsValue)>::new(|data: JsValue| {
+                if let Some(data) = data.as_string() {
+                    receive(&data);
                 }
             });
-        }
-    }
-
-    /// Follows `stream` on the tab's connection, calling `on(event, data)`
-    /// with each of its events (named as the single streams name them).
-    pub fn subscribe(stream: Stream, on: Handler, conn: RwSignal<Conn>) -> Live {
-        MUX.with(|m| {
-            let mut inner = m.0.borrow_mut();
-            if inner.revoked {
-                conn.set(Conn::SignedOut);
-                return Live(0);
-            }
-            let n = inner.next;
-            inner.next += 1;
-            let sub = Sub {
-                stream,
-                on,
-                conn,
-                cursor: None,
-                carried: false,
-            };
-            let body = sub.request(n);
-            inner.subs.insert(n, sub);
-            let conn_id = inner.conn_id.clone();
-            let open = inner.es.is_some() || inner.waiting;
-            drop(inner);
-            match (open, conn_id) {
-                // Live: add it beside the others.
-                (true, Some(conn_id)) => {
-                    conn.set(Conn::Connecting);
-                    post(&conn_id, "subscribe", body, Some(n));
-                }
-                // Opening: its `hello` subscribes what is not in the URL.
-                (true, None) => conn.set(Conn::Connecting),
-                (false, _) => connect(m.0.clone()),
-            }
-            Live(n)
-        })
-    }
-
-    /// The connection's URL: every subscription with where it stands.
-    fn url(inner: &mut Inner) -> String {
-        let mut url = String::from("/api/live");
-        for (i, (n, sub)) in inner.subs.iter_mut().enumerate() {
-            url.push(if i == 0 { '?' } else { '&' });
-            match sub.after() {
-                Some(a) => url.push_str(&format!("sub={n}:{}:{a}", sub.stream.name())),
-                None => url.push_str(&format!("sub={n}:{}", sub.stream.name())),
-            }
-            sub.carried = true;
-        }
-        url
-    }
-
-    /// Closes the connection. Its handlers stay until the next one
-    /// replaces them: this may run inside one of them.
-    fn close(inner: &Rc<RefCell<Inner>>) {
-        let mut i = inner.borrow_mut();
-        if let Some(es) = i.es.take() {
-            es.set_onmessage(None);
-            es.set_onerror(None);
-            es.close();
-        }
-        i.conn_id = None;
-    }
-
-    fn set_all(inner: &Rc<RefCell<Inner>>, state: Conn) {
-        let conns: Vec<_> = inner.borrow().subs.values().map(|s| s.conn).collect();
-        for c in conns {
-            c.set(state);
-        }
-    }
-
-    fn connect(inner: Rc<RefCell<Inner>>) {
-        let url = {
-            let mut i = inner.borrow_mut();
-            i.waiting = false;
-            if i.revoked || i.subs.is_empty() || i.es.is_some() {
-                return;
-            }
-            url(&mut i)
-        };
-        let Ok(es) = EventSource::new(&url) else {
-            schedule(inner);
-            return;
-        };
-        let inner2 = inner.clone();
-        let on_message = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
-            let Some(data) = ev
-                .dyn_ref::<MessageEvent>()
-                .and_then(|m| m.data().as_string())
-            else {
-                return;
-            };
-            receive(&inner2, &data);
+            let client = open_client(deliver.as_ref().unchecked_ref());
+            // The hub calls it for the tab's whole life.
+            deliver.forget();
+            MUX.with(|m| m.borrow_mut().client = Some(client.clone()));
+            client
         });
-        es.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        let inner2 = inner.clone();
-        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-            close(&inner2);
-            if inner2.borrow().revoked {
-                return;
-            }
-            set_all(&inner2, Conn::Reconnecting);
-            schedule(inner2.clone());
-        });
-        es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        let mut i = inner.borrow_mut();
-        i.es = Some(es);
-        let old = std::mem::replace(&mut i.closures, vec![on_message, on_error]);
-        // N.B.: dropped later, never while one of them runs (a subscribe
-        // from inside a handler may open the connection).
-        if !old.is_empty() {
-            set_timeout(move || drop(old), std::time::Duration::ZERO);
-        }
+        client.subscribe(n, &stream.name(), after);
+        Live(n)
     }
 
-    fn schedule(inner: Rc<RefCell<Inner>>) {
-        let delay = {
-            let mut i = inner.borrow_mut();
-            if i.waiting {
-                return;
-            }
-            i.waiting = true;
-            let d = i.backoff_ms;
-            i.backoff_ms = (d * 2).min(10_000);
-            d
-        };
-        set_timeout(
-            move || connect(inner),
-            std::time::Duration::from_millis(delay as u64),
-        );
-    }
-
-    /// One event of the connection: `<sub> <name> <cursor>` and its JSON.
-    fn receive(inner: &Rc<RefCell<Inner>>, data: &str) {
+    /// One message from the hub: `<sub> <name> <cursor>` and its JSON.
+    fn receive(data: &str) {
         let Some((head, json)) = data.split_once('\n') else {
             return;
         };
@@ -329,151 +216,81 @@ mod browser {
             return;
         };
         let Ok(n) = sub.parse::<u32>() else { return };
-        if n == 0 {
-            return control(inner, name, json);
+        if n == CONNECTION {
+            return control(name, json);
         }
         let cursor = cursor.parse::<i64>().ok();
         let (on, conn) = {
-            let mut i = inner.borrow_mut();
-            let Some(s) = i.subs.get_mut(&n) else { return };
-            // Never an event twice (one already had before a reconnect).
-            if let (Some(c), Some(seen)) = (cursor, s.cursor) {
-                if c <= seen {
-                    return;
+            let found = MUX.with(|m| {
+                let mut m = m.borrow_mut();
+                let s = m.subs.get_mut(&n)?;
+                if name != LINK {
+                    // Never an event twice.
+                    if let (Some(c), Some(seen)) = (cursor, s.cursor) {
+                        if c <= seen {
+                            return None;
+                        }
+                    }
+                    if cursor.is_some() {
+                        s.cursor = cursor;
+                    }
+                }
+                Some((s.on.clone(), s.conn))
+            });
+            let Some(found) = found else { return };
+            found
+        };
+        match name {
+            LINK => conn.set(match json.trim_matches('"') {
+                "live" => Conn::Live,
+                "reconnecting" => Conn::Reconnecting,
+                _ => Conn::Connecting,
+            }),
+            REFUSED => forget(n),
+            _ => {
+                if !on(name, json) {
+                    // Its job ended: the server ends the subscription itself.
+                    forget(n);
                 }
             }
-            if cursor.is_some() {
-                s.cursor = cursor;
-            }
-            (s.on.clone(), s.conn)
-        };
-        if name == "refused" {
-            inner.borrow_mut().subs.remove(&n);
-            conn.set(Conn::Closed);
-            return;
-        }
-        if !on(name, json) {
-            // Its job ended: the server ends the subscription itself.
-            inner.borrow_mut().subs.remove(&n);
-            conn.set(Conn::Closed);
         }
     }
 
-    fn control(inner: &Rc<RefCell<Inner>>, name: &str, json: &str) {
+    /// Drops subscription `n` without an unsubscribe: the server did.
+    fn forget(n: u32) {
+        let sub = MUX.with(|m| m.borrow_mut().subs.remove(&n));
+        if let Some(sub) = sub {
+            sub.conn.set(Conn::Closed);
+        }
+    }
+
+    fn control(name: &str, json: &str) {
         match name {
-            "hello" => {
-                let id = serde_json::from_str::<serde_json::Value>(json)
-                    .ok()
-                    .and_then(|v| v["conn"].as_str().map(str::to_string));
-                let pending: Vec<(u32, String)> = {
-                    let mut i = inner.borrow_mut();
-                    i.conn_id = id.clone();
-                    i.backoff_ms = 500;
-                    i.subs
-                        .iter()
-                        .filter(|(_, s)| !s.carried)
-                        .map(|(n, s)| (*n, s.request(*n)))
-                        .collect()
-                };
-                let carried: Vec<_> = inner
-                    .borrow()
-                    .subs
-                    .values()
-                    .filter(|s| s.carried)
-                    .map(|s| s.conn)
-                    .collect();
-                for c in carried {
-                    c.set(Conn::Live);
-                }
-                if let Some(id) = id {
-                    for (n, body) in pending {
-                        post(&id, "subscribe", body, Some(n));
-                    }
+            ENDED => {
+                if let Ok(e) = serde_json::from_str::<Ended>(json) {
+                    forget(e.sub);
                 }
             }
-            "ended" => {
-                let n = serde_json::from_str::<serde_json::Value>(json)
-                    .ok()
-                    .and_then(|v| v["sub"].as_u64());
-                if let Some(n) = n {
-                    let sub = inner.borrow_mut().subs.remove(&(n as u32));
-                    if let Some(sub) = sub {
-                        sub.conn.set(Conn::Closed);
-                    }
-                }
-            }
-            "revoked" => {
+            Revoked::NAME => {
                 let reason = Revoked::decode(json)
                     .map(|r| r.reason)
                     .unwrap_or_else(|_| "signed out".to_string());
                 REVOKED.with(|r| {
                     r.borrow_mut().get_or_insert(reason);
                 });
-                inner.borrow_mut().revoked = true;
-                close(inner);
-                set_all(inner, Conn::SignedOut);
+                let conns: Vec<_> = MUX.with(|m| {
+                    let mut m = m.borrow_mut();
+                    m.revoked = true;
+                    std::mem::take(&mut m.subs)
+                        .into_values()
+                        .map(|s| s.conn)
+                        .collect()
+                });
+                for c in conns {
+                    c.set(Conn::SignedOut);
+                }
             }
             _ => {}
-        }
-    }
-
-    /// `POST /api/live/{conn}/{what}` with `body`; a failed subscribe
-    /// (the connection ended, or is held by another replica) reopens the
-    /// connection, whose URL then carries subscription `sub`.
-    fn post(conn_id: &str, what: &'static str, body: String, sub: Option<u32>) {
-        let url = format!("/api/live/{conn_id}/{what}");
-        let conn_id = conn_id.to_string();
-        leptos::task::spawn_local(async move {
-            let ok = send(&url, body).await;
-            if what != "subscribe" {
-                return;
-            }
-            MUX.with(|m| {
-                let mut i = m.0.borrow_mut();
-                // N.B.: an answer for a connection that is gone already.
-                if i.conn_id.as_deref() != Some(&conn_id) {
-                    return;
-                }
-                let Some(s) = sub.and_then(|n| i.subs.get_mut(&n)) else {
-                    return;
-                };
-                if ok {
-                    s.carried = true;
-                    let c = s.conn;
-                    drop(i);
-                    c.set(Conn::Live);
-                } else {
-                    drop(i);
-                    close(&m.0);
-                    set_all(&m.0, Conn::Reconnecting);
-                    schedule(m.0.clone());
-                }
-            });
-        });
-    }
-
-    async fn send(url: &str, body: String) -> bool {
-        use wasm_bindgen_futures::JsFuture;
-        let Some(window) = web_sys::window() else {
-            return false;
-        };
-        let init = web_sys::RequestInit::new();
-        init.set_method("POST");
-        init.set_body(&JsValue::from_str(&body));
-        let Ok(headers) = web_sys::Headers::new() else {
-            return false;
-        };
-        let _ = headers.set("content-type", "application/json");
-        init.set_headers(&headers);
-        let Ok(req) = web_sys::Request::new_with_str_and_init(url, &init) else {
-            return false;
-        };
-        match JsFuture::from(window.fetch_with_request(&req)).await {
-            Ok(res) => res
-                .dyn_into::<web_sys::Response>()
-                .map(|r| r.ok())
-                .unwrap_or(false),
-            Err(_) => false,
         }
     }
 }

@@ -8,7 +8,9 @@
 //!   `'wasm-unsafe-eval'` (nothing else of eval). Nothing may frame a page
 //!   (`frame-ancestors 'none'`);
 //! - every other response gets `default-src 'none'`, so a response that is
-//!   not a page can never act as one;
+//!   not a page can never act as one; a script adds `connect-src 'self'`
+//!   (a script's own policy applies only when it runs as a worker, and the
+//!   shared worker of `public/live.mjs` opens the live connection);
 //! - `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`
 //!   everywhere; `Cache-Control: no-store` on the API and on pages (which
 //!   show what one user may see, and carry a nonce that must not be
@@ -82,6 +84,10 @@ pub fn page_policy(nonce: &CspNonce) -> String {
 /// The policy of every response that is not a page.
 pub const NOT_A_PAGE_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 
+/// The policy of a script: as [`NOT_A_PAGE_POLICY`], but a worker started
+/// from it may reach its own origin (the live connection's shared worker).
+pub const SCRIPT_POLICY: &str = "default-src 'none'; connect-src 'self'; frame-ancestors 'none'";
+
 /// The middleware: makes the nonce, runs the request, sets the headers.
 pub async fn security_headers(mut req: Request, next: Next) -> Response {
     let nonce = CspNonce::new();
@@ -97,9 +103,15 @@ fn apply(h: &mut HeaderMap, nonce: &CspNonce, api: bool) {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/html"));
+    let script = h
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("javascript"));
     let policy = if html {
         HeaderValue::from_str(&page_policy(nonce))
             .unwrap_or(HeaderValue::from_static(NOT_A_PAGE_POLICY))
+    } else if script {
+        HeaderValue::from_static(SCRIPT_POLICY)
     } else {
         HeaderValue::from_static(NOT_A_PAGE_POLICY)
     };
@@ -182,6 +194,13 @@ mod tests {
             stream[CACHE_CONTROL], "no-cache",
             "a handler's choice stays"
         );
+    }
+
+    #[test]
+    fn a_script_may_connect_to_its_own_origin_when_it_runs_as_a_worker() {
+        let h = headers("text/javascript", false);
+        assert_eq!(h[CONTENT_SECURITY_POLICY], SCRIPT_POLICY);
+        assert!(!h.contains_key(CACHE_CONTROL));
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub fn ConsoleAsServer() -> impl IntoView {
 
 /// The actual states of a page's targets, kept live from the feed: a
 /// `target` event replaces its target's; a resync reads them all again.
+///
+/// N.B.: the events that arrive while that read runs are applied again
+/// onto its answer, in order: the read may have been answered from before
+/// their commit, and would otherwise put an older state back.
 #[derive(Clone, Copy)]
 pub struct LiveStatus(RwSignal<HashMap<String, TargetStatus>>);
 
@@ -132,20 +136,46 @@ impl LiveStatus {
                 .map(|s| (s.target.clone(), s))
                 .collect::<HashMap<_, _>>(),
         );
+        // The reads begun, and the events since the oldest running one
+        // began (None: none runs).
+        let reads: StoredValue<(u64, Option<Vec<TargetStatus>>)> = StoredValue::new((0, None));
         Feed::subscribe(move |msg| match msg {
-            FeedEvent::Target(s) => map.update(|m| {
-                m.insert(s.target.clone(), (**s).clone());
-            }),
+            FeedEvent::Target(s) => {
+                reads.update_value(|(_, during)| {
+                    if let Some(d) = during {
+                        d.push((**s).clone());
+                    }
+                });
+                map.update(|m| {
+                    m.insert(s.target.clone(), (**s).clone());
+                });
+            }
             FeedEvent::Resync => {
+                reads.update_value(|(n, during)| {
+                    *n += 1;
+                    during.get_or_insert_with(Vec::new);
+                });
                 #[cfg(feature = "hydrate")]
                 leptos::task::spawn_local(async move {
-                    if let Ok(targets) = list_targets().await {
-                        let all = targets
-                            .into_iter()
-                            .filter_map(|t| t.status)
-                            .map(|s| (s.target.clone(), s));
-                        map.set(all.collect());
+                    let mine = reads.with_value(|(n, _)| *n);
+                    let read = list_targets().await;
+                    // Only the newest read's answer counts (an older one
+                    // still running ends here unused).
+                    let since = reads
+                        .try_update_value(|(n, during)| (*n == mine).then(|| during.take()))
+                        .flatten();
+                    let (Some(since), Ok(targets)) = (since, read) else {
+                        return;
+                    };
+                    let mut all: HashMap<_, _> = targets
+                        .into_iter()
+                        .filter_map(|t| t.status)
+                        .map(|s| (s.target.clone(), s))
+                        .collect();
+                    for s in since.into_iter().flatten() {
+                        all.insert(s.target.clone(), s);
                     }
+                    map.set(all);
                 });
             }
             _ => {}

@@ -1,5 +1,5 @@
 // The browser terminal: xterm.js in Chromium over the terminal WebSocket.
-import { test, expect } from './fixtures/test';
+import { test, expect, gotoHydrated } from './fixtures/test';
 import { signIn } from './fixtures/users';
 import { shoot } from './fixtures/jobs';
 
@@ -38,9 +38,11 @@ test('only the console page downloads xterm.js', async ({ page }) => {
   await signIn(page, 'alice');
   const fetched: string[] = [];
   page.on('request', (r) => fetched.push(new URL(r.url()).pathname));
-  await page.goto('/targets/web-1');
+  await gotoHydrated(page, '/targets/web-1');
   await expect(page.getByRole('link', { name: 'Console' })).toBeVisible();
-  await page.waitForLoadState('networkidle');
+  // Hydrated, and its live data flowing: every module the page imports has
+  // loaded. (Not 'networkidle': the live connection never ends.)
+  await expect(page.locator('[data-feed="live"]').first()).toBeVisible({ timeout: 15_000 });
   expect(fetched.filter((p) => p.startsWith('/vendor/xterm/'))).toEqual([]);
   await page.getByRole('link', { name: 'Console' }).click();
   await expect(page.locator('.xterm-rows')).toBeVisible({ timeout: 15_000 });

@@ -88,6 +88,10 @@ class Hub {
     const sub = { tab, id, stream, after: after ?? null, cursor: null, carried: false };
     this.subs.set(n, sub);
     this.keys.set(key, n);
+    // N.B.: said even to a tab that thinks it is live (after a hand-over):
+    // its feed must see "live" come again, which makes its tables read
+    // what changed while no hub held the connection.
+    this.link(sub, 'connecting');
     if (this.es && this.conn) this.post('subscribe', n, this.request(n, sub));
     else if (!this.es && !this.waiting) this.connect();
     // else: opening; its `hello` subscribes what its URL did not carry.

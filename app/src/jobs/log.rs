@@ -340,10 +340,16 @@ fn VirtualLog(model: LogModel, running: Signal<bool>) -> impl IntoView {
     let on_scroll = move |_| {
         if let Some(el) = viewport.get_untracked() {
             let top = el.scroll_top() as f64;
+            let before = scroll_top.get_untracked();
             scroll_top.set(top);
             let at_bottom =
                 top + el.client_height() as f64 >= el.scroll_height() as f64 - LINE_H * 1.5;
-            following.set(at_bottom);
+            // N.B.: a scroll event is dispatched a frame after its scroll
+            // (later still in a busy or background tab), and lines that
+            // arrived meanwhile leave the position the view itself moved
+            // to short of the bottom: only a move up stops following.
+            let moved_up = top < before - 1.0;
+            following.set(at_bottom || (following.get_untracked() && !moved_up));
         }
     };
 

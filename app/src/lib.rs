@@ -13,6 +13,7 @@ pub mod account;
 pub mod admin;
 pub mod ansi;
 pub mod auth;
+pub mod codec;
 pub mod components;
 pub mod console;
 pub mod dashboard;

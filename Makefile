@@ -17,6 +17,11 @@ CARGO_LEPTOS_VERSION := 0.3.10
 WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 E2E_DB_DIR := target/e2e
+# Every cargo-leptos build splits the wasm (`--split`, a command-line flag
+# only in 0.3.10): each page but the dashboard is a lazy route (app/src/
+# routes.rs) whose code loads when the page is opened; every cargo-leptos
+# build here passes it (bench/run.sh too).
+LEPTOS_SPLIT := --split
 
 .PHONY: help setup toolchain npm chromium restic build run test check fmt clippy cargo-test pg-clean e2e bench clean-e2e fuzz fuzz-setup dist dist-pack dist-test
 
@@ -67,10 +72,10 @@ restic:
 # ---- build and run ------------------------------------------------------------
 
 build: setup
-	cargo leptos build --release
+	cargo leptos build --release $(LEPTOS_SPLIT)
 
 run: setup
-	cargo leptos serve --release
+	cargo leptos serve --release $(LEPTOS_SPLIT)
 
 # ---- tests --------------------------------------------------------------------
 
@@ -115,9 +120,9 @@ E2E_LOG := target/e2e.log
 
 e2e: clean-e2e
 	@mkdir -p target
-	@echo "cargo leptos end-to-end --release (output also in $(E2E_LOG))"
+	@echo "cargo leptos end-to-end --release $(LEPTOS_SPLIT) (output also in $(E2E_LOG))"
 	@OPSDECK_CONFIG=end2end/opsdeck.e2e.toml OPSDECK_ADMIN_PASSWORD=e2e-admin-password RUST_LOG=warn \
-	  cargo leptos end-to-end --release 2>&1 | tee $(E2E_LOG) || { \
+	  cargo leptos end-to-end --release $(LEPTOS_SPLIT) 2>&1 | tee $(E2E_LOG) || { \
 	  echo; echo "== Playwright failed; the failing tests (whole output: $(E2E_LOG)) =="; \
 	  sed -n '/^  [0-9]*) \[chromium\]/,/^  [0-9]* passed/p' $(E2E_LOG) | grep -v '^ *at \|^$$' | head -60; \
 	  exit 1; }
@@ -127,7 +132,7 @@ e2e: clean-e2e
 # The tarball: the release binary carrying its site (server/src/site),
 # the demo configuration, the systemd units, INSTALL (packaging/).
 dist: setup
-	cargo leptos build --release
+	cargo leptos build --release $(LEPTOS_SPLIT)
 	@$(MAKE) --no-print-directory dist-pack
 
 # Packs the release build that is there, without building: in `make test`,

@@ -16,7 +16,7 @@
 # bench/results/summary.md. Scratch files (databases, configs, logs) live
 # in $BENCH_WORK (default /tmp/opsdeck-bench).
 #
-# Knobs: BENCH_FANOUT_SECS (30) seconds per fan-out rate, BENCH_RUNS (3)
+# Knobs: BENCH_PORT (18080) the port of opsdeck's server, BENCH_FANOUT_SECS (30) seconds per fan-out rate, BENCH_RUNS (3)
 # runs of the engine benchmarks, BENCH_QUEUE_JOBS (5000), BENCH_PG_JOBS
 # (5000) jobs per queue run on PostgreSQL, BENCH_PG_PARTS ("queue latency
 # ingest recovery") which parts of the pg benchmark run, BENCH_IDLE_STREAMS (10000),
@@ -43,7 +43,7 @@ export LEPTOS_OUTPUT_NAME=opsdeck
 WORK=${BENCH_WORK:-/tmp/opsdeck-bench}
 RESULTS=$ROOT/bench/results
 BIN=$WORK/bin
-PORT=18080       # opsdeck
+PORT=${BENCH_PORT:-18080} # opsdeck
 NCHAN_PORT=18090 # nginx (fixed in bench/nchan/nginx.conf)
 FANOUT_SECS=${BENCH_FANOUT_SECS:-30}
 RUNS=${BENCH_RUNS:-3}
@@ -911,9 +911,9 @@ bench_pg_recovery() {
 # The release site, built as `make dist` builds it, carried by the binary
 # (precompressed with brotli 11 and gzip: what a release serves).
 setup_web() {
-    log "building the release site (cargo leptos build --release) and a binary carrying it"
+    log "building the release site (cargo leptos build --release --split) and a binary carrying it"
     cd "$ROOT"
-    cargo leptos build --release
+    cargo leptos build --release --split
     "$CARGO_TARGET_DIR/release/opsdeck" embed-site --site "$ROOT/target/site" --out "$BIN/opsdeck-web.new"
     mv -f "$BIN/opsdeck-web.new" "$BIN/opsdeck-web"
     [ -f "$ROOT/end2end/node_modules/.installed" ] || npm ci --prefix "$ROOT/end2end" --no-audit --no-fund

@@ -9,7 +9,7 @@ use crate::error::AppError;
 use crate::tokens::{list_tokens, CreateToken, NewTokenNotice, RevokeToken, TokenTable};
 
 /// Changes the caller's own password.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn change_password(current: String, password: String) -> Result<(), AppError> {
     use crate::backend::{backend, caller, respond};
     respond(

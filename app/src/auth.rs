@@ -10,13 +10,13 @@ use crate::error::AppError;
 use crate::model::user::CurrentUser;
 
 /// The signed-in user, or `None` when anonymous.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn who_am_i() -> Result<Option<CurrentUser>, AppError> {
     Ok(crate::backend::caller().user)
 }
 
 /// Checks the credentials, sets the session cookie and goes to `next`.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn login(
     username: String,
     password: String,
@@ -36,7 +36,7 @@ pub async fn login(
 }
 
 /// Ends the session and goes to the sign-in page.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn logout() -> Result<(), AppError> {
     use crate::backend::{backend, caller, respond, set_cookie};
     respond(

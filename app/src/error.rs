@@ -5,7 +5,7 @@
 //! user-facing variant says what to do; internal causes are logged by the server
 //! and reach the user only as [`AppError::Internal`].
 
-use leptos::server_fn::codec::JsonEncoding;
+use crate::codec::JsonText;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +110,7 @@ impl AppError {
 }
 
 impl FromServerFnError for AppError {
-    type Encoder = JsonEncoding;
+    type Encoder = JsonText;
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {

@@ -13,14 +13,14 @@ use crate::error::AppError;
 use crate::model::journal::{JournalEntry, MAX_NOTE_CHARS};
 
 /// The newest journal notes.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn list_journal() -> Result<Vec<JournalEntry>, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.journal(&caller(), 20).await }.await)
 }
 
 /// Adds a note to the journal.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn post_journal_note(text: String) -> Result<JournalEntry, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.post_journal(&caller(), text).await }.await)

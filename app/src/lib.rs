@@ -13,6 +13,7 @@ pub mod account;
 pub mod admin;
 pub mod ansi;
 pub mod auth;
+pub mod codec;
 pub mod components;
 pub mod console;
 pub mod dashboard;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod jobs;
 pub mod journal;
 pub mod model;
+pub mod routes;
 pub mod targets;
 pub mod tokens;
 
@@ -29,7 +31,7 @@ pub mod backend;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::{path, SsrMode};
+use leptos_router::{path, Lazy, SsrMode};
 
 /// Bare module names that wasm-bindgen emits, mapped to content-hashed URLs:
 /// the npm front-end packages to `/xterm-lazy.mjs` (at `shim`), a shim
@@ -126,21 +128,21 @@ pub fn App() -> impl IntoView {
                 <jobs::live::FeedBanner />
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=dashboard::Dashboard ssr=SsrMode::Async />
-                    <Route path=path!("/jobs") view=jobs::lists::JobsPage ssr=SsrMode::Async />
-                    <Route path=path!("/jobs/:id") view=jobs::page::JobPage ssr=SsrMode::Async />
-                    <Route path=path!("/launch/:template") view=jobs::launch::LaunchPage ssr=SsrMode::Async />
-                    <Route path=path!("/targets/:id") view=targets::TargetPage ssr=SsrMode::Async />
-                    <Route path=path!("/targets/:id/jobs") view=targets::TargetJobsPage ssr=SsrMode::Async />
-                    <Route path=path!("/targets/:id/console") view=console::ConsolePage ssr=SsrMode::Async />
-                    <Route path=path!("/admin/jobs") view=jobs::lists::AdminJobsPage ssr=SsrMode::Async />
-                    <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async />
-                    <Route path=path!("/account") view=account::AccountPage ssr=SsrMode::Async />
-                    <Route path=path!("/admin/users") view=admin::users::UsersPage ssr=SsrMode::Async />
-                    <Route path=path!("/admin/agents") view=admin::agents::AgentsPage ssr=SsrMode::Async />
-                    <Route path=path!("/admin/audit") view=admin::audit::AuditPageView ssr=SsrMode::Async />
-                    <Route path=path!("/admin/webhooks") view=admin::webhooks::WebhooksPage ssr=SsrMode::Async />
-                    <Route path=path!("/admin/schedules") view=admin::schedules::SchedulesPage ssr=SsrMode::Async />
-                    <Route path=path!("/admin/recordings/:id") view=admin::recordings::RecordingPage ssr=SsrMode::Async />
+                    <Route path=path!("/jobs") view={Lazy::<routes::JobsRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/jobs/:id") view={Lazy::<routes::JobRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/launch/:template") view={Lazy::<routes::LaunchRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/targets/:id") view={Lazy::<routes::TargetRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/targets/:id/jobs") view={Lazy::<routes::TargetJobsRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/targets/:id/console") view={Lazy::<routes::ConsoleRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/admin/jobs") view={Lazy::<routes::AdminJobsRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/login") view={Lazy::<routes::LoginRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/account") view={Lazy::<routes::AccountRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/admin/users") view={Lazy::<routes::UsersRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/admin/agents") view={Lazy::<routes::AgentsRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/admin/audit") view={Lazy::<routes::AuditRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/admin/webhooks") view={Lazy::<routes::WebhooksRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/admin/schedules") view={Lazy::<routes::SchedulesRoute>::new()} ssr=SsrMode::Async />
+                    <Route path=path!("/admin/recordings/:id") view={Lazy::<routes::RecordingRoute>::new()} ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

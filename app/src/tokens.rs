@@ -8,14 +8,14 @@ use crate::error::AppError;
 use crate::model::user::{NewToken, TokenInfo};
 
 /// The caller's tokens, or (admins, `all`) everyone's.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn list_tokens(all: bool) -> Result<Vec<TokenInfo>, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.tokens(&caller(), all).await }.await)
 }
 
 /// Creates a token for the caller, or (admins) for `username`.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn create_token(username: Option<String>, label: String) -> Result<NewToken, AppError> {
     use crate::backend::{backend, caller, respond};
     let username = username.filter(|u| !u.is_empty());
@@ -23,7 +23,7 @@ pub async fn create_token(username: Option<String>, label: String) -> Result<New
 }
 
 /// Revokes a token.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn revoke_token(id: i64) -> Result<TokenInfo, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.revoke_token(&caller(), id).await }.await)

@@ -63,14 +63,15 @@ async function recorder(context, page) {
   cdp.on('Network.loadingFailed', (e) => finish(e, true));
   return {
     // Resolves once nothing has been in flight for IDLE_MS. Long-lived
-    // requests (the live event streams, the terminal socket) never finish
+    // requests (the live event streams: the tab's `/api/live`, a job's
+    // `/events`; the terminal socket) never finish
     // and are not counted as in flight: they go through EventSource and
     // WebSocket, which CDP reports with other events; their fetches are
     // reported only when they end.
     async settled() {
       const t0 = Date.now();
       for (;;) {
-        const streams = [...urls.values()].filter((u) => /\/events(\?|$)|\/api\/events/.test(u)).length;
+        const streams = [...urls.values()].filter((u) => /\/events(\?|$)|\/api\/events|\/api\/live(\?|$)/.test(u)).length;
         if (inFlight - streams <= 0 && Date.now() - lastChange >= IDLE_MS) return;
         if (Date.now() - t0 > DEADLINE_MS) throw new Error(`network not settled after ${DEADLINE_MS} ms`);
         await new Promise((r) => setTimeout(r, 50));

@@ -14,14 +14,14 @@ use crate::model::agent::{AgentInfo, AgentStatus, NewAgent};
 use crate::model::event::FeedEvent;
 
 /// Every enrolled agent.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn list_agents() -> Result<Vec<AgentInfo>, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.agents(&caller()).await }.await)
 }
 
 /// Enrols an agent; its token comes back once.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn add_agent(name: String) -> Result<NewAgent, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(
@@ -35,7 +35,7 @@ pub async fn add_agent(name: String) -> Result<NewAgent, AppError> {
 }
 
 /// Revokes an agent's token; it is disconnected.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn revoke_agent(name: String) -> Result<(), AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.revoke_agent(&caller(), name).await }.await)

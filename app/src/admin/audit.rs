@@ -26,7 +26,7 @@ const KNOWN_ACTIONS: &[&str] = &[
 ];
 
 /// A page of the audit log.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn audit_log(query: AuditQuery) -> Result<AuditPage, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.audit(&caller(), query).await }.await)

@@ -13,21 +13,21 @@ use crate::model::job::Job;
 use crate::model::schedule::{FireInfo, FireOutcome, ScheduleInfo};
 
 /// Every schedule with its next and latest fires.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn list_schedules() -> Result<Vec<ScheduleInfo>, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.schedules(&caller()).await }.await)
 }
 
 /// Pauses (`paused = true`) or resumes a schedule.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn pause_schedule(id: String, paused: bool) -> Result<(), AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.pause_schedule(&caller(), id, paused).await }.await)
 }
 
 /// Launches a schedule's job now.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn run_schedule(id: String) -> Result<Job, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.run_schedule(&caller(), id).await }.await)

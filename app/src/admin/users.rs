@@ -16,14 +16,14 @@ fn parse_role(role: &str) -> Result<Role, AppError> {
 }
 
 /// Every user.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn list_users() -> Result<Vec<UserInfo>, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.users(&caller()).await }.await)
 }
 
 /// Adds a user.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn create_user(
     username: String,
     role: String,
@@ -42,7 +42,7 @@ pub async fn create_user(
 }
 
 /// Changes a user's role.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn set_user_role(username: String, role: String) -> Result<UserInfo, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(
@@ -56,14 +56,14 @@ pub async fn set_user_role(username: String, role: String) -> Result<UserInfo, A
 }
 
 /// Disables or re-enables a user.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn set_user_disabled(username: String, disabled: bool) -> Result<UserInfo, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.set_disabled(&caller(), username, disabled).await }.await)
 }
 
 /// Sets a new password for a user.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn reset_user_password(username: String, password: String) -> Result<(), AppError> {
     use crate::backend::{backend, caller, respond};
     respond(

@@ -12,7 +12,7 @@ use crate::jobs::widgets::Time;
 use crate::model::webhook::{DeliveryInfo, DeliveryState, HookInfo};
 
 /// Every configured hook with its latest deliveries.
-#[server]
+#[server(output = crate::codec::Json)]
 pub async fn list_webhooks() -> Result<Vec<HookInfo>, AppError> {
     use crate::backend::{backend, caller, respond};
     respond(async { backend()?.webhooks(&caller()).await }.await)

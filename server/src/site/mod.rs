@@ -100,7 +100,7 @@ impl Asset {
     }
 
     fn typed(content_type: &str, identity: Bytes, gzip: Option<Bytes>, br: Option<Bytes>) -> Asset {
-        let hash = hex::encode(&Sha256::digest(&identity)[..8]);
+        let hash = content_hash(&identity);
         Asset {
             content_type: HeaderValue::from_str(content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
@@ -160,20 +160,11 @@ impl Site {
             output_name: OUTPUT_NAME.to_string(),
             ..Site::default()
         };
-        let trio: Vec<&SiteFile> = ["js", "wasm", "css"]
-            .iter()
-            .filter_map(|ext| {
-                let path = format!("pkg/{OUTPUT_NAME}.{ext}");
-                files.iter().find(|f| f.path == path)
-            })
-            .collect();
-        let pkg_hash = (trio.len() == 3).then(|| {
-            let mut h = Sha256::new();
-            for f in &trio {
-                h.update((f.identity.len() as u64).to_le_bytes());
-                h.update(&f.identity);
-            }
-            hex::encode(&h.finalize()[..8])
+        let pkg_hash = pkg_hash(|path| {
+            files
+                .iter()
+                .find(|f| f.path == path)
+                .map(|f| &f.identity[..])
         });
         if let Some(hash) = &pkg_hash {
             site.output_name = format!("{OUTPUT_NAME}.{hash}");
@@ -280,6 +271,77 @@ impl Site {
     }
 }
 
+/// Hex SHA-256 of `data`, first 16 digits (64 bits): a file's hash.
+fn content_hash(data: &[u8]) -> String {
+    hex::encode(&Sha256::digest(data)[..8])
+}
+
+/// The one hash of the `pkg/` trio (JS, wasm, CSS), given each file's
+/// content by its path; `None` unless all three are there.
+fn pkg_hash<'a>(content: impl Fn(&str) -> Option<&'a [u8]>) -> Option<String> {
+    let mut h = Sha256::new();
+    for ext in ["js", "wasm", "css"] {
+        let body = content(&format!("pkg/{OUTPUT_NAME}.{ext}"))?;
+        h.update((body.len() as u64).to_le_bytes());
+        h.update(body);
+    }
+    Some(hex::encode(&h.finalize()[..8]))
+}
+
+/// The loader of the wasm parts that load when a page needs them, which
+/// cargo-leptos writes beside the main JS in a `--split` build.
+const SPLIT_LOADER: &str = "pkg/__wasm_split.______________________.js";
+
+/// Points the split loader at the names pages use.
+///
+/// The loader imports the main JS module to reach the running wasm (its
+/// memory and function table): by its plain name, `./opsdeck.js`, while the
+/// page loaded it as `opsdeck.<hash>.js` — to the browser another module,
+/// a second copy of the glue with no wasm behind it, so no part could
+/// load. It becomes the hashed name. Each part it fetches (`./chunk_3.wasm`,
+/// `./split_….wasm`) becomes its hashed name too, cached for good like the
+/// main wasm, and never a part of another build mixed with this one.
+///
+/// The loader itself keeps its plain name (revalidated): the main JS
+/// imports it by that name.
+fn link_split_loader(files: &mut [(String, Bytes)]) {
+    let Some(hash) = pkg_hash(|path| {
+        files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, body)| &body[..])
+    }) else {
+        return;
+    };
+    let parts: Vec<(String, String)> = files
+        .iter()
+        .filter_map(|(path, body)| {
+            let name = path.strip_prefix("pkg/")?;
+            let stem = name.strip_suffix(".wasm")?;
+            (stem != OUTPUT_NAME && !stem.contains('/')).then(|| {
+                (
+                    format!("\"./{name}\""),
+                    format!("\"./{stem}.{}.wasm\"", content_hash(body)),
+                )
+            })
+        })
+        .collect();
+    let Some((_, loader)) = files.iter_mut().find(|(p, _)| p == SPLIT_LOADER) else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(loader) else {
+        return;
+    };
+    let mut text = text.replace(
+        &format!("\"./{OUTPUT_NAME}.js\""),
+        &format!("\"./{OUTPUT_NAME}.{hash}.js\""),
+    );
+    for (plain, hashed) in &parts {
+        text = text.replace(plain, hashed);
+    }
+    *loader = Bytes::from(text);
+}
+
 /// `/dir/name.ext` → `/dir/name.<hash>.ext` (`/dir/name.<hash>` without an
 /// extension).
 fn hashed_path(path: &str, hash: &str) -> String {
@@ -300,13 +362,14 @@ fn if_none_match(headers: &HeaderMap, hash: &str) -> bool {
         .any(|t| t == hash || t == "*")
 }
 
-/// Every file under `dir`, compressed with `effort`.
+/// Every file under `dir`, compressed with `effort` (the split loader
+/// linked to the hashed names first: [`link_split_loader`]).
 pub fn read_dir(dir: &Path, effort: Effort) -> Result<Vec<SiteFile>, SiteError> {
     let err = |source| SiteError::Dir {
         dir: dir.to_path_buf(),
         source,
     };
-    let mut out = Vec::new();
+    let mut raw = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         for entry in std::fs::read_dir(&d).map_err(err)? {
@@ -325,10 +388,15 @@ pub fn read_dir(dir: &Path, effort: Effort) -> Result<Vec<SiteFile>, SiteError> 
                     .collect::<Vec<_>>()
                     .join("/");
                 let identity = Bytes::from(std::fs::read(&path).map_err(err)?);
-                out.push(encode::compress(rel, identity, effort));
+                raw.push((rel, identity));
             }
         }
     }
+    link_split_loader(&mut raw);
+    let mut out: Vec<SiteFile> = raw
+        .into_iter()
+        .map(|(rel, identity)| encode::compress(rel, identity, effort))
+        .collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
@@ -377,6 +445,63 @@ mod tests {
         }
         assert_eq!(a.urls()["/favicon.ico"], b.urls()["/favicon.ico"]);
         assert_eq!(Site::from_files(vec![]).output_name(), "opsdeck");
+    }
+
+    #[test]
+    fn the_split_loader_imports_the_hashed_main_js_and_fetches_hashed_parts() {
+        let loader = "import { initSync } from \"./opsdeck.js\";\n\
+                      fetch(new URL(\"./chunk_3.wasm\", import.meta.url));\n\
+                      fetch(new URL(\"./split___x_view_1.wasm\", import.meta.url));\n";
+        let mut files = vec![
+            ("pkg/opsdeck.js".to_string(), Bytes::from_static(b"js")),
+            ("pkg/opsdeck.wasm".to_string(), Bytes::from_static(b"wasm")),
+            ("pkg/opsdeck.css".to_string(), Bytes::from_static(b"css")),
+            (
+                "pkg/chunk_3.wasm".to_string(),
+                Bytes::from_static(b"part 3"),
+            ),
+            (
+                "pkg/split___x_view_1.wasm".to_string(),
+                Bytes::from_static(b"part x"),
+            ),
+            (SPLIT_LOADER.to_string(), Bytes::from(loader)),
+        ];
+        link_split_loader(&mut files);
+        let site = Site::from_files(
+            files
+                .iter()
+                .map(|(path, body)| SiteFile {
+                    path: path.clone(),
+                    identity: body.clone(),
+                    gzip: None,
+                    br: None,
+                })
+                .collect(),
+        );
+        let urls = site.urls();
+        let linked = std::str::from_utf8(&files[5].1).unwrap();
+        let main_js = urls["/pkg/opsdeck.js"].strip_prefix("/pkg/").unwrap();
+        assert!(
+            linked.contains(&format!("from \"./{main_js}\"")),
+            "{linked}"
+        );
+        for part in ["chunk_3", "split___x_view_1"] {
+            let hashed = urls[&format!("/pkg/{part}.wasm")]
+                .strip_prefix("/pkg/")
+                .unwrap()
+                .to_string();
+            assert_ne!(hashed, format!("{part}.wasm"));
+            assert!(
+                linked.contains(&format!("new URL(\"./{hashed}\"")),
+                "{linked}"
+            );
+        }
+        assert!(!linked.contains("opsdeck.js\""));
+
+        // Without the trio there is no hashed name to point at: unchanged.
+        let mut alone = vec![(SPLIT_LOADER.to_string(), Bytes::from(loader))];
+        link_split_loader(&mut alone);
+        assert_eq!(&alone[0].1[..], loader.as_bytes());
     }
 
     #[test]

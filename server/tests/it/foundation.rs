@@ -74,7 +74,12 @@ async fn the_dashboard_is_rendered_on_the_server_with_the_import_map_before_the_
     let res = app.admin().await.get("/").send().await.unwrap();
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
-    assert!(html.contains("<h1>Dashboard</h1>"));
+    // `<h1>Dashboard<!></h1>`: with erase_components (.cargo/config.toml) a
+    // list of children ends with a hydration marker.
+    assert!(
+        html.contains("<h1>Dashboard<!></h1>") || html.contains("<h1>Dashboard</h1>"),
+        "{html}"
+    );
     let import_map = html
         .find(r#"<script type="importmap""#)
         .expect("import map");

@@ -23,7 +23,9 @@ test('the dashboard fetches no lazy part and no xterm.js; the console fetches bo
   await signIn(page, 'alice');
   const fetched = requests(page);
   await gotoHydrated(page, '/');
-  await page.waitForLoadState('networkidle');
+  // Hydrated, and its live data flowing: whatever the dashboard loads has
+  // loaded. (Not 'networkidle': the live connection never ends.)
+  await expect(page.locator('[data-feed="live"]').first()).toBeVisible({ timeout: 15_000 });
   expect(fetched.filter((p) => p.startsWith('/pkg/')).length).toBeGreaterThan(0);
   expect(lazyParts(fetched)).toEqual([]);
   expect(fetched.filter((p) => p.startsWith('/vendor/xterm/'))).toEqual([]);
@@ -49,7 +51,9 @@ test("an admin's dashboard fetches no admin page; each admin page fetches its ow
   await signIn(page, 'admin');
   const fetched = requests(page);
   await gotoHydrated(page, '/');
-  await page.waitForLoadState('networkidle');
+  // Hydrated, and its live data flowing: whatever the dashboard loads has
+  // loaded. (Not 'networkidle': the live connection never ends.)
+  await expect(page.locator('[data-feed="live"]').first()).toBeVisible({ timeout: 15_000 });
   await expect(page.getByRole('navigation', { name: 'Account' }).getByRole('link', { name: 'Users' })).toBeVisible();
   expect(lazyParts(fetched)).toEqual([]);
 

@@ -32,12 +32,14 @@ test('the dashboard fetches no lazy part and no xterm.js; the console fetches bo
 
   // A link the router follows: the target page's part, still no xterm.js.
   await page.getByRole('link', { name: 'Web server 1' }).click();
-  await expect(page.getByRole('link', { name: 'Console' })).toBeVisible();
+  await expect(page).toHaveURL(/\/targets\/web-1$/);
+  // N.B.: exact: the dashboard's cards say "Open console".
+  await expect(page.getByRole('link', { name: 'Console', exact: true })).toBeVisible();
   expect(part(fetched, 'target')).toHaveLength(1);
   expect(part(fetched, 'console')).toEqual([]);
   expect(fetched.filter((p) => p.startsWith('/vendor/xterm/'))).toEqual([]);
 
-  await page.getByRole('link', { name: 'Console' }).click();
+  await page.getByRole('link', { name: 'Console', exact: true }).click();
   await expect(page.locator('.xterm-rows')).toBeVisible({ timeout: 15_000 });
   expect(part(fetched, 'console')).toHaveLength(1);
   expect(fetched).toContain('/vendor/xterm/xterm.mjs');

@@ -56,6 +56,8 @@ class Hub {
     this.conn = null;
     this.backoff = 500;
     this.waiting = false;
+    /** tabs whose lock it waits for (`watch`) */
+    this.watched = new Set();
   }
 
   /** A message from tab `tab`, which `send` answers. */
@@ -68,6 +70,12 @@ class Hub {
         return this.unsubscribe(tab, m.id);
       case 'bye':
         return this.drop(tab);
+      case 'held':
+        if (!this.watched.has(tab)) {
+          this.watched.add(tab);
+          watch(this, tab);
+        }
+        return;
     }
   }
 
@@ -278,19 +286,11 @@ function holdTabLock(tab, held) {
 
 if (typeof SharedWorkerGlobalScope === 'function' && globalThis instanceof SharedWorkerGlobalScope) {
   const hub = new Hub();
-  const watched = new Set();
   globalThis.onconnect = (e) => {
     const port = e.ports[0];
     port.onmessage = (ev) => {
       const { tab, m } = ev.data || {};
       if (typeof tab !== 'string') return;
-      if (m && m.t === 'held') {
-        if (!watched.has(tab)) {
-          watched.add(tab);
-          watch(hub, tab);
-        }
-        return;
-      }
       hub.handle(tab, (data) => port.postMessage(data), m);
     };
     port.start();
@@ -393,7 +393,6 @@ function viaLeader(client) {
   }
   const channel = new BroadcastChannel(CHANNEL);
   let hub = null;
-  const watched = new Set();
   client.send = (m) => {
     if (hub) hub.handle(client.tab, (data) => client.receive(data), m);
     else channel.postMessage({ to: 'leader', from: client.tab, m });
@@ -408,13 +407,6 @@ function viaLeader(client) {
       return client.resubscribe();
     }
     if (msg.to === 'leader' && hub && typeof msg.from === 'string') {
-      if (msg.m && msg.m.t === 'held') {
-        if (!watched.has(msg.from)) {
-          watched.add(msg.from);
-          watch(hub, msg.from);
-        }
-        return;
-      }
       const from = msg.from;
       hub.handle(from, (data) => channel.postMessage({ to: from, data }), msg.m);
     }

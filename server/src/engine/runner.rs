@@ -30,16 +30,20 @@ pub use crate::engine::supervise::{StopReason, StopSwitch};
 /// cancel within the 1 s the issue asks for even then.
 const CANCEL_POLL: Duration = Duration::from_secs(1);
 
+/// How a run ended, for the engine's loop.
+#[derive(Debug)]
+pub struct Ran {
+    /// The job claimed next for this slot, in the same transaction as this
+    /// one's end (none once shutdown began).
+    pub next: Option<JobRow>,
+    /// It ended `failed` (or its end could not be stored): its end may
+    /// have queued a retry.
+    pub failed: bool,
+}
+
 /// Runs a claimed job to its end. Never panics on the job path; every way
-/// out ends the job through its one transition. Returns the job claimed
-/// next for this slot, in the same transaction as this one's end (none
-/// once shutdown began).
-pub async fn run(
-    engine: &Engine,
-    job: JobRow,
-    stop: StopSwitch,
-    claimed_at: Instant,
-) -> Option<JobRow> {
+/// out ends the job through its one transition.
+pub async fn run(engine: &Engine, job: JobRow, stop: StopSwitch, claimed_at: Instant) -> Ran {
     let span =
         tracing::info_span!("run", job = job.id, template = %job.template, target = %job.target);
     async move {
@@ -59,7 +63,10 @@ pub async fn run(
             };
             let error = format!("the {missing} is no longer in the configuration");
             fail_without_process(engine, &job, owner, error).await;
-            return None;
+            return Ran {
+                next: None,
+                failed: true,
+            };
         };
         let limits = Limits {
             max_log_bytes: template.max_log_bytes,
@@ -95,8 +102,12 @@ pub async fn run(
                 claim_for,
             })
             .await;
+        let failed = ended == JobState::Failed || done.finished.is_none();
         finished(engine, job.id, ended, done.finished).await;
-        done.next
+        Ran {
+            next: done.next,
+            failed,
+        }
     }
     .instrument(span)
     .await

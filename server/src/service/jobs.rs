@@ -184,7 +184,9 @@ pub async fn launch(
             "enqueueing a job",
         )
     })?;
-    state.engine.wake();
+    // N.B.: a launch runs now (no retry wait), so when the next retry is
+    // due did not change.
+    state.engine.enqueued();
     tracing::info!(job = row.id, template = %row.template, target = %row.target, owner = %row.owner, "job queued");
     Ok(row.to_job())
 }

@@ -408,20 +408,25 @@ impl Work for Batch {
         let id = self.job_id;
         let lines = &self.lines.lines;
         *self.next.locked() = None;
-        // N.B.: fencing first, in the statement that stores the position
-        // (or, with the end, one that only checks): nothing below is
-        // written unless the job still runs under this owner, and on
-        // PostgreSQL the row stays locked until the commit, so nobody
-        // ends the job in between.
+        // N.B.: fencing first. A batch that only appends (with or without
+        // the end) is fenced by its own first statement: the one that
+        // stores the position, or the end's compare-and-set, which checks
+        // the owner too and writes nothing (the lines neither) if it loses.
+        // A batch that also rewrites a cut log checks first, in a
+        // statement that only writes `updated_at`. On PostgreSQL the row
+        // stays locked until the commit either way, so nobody ends the job
+        // in between.
+        let rewrites = self.delete.is_some() || self.marker.is_some();
         let owned = match &self.end {
+            Some(_) if !rewrites => true,
             Some(_) => jobs::hold_if_owned(txn, id, &self.owner).await?,
             None => {
                 jobs::store_position(txn, id, &self.owner, &self.position, self.progress.as_ref())
                     .await?
             }
         };
-        *self.refused.locked() = !owned;
         if !owned {
+            *self.refused.locked() = true;
             return Ok(());
         }
         if let Some((from, to)) = self.delete {
@@ -435,14 +440,20 @@ impl Work for Batch {
         match &self.end {
             Some(t) => {
                 if !t.apply_with(txn, lines).await? {
-                    // Held above, so only a bug gets here: write nothing.
-                    return Err(sea_orm::DbErr::Custom(format!(
-                        "job {id}: its end was refused although its runner holds it"
-                    )));
+                    if rewrites {
+                        // Held above, so only a bug gets here: write nothing.
+                        return Err(sea_orm::DbErr::Custom(format!(
+                            "job {id}: its end was refused although its runner holds it"
+                        )));
+                    }
+                    // No longer this runner's job: nothing was written.
+                    *self.refused.locked() = true;
+                    return Ok(());
                 }
             }
             None => logs::insert_batch(txn, id, lines).await?,
         }
+        *self.refused.locked() = false;
         let next = match &self.claim_for {
             Some(c) => jobs::claim_in(txn, &c.owner, c.scope()).await?,
             None => None,

@@ -27,6 +27,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::notify::{Channel, Outbox};
 use crate::sync::Locked;
+use crate::webhooks::{self, Hooks};
 
 /// Batches a job channel holds for subscribers that are behind.
 const JOB_CHANNEL: usize = 32;
@@ -95,6 +96,8 @@ struct Inner {
     feed: broadcast::Sender<FeedEvent>,
     /// Where the other replicas hear of this process's commits (PostgreSQL).
     outbox: Option<Outbox>,
+    /// The `[[notify]]` hooks: which events a commit writes for them.
+    hooks: Hooks,
     /// Targets whose jobs ended here, not yet taken by [`Hub::ended_targets`]
     /// (at most one entry per target: bounded by the configuration).
     ended: Mutex<BTreeSet<String>>,
@@ -103,24 +106,28 @@ struct Inner {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::with_outbox(None)
+        Hub::new(None, Hooks::default())
     }
 }
 
 impl Hub {
-    /// A hub whose commits are also announced to the other replicas.
-    pub fn announcing(outbox: Outbox) -> Hub {
-        Hub::with_outbox(Some(outbox))
-    }
-
-    fn with_outbox(outbox: Option<Outbox>) -> Hub {
+    /// A hub whose commits are also announced to the other replicas
+    /// through `outbox` (if given), and to `hooks`.
+    pub fn new(outbox: Option<Outbox>, hooks: Hooks) -> Hub {
         Hub(Arc::new(Inner {
             jobs: Mutex::new(HashMap::new()),
             feed: broadcast::channel(FEED_CHANNEL).0,
             outbox,
+            hooks,
             ended: Mutex::new(BTreeSet::new()),
             ended_wake: Notify::new(),
         }))
+    }
+
+    /// Whether a `[[notify]]` hook wants `event` (else a commit does not
+    /// write it: `webhooks::Hooks`).
+    pub fn hooked(&self, event: &webhooks::Event) -> bool {
+        self.0.hooks.want(event)
     }
 
     fn announce(&self, channel: Channel, job_id: i64) {
@@ -341,7 +348,7 @@ mod tests {
     #[test]
     fn commits_are_marked_for_the_other_replicas_and_what_they_committed_is_not() {
         let outbox = Outbox::default();
-        let hub = Hub::announcing(outbox.clone());
+        let hub = Hub::new(Some(outbox.clone()), Hooks::default());
         hub.relay(1, Update::Lines(Arc::new(LogBatch::new(vec![line(1)]))));
         hub.relay_feed(FeedEvent::Resync);
         assert_eq!(outbox.marked(Channel::Log), (false, vec![]));

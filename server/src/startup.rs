@@ -122,7 +122,7 @@ impl Server {
         let outbox = db::is_postgres(&db).then(crate::notify::Outbox::default);
         let sink = Sink {
             committer: db::commit::Committer::start(db.clone()),
-            hub: outbox.clone().map_or_else(Hub::default, Hub::announcing),
+            hub: Hub::new(outbox.clone(), crate::webhooks::Hooks::new(&config.notify)),
             metrics: Arc::new(Metrics::default()),
             shutdown: shutdown.clone(),
         };

@@ -16,7 +16,8 @@
 //! 3. its audit entry;
 //! 4. for a job that ends, its webhook event in the outbox (`webhooks`):
 //!    `job.failed`, `job.succeeded`, … and `agent.lost` for a job failed
-//!    because its agent was lost;
+//!    because its agent was lost (each only if a `[[notify]]` hook wants
+//!    it: `Hub::hooked`);
 //! 5. for a failed attempt whose chain's retry policy covers why it
 //!    failed (`Failure`), the next attempt: a queued job waiting until
 //!    its backoff has passed (`not_before`), linked to the chain's first,
@@ -324,9 +325,14 @@ impl Transition {
             target_state::job_ended_in(txn, &row).await?;
         }
         if let Some(event) = webhooks::Event::job_end(&row) {
-            webhooks::enqueue(txn, &event).await?;
+            if self.hub.hooked(&event) {
+                webhooks::enqueue(txn, &event).await?;
+            }
             if self.audit.as_ref().is_some_and(|a| a.action == AGENT_LOST) {
-                webhooks::enqueue(txn, &webhooks::Event::agent_lost(&row)).await?;
+                let lost = webhooks::Event::agent_lost(&row);
+                if self.hub.hooked(&lost) {
+                    webhooks::enqueue(txn, &lost).await?;
+                }
             }
         }
         *self.row.locked() = Some(row);

@@ -2,7 +2,7 @@
 //! ids only. On SQLite (one process) none of this runs.
 //!
 //! Sending: the hub marks what each commit announced in the [`Outbox`]
-//! (`Hub::announcing`); one task per replica ([`send`]) turns what was
+//! (`Hub::new`); one task per replica ([`send`]) turns what was
 //! marked into notifications, all channels in one statement, at most once
 //! per [`WINDOW`]. Receiving: one connection per replica ([`listen`])
 //! `LISTEN`s on the five [`Channel`]s, reconnecting by itself with backoff,

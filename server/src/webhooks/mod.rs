@@ -20,6 +20,8 @@
 
 pub mod deliver;
 
+use std::sync::Arc;
+
 use app::model::webhook::EventKind;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, Mac};
@@ -27,6 +29,7 @@ use sea_orm::{ConnectionTrait, DbErr};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
+use crate::config::notify::Hook;
 use crate::db::jobs::JobRow;
 use crate::db::webhooks::{self as store, NewEvent};
 
@@ -102,6 +105,30 @@ impl Event {
             m.entry(k.clone()).or_insert_with(|| v.clone());
         }
         Value::Object(m).to_string()
+    }
+}
+
+/// The configured hooks, as the writers of events see them: an event that
+/// no hook wants is not written to the outbox at all (a job's end then
+/// costs no row and no fan-out). The delivery worker filters again with
+/// its own replica's hooks (replicas share one configuration).
+#[derive(Clone, Default)]
+pub struct Hooks(Arc<[Hook]>);
+
+impl Hooks {
+    pub fn new(hooks: &[Hook]) -> Hooks {
+        Hooks(hooks.into())
+    }
+
+    /// Whether any hook wants `event`.
+    pub fn want(&self, event: &Event) -> bool {
+        self.0.iter().any(|h| {
+            h.wants(
+                event.kind,
+                event.template.as_deref(),
+                event.target.as_deref(),
+            )
+        })
     }
 }
 

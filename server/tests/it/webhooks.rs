@@ -321,3 +321,43 @@ async fn every_job_end_arrives_signed_once_per_id_through_an_outage_and_a_restar
     };
     assert_eq!(bob.get_json("/api/webhooks").await.0, 403);
 }
+
+/// An event no hook wants is not written to the outbox at all: a job's
+/// end then costs no row and no fan-out. Only the wanted one is stored
+/// (and delivered).
+#[tokio::test]
+async fn an_end_that_no_hook_wants_writes_no_event() {
+    let (receiver, url) = Receiver::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let (db_url, _pg) = fresh_database(work.path()).await;
+    let config = format!(
+        r#"{ENGINE_CONFIG}
+[[notify]]
+id = "failures"
+url = "{url}/failures"
+events = ["job.failed"]
+secret = "{SECRET}"
+"#
+    );
+    let app = TestApp::builder()
+        .config(&config)
+        .database_url(&db_url)
+        .start()
+        .await;
+    let admin = app.admin_bearer().await;
+    let ok = admin.launch_ok("exit", "t1", json!({"code": 0})).await;
+    let failed = admin.launch_ok("exit", "t2", json!({"code": 1})).await;
+    assert_eq!(admin.wait_finished(ok, 20).await["state"], "succeeded");
+    receiver
+        .wait(20, "the failure", |_| {
+            receiver.accepted("failures").contains_key(&failed)
+        })
+        .await;
+    let stored = query_column(
+        &db_url,
+        "SELECT kind || ' ' || template || ' ' || target FROM webhook_events ORDER BY id",
+    )
+    .await;
+    assert_eq!(stored, ["job.failed exit t2"]);
+    app.stop().await;
+}

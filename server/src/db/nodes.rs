@@ -104,6 +104,28 @@ pub async fn beat(
     Ok(res.rows_affected == 1)
 }
 
+/// The oldest heartbeat among the nodes other than `me` not declared
+/// lost: the first of them to become lost if it stays silent (`None` if
+/// there is no other).
+pub async fn oldest_heartbeat(
+    db: &impl ConnectionTrait,
+    me: &str,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Beat {
+        heartbeat_at: DateTime<Utc>,
+    }
+    Ok(Beat::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "SELECT n.heartbeat_at FROM nodes n WHERE n.node <> $1 AND n.lost_at IS NULL \
+         ORDER BY n.heartbeat_at LIMIT 1",
+        [me.into()],
+    ))
+    .one(db)
+    .await?
+    .map(|b| b.heartbeat_at))
+}
+
 /// The nodes other than `me` that need a look: silent since before
 /// `cutoff` and not yet declared lost, or declared lost and still holding
 /// running jobs of an earlier epoch (one that claimed in the instant

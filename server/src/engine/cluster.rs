@@ -7,7 +7,10 @@
 //! - **Heartbeats.** Every `[cluster].node_timeout / 5` the node writes its
 //!   heartbeat, which succeeds only while its row still holds its epoch.
 //! - **Lost nodes.** At each beat it looks for other nodes silent for
-//!   longer than `node_timeout` and declares each lost in one transaction
+//!   longer than `node_timeout`, and again the moment the oldest heartbeat
+//!   among the others turns `node_timeout` old (not only at its next beat,
+//!   which could be a fifth of the timeout later); it declares each lost
+//!   node lost in one transaction
 //!   ([`LoseNode`]): the statement that bumps the lost node's epoch checks
 //!   its heartbeat is still old (so a beat that lands first wins), and the
 //!   lost node's running jobs are failed in the same transaction, each
@@ -83,7 +86,8 @@ pub async fn join(engine: &Engine) -> Option<Joined> {
 
 /// Beats every `node_timeout / 5`; registers again when this node finds
 /// it was declared lost; declares lost the other nodes silent for longer
-/// than `node_timeout`; fails the jobs of lost agents.
+/// than `node_timeout`, at a beat or as soon as one turns so; fails the
+/// jobs of lost agents.
 pub async fn heartbeats(engine: Engine) {
     let cluster = engine.config().cluster.clone();
     let node = cluster.node.clone();
@@ -93,11 +97,14 @@ pub async fn heartbeats(engine: Engine) {
     let db = engine.0.db.clone();
     let mut tick = tokio::time::interval(cluster.heartbeat_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the oldest heartbeat among the other nodes turns `timeout` old.
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        tokio::select! {
+        let beat = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => true,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => false,
+        };
         let now = match nodes::clock(&db).await {
             Ok(now) => now,
             Err(e) => {
@@ -105,18 +112,47 @@ pub async fn heartbeats(engine: Engine) {
                 continue;
             }
         };
-        match nodes::beat(&db, &node, engine.epoch(), now).await {
-            Ok(true) => {}
-            Ok(false) => rejoin(&engine, now).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record the heartbeat");
-                continue;
+        if beat {
+            match nodes::beat(&db, &node, engine.epoch(), now).await {
+                Ok(true) => {}
+                Ok(false) => rejoin(&engine, now).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record the heartbeat");
+                    continue;
+                }
             }
         }
         sweep(&engine, now - timeout, now).await;
-        crate::agents::fail_lost(&db, engine.sink(), engine.config()).await;
-        engine.sink().hub.prune();
+        if beat {
+            crate::agents::fail_lost(&db, engine.sink(), engine.config()).await;
+            engine.sink().hub.prune();
+        }
+        deadline = next_deadline(&engine, now, timeout).await;
     }
+}
+
+/// When to sweep next, besides the beats: just after the oldest heartbeat
+/// among the other live nodes turns `timeout` old, as of `now` (the
+/// database's clock). N.B.: a deadline already past means the sweep just
+/// made could not declare that node lost (an error, logged): it tries
+/// again a second later rather than at once.
+async fn next_deadline(
+    engine: &Engine,
+    now: DateTime<Utc>,
+    timeout: chrono::Duration,
+) -> Option<tokio::time::Instant> {
+    let oldest = match nodes::oldest_heartbeat(&engine.0.db, &engine.config().cluster.node).await {
+        Ok(oldest) => oldest?,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the other nodes' heartbeats");
+            return None;
+        }
+    };
+    let wait = match (oldest + timeout - now).to_std() {
+        Ok(left) => left + Duration::from_millis(10),
+        Err(_) => Duration::from_secs(1),
+    };
+    Some(tokio::time::Instant::now() + wait)
 }
 
 /// This node's row no longer holds its epoch: say why, and register under

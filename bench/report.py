@@ -259,6 +259,7 @@ def agent(results: Path) -> str:
 def pg(results: Path) -> str:
     items = load(results, "pg")
     queues = rows_of(items, "pg-queue")
+    cpus = rows_of(items, "pg-cpu")
     lats = rows_of(items, "pg-latency")
     ingests = rows_of(items, "pg-ingest")
     if not queues and not lats and not ingests:
@@ -292,13 +293,17 @@ def pg(results: Path) -> str:
                 x_gw = rate[k] / gw if gw else None
                 target = (f"≥ 3× procrastinate: {fmt(x_proc, 2)}× → {verdict(x_proc is not None and x_proc >= 3)}; "
                           f"≥ graphile-worker: {fmt(x_gw, 2)}× → {verdict(x_gw is not None and x_gw >= 1)}")
+            cpu = [c["cpu_s"] / c["jobs"] * 1000 for c in cpus if (c["system"], c["replicas"]) == k]
             rows.append([label(*k), fmt(median([r["first_enqueue_to_last_finished_s"] for r in runs]), 2, " s"),
-                         fmt(rate[k]), ", ".join(f"{r['jobs_per_s']:,.0f}" for r in runs), target])
+                         fmt(rate[k]), ", ".join(f"{r['jobs_per_s']:,.0f}" for r in runs),
+                         fmt(median(cpu), 2, " ms") if cpu else "–", target])
         n = queues[0]["jobs"]
         parts.append(
             f"### Queue on PostgreSQL: {n:,} no-op jobs, 16 enqueues in flight while the workers run "
             f"(first enqueue → last finished; median of {len({r['run'] for r in queues})} runs)\n\n"
-            + table(["system", "time", "jobs/s", "runs (jobs/s)", "target"], rows)
+            "CPU per job: the CPU time the whole machine used during the run (every process: the "
+            "system's own, its clients and PostgreSQL; from /proc/stat), divided by the jobs.\n\n"
+            + table(["system", "time", "jobs/s", "runs (jobs/s)", "CPU per job", "target"], rows)
         )
     if lats:
         rows = []

@@ -67,6 +67,15 @@ log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
+# CPU time every process of the machine has used so far, in seconds (user,
+# nice, system, irq and softirq of all cores, from /proc/stat): the
+# difference over a run is what the whole run cost, the database included.
+busy_cpu() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8) / hz }' /proc/stat; }
+# Appends to $1 the CPU a queue run used: system $2, replicas $3, run $4,
+# jobs $5, busy_cpu before $6 and after $7.
+queue_cpu() {
+    echo "{\"bench\": \"pg-cpu\", \"system\": \"$2\", \"replicas\": $3, \"run\": $4, \"jobs\": $5, \"cpu_s\": $(elapsed "$6" "$7")}" >>"$1"
+}
 
 # ---- processes this script started (stopped on exit, by pid) -------------------
 
@@ -803,7 +812,7 @@ pg_part() {
 }
 
 bench_pg() {
-    local out=$RESULTS/pg.jsonl run replicas job count db data=$WORK/pg-copy
+    local out=$RESULTS/pg.jsonl run replicas job count db data=$WORK/pg-copy cpu0
     : >"$out"
     setup_pg_peers
     pg_versions >>"$out"
@@ -818,14 +827,22 @@ bench_pg() {
         for replicas in 1 2; do
             log "pg queue run $run/$RUNS: opsdeck, $replicas replica(s) × 4 workers, $PG_JOBS jobs \`true\`, 16 enqueues in flight"
             start_pg_replicas "$replicas"
+            cpu0=$(busy_cpu)
             loadgen queue "${REPLICA_ARGS[@]}" --jobs "$PG_JOBS" --concurrency 16 |
                 sed "s/^{\"bench\":\"queue\",/{\"bench\":\"pg-queue\",\"system\":\"opsdeck\",\"run\":$run,/" >>"$out"
+            queue_cpu "$out" opsdeck "$replicas" "$run" "$PG_JOBS" "$cpu0" "$(busy_cpu)"
             stop_pg_replicas
         done
+        # N.B.: the peers' figure includes starting their worker and
+        # client processes (Python, Node): a little high.
         log "pg queue run $run/$RUNS: procrastinate, worker concurrency 4, $PG_JOBS no-op jobs"
+        cpu0=$(busy_cpu)
         procrastinate_peer queue "$PG_JOBS" 16 "$run" >>"$out"
+        queue_cpu "$out" procrastinate 1 "$run" "$PG_JOBS" "$cpu0" "$(busy_cpu)"
         log "pg queue run $run/$RUNS: graphile-worker, concurrency 4, $PG_JOBS no-op jobs"
+        cpu0=$(busy_cpu)
         graphile_peer queue "$PG_JOBS" 16 "$run" >>"$out"
+        queue_cpu "$out" graphile-worker 1 "$run" "$PG_JOBS" "$cpu0" "$(busy_cpu)"
     done
 
     pg_part latency && for replicas in 1 2; do

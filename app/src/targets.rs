@@ -10,6 +10,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::components::ErrorList;
+use crate::jobs::filters::JobFilters;
 use crate::jobs::history::TargetHistory;
 use crate::jobs::live::Feed;
 use crate::jobs::table::{JobTable, TableSpec};
@@ -300,6 +301,7 @@ fn TargetJobs(target: TargetInfo) -> impl IntoView {
     view! {
         <Title text=format!("Jobs on {}", target.title) />
         <h1>"Jobs on " <a href=format!("/targets/{id}")>{target.title.clone()}</a></h1>
+        <JobFilters spec=spec.clone() />
         <JobTable spec />
     }
 }

@@ -99,8 +99,20 @@ pub struct Job {
     pub params: Map<String, Value>,
     pub state: JobState,
     pub owner: String,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub created_at: DateTime<Utc>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub started_at: Option<DateTime<Utc>>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
@@ -180,6 +192,10 @@ impl LogStream {
 pub struct LogLine {
     pub seq: i64,
     pub stream: LogStream,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub ts: DateTime<Utc>,
     pub text: String,
 }

@@ -335,11 +335,18 @@ pub struct JobView {
     pub param_specs: Vec<crate::model::template::ParamSpec>,
 }
 
-/// A target with the state of its most recent job (dashboard cards).
+/// A target with the state of its most recent job and the templates the
+/// caller may launch on it (dashboard cards).
+///
+/// N.B.: the templates as their buttons need them, not the whole
+/// [`crate::model::template::TemplateInfo`] (parameters, command): the
+/// dashboard is in the main wasm, and every type it decodes is code the
+/// first visit downloads (docs/benchmarks.md, issue 16).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetSummary {
     pub target: crate::model::template::TargetInfo,
     pub last_job: Option<Job>,
+    pub templates: Vec<crate::model::template::TemplateChoice>,
 }
 
 /// A page of jobs, newest first.

@@ -10,7 +10,7 @@ use crate::components::ErrorList;
 use crate::jobs::activity::ActivityChart;
 use crate::jobs::table::{JobTable, TableSpec};
 use crate::jobs::widgets::StatePill;
-use crate::jobs::{list_jobs, list_templates, target_overview};
+use crate::jobs::{list_jobs, target_overview};
 use crate::journal::JournalPanel;
 use crate::model::job::{JobFilter, StateSet};
 use crate::targets::{LaunchButtons, LiveStatus, TargetState};
@@ -101,19 +101,14 @@ fn MyRunningBanner() -> impl IntoView {
 
 #[component]
 fn Targets() -> impl IntoView {
-    let data = Resource::new(
-        || (),
-        |_| async move {
-            Ok::<_, crate::error::AppError>((target_overview().await?, list_templates().await?))
-        },
-    );
+    let data = Resource::new(|| (), |_| target_overview());
     view! {
         <section aria-labelledby="targets-heading">
             <h2 id="targets-heading">"Targets"</h2>
             <Transition fallback=|| view! { <p class="muted">"Loading targets…"</p> }>
                 <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                     {move || Suspend::new(async move {
-                        data.await.map(|(targets, templates)| {
+                        data.await.map(|targets| {
                             if targets.is_empty() {
                                 return view! { <p class="muted">"You have no targets yet: an admin lists you as an owner in the configuration."</p> }.into_any();
                             }
@@ -122,7 +117,6 @@ fn Targets() -> impl IntoView {
                                 <div class="target-cards">
                                     {targets.into_iter().map(|s| {
                                         let t = s.target;
-                                        let mine: Vec<_> = templates.iter().filter(|x| x.targets.contains(&t.id)).cloned().collect();
                                         let id = t.id.clone();
                                         view! {
                                             <article class="panel target-card" aria-label=t.title.clone()>
@@ -142,7 +136,7 @@ fn Targets() -> impl IntoView {
                                                         None => view! { <span class="muted">"No jobs yet"</span> }.into_any(),
                                                     }}
                                                 </p>
-                                                <LaunchButtons target=id.clone() templates=mine />
+                                                <LaunchButtons target=id.clone() templates=s.templates />
                                                 {t.terminal.then(|| view! {
                                                     <p><a href=format!("/targets/{id}/console") rel="external">"Open console"</a></p>
                                                 })}

@@ -10,6 +10,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::components::ErrorList;
+use crate::jobs::filters::JobFilters;
 use crate::jobs::history::TargetHistory;
 use crate::jobs::live::Feed;
 use crate::jobs::table::{JobTable, TableSpec};
@@ -18,7 +19,7 @@ use crate::jobs::{list_targets, list_templates};
 use crate::model::event::FeedEvent;
 use crate::model::job::JobFilter;
 use crate::model::status::{ProbeState, TargetStatus};
-use crate::model::template::{TargetInfo, TemplateInfo};
+use crate::model::template::{TargetInfo, TemplateChoice, TemplateInfo};
 use crate::model::time::{format_duration_secs, format_utc};
 
 fn target_id() -> impl Fn() -> String + Copy {
@@ -65,9 +66,10 @@ pub fn TargetPage() -> impl IntoView {
 #[component]
 fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoView {
     let id = target.id.clone();
-    let mine: Vec<TemplateInfo> = templates
-        .into_iter()
+    let mine: Vec<TemplateChoice> = templates
+        .iter()
         .filter(|t| t.targets.contains(&id))
+        .map(TemplateChoice::from)
         .collect();
     let spec = TableSpec {
         fixed: JobFilter {
@@ -240,7 +242,7 @@ pub fn TargetState(#[prop(into)] status: Signal<Option<TargetStatus>>) -> impl I
 
 /// A button per template, to its launch form for this target.
 #[component]
-pub fn LaunchButtons(target: String, templates: Vec<TemplateInfo>) -> impl IntoView {
+pub fn LaunchButtons(target: String, templates: Vec<TemplateChoice>) -> impl IntoView {
     if templates.is_empty() {
         return view! { <p class="muted">"No template runs on this target."</p> }.into_any();
     }
@@ -300,6 +302,7 @@ fn TargetJobs(target: TargetInfo) -> impl IntoView {
     view! {
         <Title text=format!("Jobs on {}", target.title) />
         <h1>"Jobs on " <a href=format!("/targets/{id}")>{target.title.clone()}</a></h1>
+        <JobFilters spec=spec.clone() />
         <JobTable spec />
     }
 }

@@ -48,6 +48,12 @@ async function recorder(context, page) {
   let inFlight = 0;
   let lastChange = Date.now();
   cdp.on('Network.requestWillBeSent', (e) => {
+    // A shared worker's own script (live.mjs, docs/live.md): the page
+    // reports its request, the worker's target its end, so here it would
+    // never settle. It is the module the page has just loaded, under its
+    // immutable hashed name, and comes from the cache (the server sees one
+    // request for it): nothing over the wire to count.
+    if (!e.loaderId && e.documentURL === e.request.url) return;
     if (!urls.has(e.requestId)) inFlight++;
     urls.set(e.requestId, e.request.url);
     lastChange = Date.now();

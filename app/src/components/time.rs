@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
 use crate::jobs::widgets::use_clock;
-use crate::model::time::{format_ago, format_in_offset, format_utc};
+use crate::model::time::{format_ago, format_in_offset, format_utc, format_utc_minutes};
 
 /// Minutes east of UTC of the browser's zone at `t` (0 on the server).
 fn zone_offset_minutes(t: &DateTime<Utc>) -> i32 {
@@ -45,7 +45,7 @@ pub fn Time(
             let text = {
                 let utc = utc.clone();
                 move || match (local.get(), short) {
-                    (false, true) => t.format("%Y-%m-%d %H:%M").to_string(),
+                    (false, true) => format_utc_minutes(&t),
                     (false, false) => utc.clone(),
                     (true, true) => format_ago((clock.get() - t).num_seconds()),
                     (true, false) => format_in_offset(&t, zone_offset_minutes(&t)),

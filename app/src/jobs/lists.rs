@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::auth::RequireAdmin;
+use crate::jobs::filters::JobFilters;
 use crate::jobs::table::{JobTable, TableSpec};
 
 fn all_jobs(path: &str) -> TableSpec {
@@ -21,6 +22,7 @@ pub fn JobsPage() -> impl IntoView {
     view! {
         <Title text="Jobs" />
         <h1>"Jobs"</h1>
+        <JobFilters spec=all_jobs("/jobs") />
         <JobTable spec=all_jobs("/jobs") />
     }
 }
@@ -32,6 +34,7 @@ pub fn AdminJobsPage() -> impl IntoView {
         <RequireAdmin>
             <h1>"All jobs"</h1>
             <p class="muted">"Every job on this server, whoever launched it."</p>
+            <JobFilters spec=all_jobs("/admin/jobs") />
             <JobTable spec=all_jobs("/admin/jobs") />
         </RequireAdmin>
     }

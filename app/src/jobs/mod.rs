@@ -3,6 +3,7 @@
 //! log — that render them.
 
 pub mod activity;
+pub mod filters;
 pub mod history;
 pub mod launch;
 pub mod lists;

@@ -3,14 +3,13 @@
 //! paged by an `Older` cursor, and rows that update live from the feed.
 
 use leptos::prelude::*;
-use leptos_router::components::Form;
 use leptos_router::hooks::use_query_map;
 
 use crate::components::ErrorList;
 use crate::error::AppError;
+use crate::jobs::list_jobs;
 use crate::jobs::live::Feed;
 use crate::jobs::widgets::{JobDuration, StatePill, Time};
-use crate::jobs::{list_jobs, list_targets, list_templates};
 use crate::model::event::FeedEvent;
 use crate::model::job::{Job, JobFilter, JobState, StateSet};
 
@@ -19,7 +18,9 @@ use crate::model::job::{Job, JobFilter, JobState, StateSet};
 pub struct TableSpec {
     /// Filters the page fixes (the user cannot change them here).
     pub fixed: JobFilter,
-    /// Offer the filter form and paging (driven by the URL query).
+    /// Filter and page by the URL query (`?state=…&before=…`). The page
+    /// shows the form for it, [`crate::jobs::filters::JobFilters`], above
+    /// the table.
     pub filters: bool,
     /// The page's path, for the filter form and paging links.
     pub path: String,
@@ -163,7 +164,6 @@ pub fn JobTable(spec: TableSpec) -> impl IntoView {
     );
 
     view! {
-        {move || spec.with_value(|s| s.filters).then(|| view! { <Filters spec=spec.get_value() /> })}
         <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || Suspend::new(async move {
@@ -385,66 +385,6 @@ trait IntoSome<T> {
 impl<T> IntoSome<T> for T {
     fn into_some(self) -> Option<T> {
         Some(self)
-    }
-}
-
-/// The filter form (state, template, target), as a GET form.
-#[component]
-fn Filters(spec: TableSpec) -> impl IntoView {
-    let query = use_query_map();
-    let templates = Resource::new(|| (), |_| list_templates());
-    let targets = Resource::new(|| (), |_| list_targets());
-    let current = move |k: &str| query.with(|q| q.get(k)).unwrap_or_default();
-    let fixed = spec.fixed.clone();
-    view! {
-        <Form method="GET" action=spec.path.clone() attr:class="row-form filters">
-            <label for="f-state">"State"</label>
-            <select id="f-state" name="state">
-                <option value="" selected=move || current("state").is_empty()>"any"</option>
-                <option value=StateSet::active().to_string() selected=move || current("state") == StateSet::active().to_string()>
-                    "active"
-                </option>
-                {JobState::ALL
-                    .iter()
-                    .map(|s| {
-                        let v = s.as_str();
-                        view! { <option value=v selected=move || current("state") == v>{v}</option> }
-                    })
-                    .collect_view()}
-            </select>
-            {fixed.template.is_none().then(|| view! {
-                <label for="f-template">"Template"</label>
-                <select id="f-template" name="template">
-                    <option value="">"any"</option>
-                    <Transition fallback=|| ()>
-                        {move || Suspend::new(async move {
-                            templates.await.unwrap_or_default().into_iter().map(|t| {
-                                let id = t.id.clone();
-                                let sel = current("template") == id;
-                                view! { <option value=id.clone() selected=sel>{t.title}</option> }
-                            }).collect_view()
-                        })}
-                    </Transition>
-                </select>
-            })}
-            {fixed.target.is_none().then(|| view! {
-                <label for="f-target">"Target"</label>
-                <select id="f-target" name="target">
-                    <option value="">"any"</option>
-                    <Transition fallback=|| ()>
-                        {move || Suspend::new(async move {
-                            targets.await.unwrap_or_default().into_iter().map(|t| {
-                                let id = t.id.clone();
-                                let sel = current("target") == id;
-                                view! { <option value=id.clone() selected=sel>{id.clone()}</option> }
-                            }).collect_view()
-                        })}
-                    </Transition>
-                </select>
-            })}
-            <button type="submit">"Filter"</button>
-            <a href=spec.path.clone() class="button secondary">"Clear"</a>
-        </Form>
     }
 }
 

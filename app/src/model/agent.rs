@@ -428,13 +428,25 @@ pub struct AgentInfo {
     pub hostname: Option<String>,
     pub version: Option<String>,
     /// Since when it is connected (while it is).
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub connected_since: Option<DateTime<Utc>>,
     /// When it was last heard from (a heartbeat or any message).
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub last_heartbeat: Option<DateTime<Utc>>,
     /// Its jobs that are running or cancelling.
     pub running_jobs: u64,
     /// The configured targets reached through it.
     pub targets: Vec<String>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub created_at: DateTime<Utc>,
 }
 

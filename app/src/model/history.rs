@@ -55,6 +55,10 @@ pub struct TargetStats {
 /// `step_secs` from `start` (the last interval ends now).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub start: DateTime<Utc>,
     pub step_secs: i64,
     pub running: Vec<u32>,

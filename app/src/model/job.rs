@@ -99,8 +99,20 @@ pub struct Job {
     pub params: Map<String, Value>,
     pub state: JobState,
     pub owner: String,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub created_at: DateTime<Utc>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub started_at: Option<DateTime<Utc>>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
@@ -180,6 +192,10 @@ impl LogStream {
 pub struct LogLine {
     pub seq: i64,
     pub stream: LogStream,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub ts: DateTime<Utc>,
     pub text: String,
 }
@@ -319,11 +335,18 @@ pub struct JobView {
     pub param_specs: Vec<crate::model::template::ParamSpec>,
 }
 
-/// A target with the state of its most recent job (dashboard cards).
+/// A target with the state of its most recent job and the templates the
+/// caller may launch on it (dashboard cards).
+///
+/// N.B.: the templates as their buttons need them, not the whole
+/// [`crate::model::template::TemplateInfo`] (parameters, command): the
+/// dashboard is in the main wasm, and every type it decodes is code the
+/// first visit downloads (docs/benchmarks.md, issue 16).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetSummary {
     pub target: crate::model::template::TargetInfo,
     pub last_job: Option<Job>,
+    pub templates: Vec<crate::model::template::TemplateChoice>,
 }
 
 /// A page of jobs, newest first.

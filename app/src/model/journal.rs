@@ -15,6 +15,10 @@ pub struct JournalEntry {
     pub id: i64,
     pub author: String,
     pub text: String,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub created_at: DateTime<Utc>,
 }
 

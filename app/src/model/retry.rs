@@ -91,6 +91,10 @@ pub struct Attempt {
     /// The chain's first job (the launch); `None` for the launch itself.
     pub retry_of: Option<i64>,
     /// A retry waits in the queue until then.
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub not_before: Option<DateTime<Utc>>,
 }
 

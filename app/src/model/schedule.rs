@@ -111,11 +111,23 @@ impl FireOutcome {
 pub struct FireInfo {
     pub id: i64,
     /// The time the cron expression named (for "run now", when it was asked).
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub scheduled_for: DateTime<Utc>,
     /// For a run of missed fires: the last one (`count` in all).
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub until: Option<DateTime<Utc>>,
     pub count: i64,
     /// When the fire was decided and recorded.
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub recorded_at: DateTime<Utc>,
     pub outcome: FireOutcome,
     pub reason: Option<String>,
@@ -143,8 +155,16 @@ pub struct ScheduleInfo {
     pub paused: bool,
     /// Who paused it and when, while paused.
     pub paused_by: Option<String>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub paused_at: Option<DateTime<Utc>>,
     /// The next few fire times (none while paused).
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::list")
+    )]
     pub next: Vec<DateTime<Utc>>,
     /// The latest fires, newest first.
     pub fires: Vec<FireInfo>,

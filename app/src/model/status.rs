@@ -41,6 +41,10 @@ pub struct LastError {
     pub job_id: i64,
     /// The job's error ("exited with code 2", "timed out after 10m").
     pub error: String,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub at: DateTime<Utc>,
 }
 
@@ -54,8 +58,16 @@ pub struct TargetStatus {
     /// trimmed and capped.
     pub message: String,
     /// When the probe that found `state` started.
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub checked_at: Option<DateTime<Utc>>,
     /// When `state` last became what it is.
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub changed_at: Option<DateTime<Utc>>,
     pub last_error: Option<LastError>,
 }

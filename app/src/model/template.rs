@@ -260,6 +260,25 @@ pub struct TemplateInfo {
     pub command: Vec<String>,
 }
 
+/// A template as its launch button shows it (the dashboard's target
+/// cards, a target's page): the page it opens, its title, what it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateChoice {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+}
+
+impl From<&TemplateInfo> for TemplateChoice {
+    fn from(t: &TemplateInfo) -> Self {
+        TemplateChoice {
+            id: t.id.clone(),
+            title: t.title.clone(),
+            description: t.description.clone(),
+        }
+    }
+}
+
 /// The kind of a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

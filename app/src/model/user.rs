@@ -57,7 +57,15 @@ pub struct UserInfo {
     pub username: String,
     pub role: Role,
     pub disabled: bool,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub created_at: DateTime<Utc>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub last_login_at: Option<DateTime<Utc>>,
 }
 
@@ -67,8 +75,20 @@ pub struct TokenInfo {
     pub id: i64,
     pub username: String,
     pub label: String,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub created_at: DateTime<Utc>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -83,6 +103,10 @@ pub struct NewToken {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub id: i64,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub at: DateTime<Utc>,
     /// The username, or `-` for an anonymous request, or `cli`.
     pub actor: String,

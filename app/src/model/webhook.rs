@@ -107,8 +107,16 @@ pub struct DeliveryInfo {
     pub kind: String,
     pub state: DeliveryState,
     pub attempts: i32,
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(deserialize_with = "crate::model::time::de::one")
+    )]
     pub created_at: DateTime<Utc>,
     /// The last try, if any.
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub last_at: Option<DateTime<Utc>>,
     /// The receiver's HTTP status on the last try.
     pub last_status: Option<i32>,
@@ -116,6 +124,10 @@ pub struct DeliveryInfo {
     /// connection, a timeout).
     pub last_error: Option<String>,
     /// When it is tried next (pending only).
+    #[cfg_attr(
+        feature = "hydrate",
+        serde(default, deserialize_with = "crate::model::time::de::option")
+    )]
     pub next_at: Option<DateTime<Utc>>,
 }
 

@@ -12,7 +12,7 @@ use app::model::job::{
     Job, JobFilter, JobPage, JobState, JobView, LogLine, LogPage, LogStream, NewJob, TargetSummary,
 };
 use app::model::retry::RetryPolicy;
-use app::model::template::{validate_params, Exclusive, TargetInfo, TemplateInfo};
+use app::model::template::{validate_params, Exclusive, TargetInfo, TemplateChoice, TemplateInfo};
 use sea_orm::DbErr;
 
 use crate::auth::policy;
@@ -498,15 +498,26 @@ pub async fn search(
         .map_err(|e| db_error(e, "searching a log"))
 }
 
-/// The caller's targets with their newest job.
+/// The caller's targets with their newest job and the templates the
+/// caller may launch on each.
 pub async fn overview(state: &AppState, caller: &Caller) -> Result<Vec<TargetSummary>, AppError> {
+    let templates = templates(state, caller)?;
     let mut out = Vec::new();
     for target in targets(state, caller).await? {
         let last_job = jobs::latest_on_target(&state.reader, &target.id)
             .await
             .map_err(|e| db_error(e, "reading a target's jobs"))?
             .map(|r| r.to_job());
-        out.push(TargetSummary { target, last_job });
+        let templates = templates
+            .iter()
+            .filter(|t| t.targets.contains(&target.id))
+            .map(TemplateChoice::from)
+            .collect();
+        out.push(TargetSummary {
+            target,
+            last_job,
+            templates,
+        });
     }
     Ok(out)
 }

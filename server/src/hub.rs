@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::notify::{Channel, Outbox};
 use crate::sync::Locked;
-use crate::webhooks::{self, Hooks};
+use crate::webhooks::Hooks;
 
 /// Batches a job channel holds for subscribers that are behind.
 const JOB_CHANNEL: usize = 32;
@@ -124,10 +124,10 @@ impl Hub {
         }))
     }
 
-    /// Whether a `[[notify]]` hook wants `event` (else a commit does not
-    /// write it: `webhooks::Hooks`).
-    pub fn hooked(&self, event: &webhooks::Event) -> bool {
-        self.0.hooks.want(event)
+    /// The `[[notify]]` hooks, for the events a commit writes
+    /// (`webhooks::enqueue`).
+    pub fn hooks(&self) -> &Hooks {
+        &self.0.hooks
     }
 
     fn announce(&self, channel: Channel, job_id: i64) {

@@ -17,7 +17,7 @@
 //! 4. for a job that ends, its webhook event in the outbox (`webhooks`):
 //!    `job.failed`, `job.succeeded`, … and `agent.lost` for a job failed
 //!    because its agent was lost (each only if a `[[notify]]` hook wants
-//!    it: `Hub::hooked`);
+//!    it: `webhooks::enqueue`);
 //! 5. for a failed attempt whose chain's retry policy covers why it
 //!    failed (`Failure`), the next attempt: a queued job waiting until
 //!    its backoff has passed (`not_before`), linked to the chain's first,
@@ -325,14 +325,10 @@ impl Transition {
             target_state::job_ended_in(txn, &row).await?;
         }
         if let Some(event) = webhooks::Event::job_end(&row) {
-            if self.hub.hooked(&event) {
-                webhooks::enqueue(txn, &event).await?;
-            }
+            let hooks = self.hub.hooks();
+            webhooks::enqueue(txn, hooks, &event).await?;
             if self.audit.as_ref().is_some_and(|a| a.action == AGENT_LOST) {
-                let lost = webhooks::Event::agent_lost(&row);
-                if self.hub.hooked(&lost) {
-                    webhooks::enqueue(txn, &lost).await?;
-                }
+                webhooks::enqueue(txn, hooks, &webhooks::Event::agent_lost(&row)).await?;
             }
         }
         *self.row.locked() = Some(row);

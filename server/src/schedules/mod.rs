@@ -106,9 +106,6 @@ pub struct FireWork {
     pub schedule: Schedule,
     pub exclusive: Exclusive,
     pub retry: Option<RetryPolicy>,
-    /// Whether a `[[notify]]` hook wants `schedule.missed` about it (no
-    /// outbox row otherwise).
-    pub announce_missed: bool,
     pub what: What,
     pub done: Mutex<Option<Done>>,
 }
@@ -210,9 +207,6 @@ impl FireWork {
         count: u64,
         reason: &str,
     ) -> Result<(), DbErr> {
-        if !self.announce_missed {
-            return Ok(());
-        }
         let s = &self.schedule;
         let event = webhooks::Event::new(
             EventKind::ScheduleMissed,
@@ -228,7 +222,9 @@ impl FireWork {
                 "reason": reason,
             }),
         );
-        webhooks::enqueue(txn, &event).await.map(|_| ())
+        webhooks::enqueue(txn, self.hub.hooks(), &event)
+            .await
+            .map(|_| ())
     }
 
     async fn record(&self, txn: &DatabaseTransaction) -> Result<Done, DbErr> {
@@ -435,13 +431,6 @@ pub async fn record(state: &AppState, schedule: &Schedule, what: What) -> Result
         schedule: schedule.clone(),
         exclusive: template.map(|t| t.exclusive).unwrap_or_default(),
         retry: template.and_then(|t| t.retry.clone()),
-        announce_missed: state.config.notify.iter().any(|h| {
-            h.wants(
-                EventKind::ScheduleMissed,
-                Some(&schedule.template),
-                Some(&schedule.target),
-            )
-        }),
         what,
         done: Mutex::new(None),
     });

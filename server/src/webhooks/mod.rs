@@ -133,8 +133,17 @@ impl Hooks {
 }
 
 /// Writes `event` to the outbox inside `txn` (the transaction of what it
-/// announces); its id. Nothing is sent before that transaction commits.
-pub async fn enqueue(txn: &impl ConnectionTrait, event: &Event) -> Result<String, DbErr> {
+/// announces) if one of `hooks` wants it; its id, or `None` if none does
+/// (then nothing is written). Nothing is sent before that transaction
+/// commits.
+pub async fn enqueue(
+    txn: &impl ConnectionTrait,
+    hooks: &Hooks,
+    event: &Event,
+) -> Result<Option<String>, DbErr> {
+    if !hooks.want(event) {
+        return Ok(None);
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let at = Utc::now();
     store::insert_event(
@@ -149,7 +158,7 @@ pub async fn enqueue(txn: &impl ConnectionTrait, event: &Event) -> Result<String
         },
     )
     .await?;
-    Ok(id)
+    Ok(Some(id))
 }
 
 /// `sha256=<hex>`: the HMAC-SHA256 of `body` with `secret`, as the

@@ -66,11 +66,7 @@ pub fn TargetPage() -> impl IntoView {
 #[component]
 fn TargetDetail(target: TargetInfo, templates: Vec<TemplateInfo>) -> impl IntoView {
     let id = target.id.clone();
-    let mine: Vec<TemplateChoice> = templates
-        .iter()
-        .filter(|t| t.targets.contains(&id))
-        .map(TemplateChoice::from)
-        .collect();
+    let mine = TemplateChoice::on_target(&templates, &id);
     let spec = TableSpec {
         fixed: JobFilter {
             target: Some(id.clone()),

@@ -58,7 +58,8 @@ pub async fn list_templates() -> Result<Vec<TemplateInfo>, AppError> {
     respond(async { backend()?.templates(&caller()).await }.await)
 }
 
-/// The caller's targets with their newest job.
+/// The caller's targets with their newest job and the templates the
+/// caller may launch on each.
 #[server(output = crate::codec::Json)]
 pub async fn target_overview() -> Result<Vec<TargetSummary>, AppError> {
     use crate::backend::{backend, caller, respond};

@@ -269,6 +269,17 @@ pub struct TemplateChoice {
     pub description: Option<String>,
 }
 
+impl TemplateChoice {
+    /// The choices among `templates` that run on `target`, in their order.
+    pub fn on_target(templates: &[TemplateInfo], target: &str) -> Vec<TemplateChoice> {
+        templates
+            .iter()
+            .filter(|t| t.targets.iter().any(|x| x == target))
+            .map(TemplateChoice::from)
+            .collect()
+    }
+}
+
 impl From<&TemplateInfo> for TemplateChoice {
     fn from(t: &TemplateInfo) -> Self {
         TemplateChoice {

@@ -508,15 +508,10 @@ pub async fn overview(state: &AppState, caller: &Caller) -> Result<Vec<TargetSum
             .await
             .map_err(|e| db_error(e, "reading a target's jobs"))?
             .map(|r| r.to_job());
-        let templates = templates
-            .iter()
-            .filter(|t| t.targets.contains(&target.id))
-            .map(TemplateChoice::from)
-            .collect();
         out.push(TargetSummary {
+            templates: TemplateChoice::on_target(&templates, &target.id),
             target,
             last_job,
-            templates,
         });
     }
     Ok(out)

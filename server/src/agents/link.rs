@@ -38,7 +38,9 @@ use axum::Extension;
 use chrono::Utc;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::DbErr;
+
+use crate::db::txn::Txn;
 use tokio::time::Instant;
 
 use super::{dispatch, LinkInfo};
@@ -748,7 +750,11 @@ struct Started {
 
 #[async_trait::async_trait]
 impl Work for Started {
-    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    fn job(&self) -> Option<i64> {
+        Some(self.job_id)
+    }
+
+    async fn apply(&self, txn: &Txn) -> Result<(), DbErr> {
         let row = jobs::by_id(txn, self.job_id).await?;
         let refused = check(row.as_ref(), &self.agent, self.dispatch).err();
         if refused.is_none() {
@@ -789,7 +795,11 @@ struct Batch {
 
 #[async_trait::async_trait]
 impl Work for Batch {
-    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    fn job(&self) -> Option<i64> {
+        Some(self.job_id)
+    }
+
+    async fn apply(&self, txn: &Txn) -> Result<(), DbErr> {
         *self.publish.locked() = None;
         *self.outcome.locked() = None;
         let row = jobs::by_id(txn, self.job_id).await?;

@@ -9,8 +9,8 @@ use app::model::template::Exclusive;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    entity::prelude::*, ActiveValue::Set, Condition, ConnectionTrait, DatabaseTransaction,
-    DbBackend, FromQueryResult, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    entity::prelude::*, ActiveValue::Set, Condition, ConnectionTrait, DbBackend, FromQueryResult,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
 pub mod entity {
@@ -62,6 +62,8 @@ pub mod entity {
 }
 
 use entity::{ActiveModel, Column, Entity};
+
+use super::txn::Txn;
 
 /// A row of `jobs`, typed: what every function here returns.
 /// N.B.: a value in the database that no version of opsdeck writes (a
@@ -473,7 +475,7 @@ pub struct Owner {
 
 /// Claims the next job for `owner` inside `txn`, if one may start now.
 pub async fn claim_in(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     owner: &Owner,
     scope: ClaimScope<'_>,
 ) -> Result<Option<JobRow>, DbErr> {

@@ -14,6 +14,8 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, Value,
 };
 
+use super::txn::Txn;
+
 #[derive(FromQueryResult)]
 struct Row {
     seq: i64,
@@ -94,6 +96,67 @@ pub async fn insert_batch(
     lines: &[LogLine],
 ) -> Result<(), DbErr> {
     insert_chunked(db, job_id, lines, false).await
+}
+
+/// Stores a batch of `job_id`'s lines in `txn`: with `COPY` on
+/// PostgreSQL, else as [`insert_batch`].
+///
+/// N.B.: `COPY` parses and stores a line in about half the time of
+/// [`insert_json`]'s `INSERT … SELECT` (measured in psql on 1,000,000
+/// lines: 2.2 against 4.5–5.0 ms per 1,000). It cannot skip lines already
+/// stored, so [`insert_batch_once`] keeps the insert. A `COPY` costs two
+/// round trips to an insert's one, so a small batch is inserted.
+pub async fn store_batch(txn: &Txn, job_id: i64, lines: &[LogLine]) -> Result<(), DbErr> {
+    if lines.len() < COPY_FROM_LINES || txn.get_database_backend() != DbBackend::Postgres {
+        return insert_batch(txn, job_id, lines).await;
+    }
+    let data = copy_text(job_id, lines);
+    match txn.copy_in(COPY_LINES, &data).await? {
+        Some(_) => Ok(()),
+        None => insert_batch(txn, job_id, lines).await,
+    }
+}
+
+/// Lines from which [`store_batch`] copies.
+const COPY_FROM_LINES: usize = 64;
+
+const COPY_LINES: &str = "COPY job_logs (job_id, seq, stream, ts, text) FROM STDIN";
+
+/// Lines in `COPY`'s text format: one row per line, tab between columns,
+/// and in the text the four characters that format gives a meaning
+/// escaped (`\\`, tab, newline, carriage return). A NUL never gets here
+/// (`engine::output` replaced it).
+fn copy_text(job_id: i64, lines: &[LogLine]) -> Vec<u8> {
+    use std::io::Write;
+    let size: usize = lines.iter().map(|l| l.text.len() + 40).sum();
+    let mut out = Vec::with_capacity(size);
+    for l in lines {
+        // N.B.: writes to a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{job_id}\t{}\t{}\t{}\t",
+            l.seq,
+            l.stream.code(),
+            l.ts.timestamp_millis()
+        );
+        let text = l.text.as_bytes();
+        let mut from = 0;
+        for (i, b) in text.iter().enumerate() {
+            let escaped: &[u8] = match b {
+                b'\\' => b"\\\\",
+                b'\t' => b"\\t",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                _ => continue,
+            };
+            out.extend_from_slice(&text[from..i]);
+            out.extend_from_slice(escaped);
+            from = i + 1;
+        }
+        out.extend_from_slice(&text[from..]);
+        out.push(b'\n');
+    }
+    out
 }
 
 /// [`insert_batch`], skipping lines already stored (an agent resending a
@@ -348,4 +411,36 @@ pub async fn search(
     .into_iter()
     .map(|r| r.seq)
     .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: i64, stream: LogStream, text: &str) -> LogLine {
+        LogLine {
+            seq,
+            stream,
+            ts: Utc.timestamp_millis_opt(1_700_000_000_123).unwrap(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn copy_rows_escape_what_the_text_format_gives_a_meaning() {
+        let lines = [
+            line(1, LogStream::Stdout, "plain ünïcode"),
+            line(2, LogStream::Stderr, "a\tb\\c\rd\ne"),
+            line(3, LogStream::System, ""),
+            line(4, LogStream::Stdout, "\\."),
+        ];
+        let text = String::from_utf8(copy_text(7, &lines)).unwrap();
+        assert_eq!(
+            text,
+            "7\t1\t0\t1700000000123\tplain ünïcode\n\
+             7\t2\t1\t1700000000123\ta\\tb\\\\c\\rd\\ne\n\
+             7\t3\t2\t1700000000123\t\n\
+             7\t4\t0\t1700000000123\t\\\\.\n"
+        );
+    }
 }

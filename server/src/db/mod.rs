@@ -16,6 +16,7 @@ pub mod schedules;
 pub mod sessions;
 pub mod target_state;
 pub mod tokens;
+pub mod txn;
 pub mod users;
 pub mod webhooks;
 

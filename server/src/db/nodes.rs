@@ -198,7 +198,6 @@ pub async fn all(db: &impl ConnectionTrait) -> Result<Vec<Model>, DbErr> {
 #[cfg(test)]
 mod tests {
     use app::model::template::Exclusive;
-    use sea_orm::TransactionTrait;
 
     use super::*;
     use crate::db::jobs::{self, ClaimScope, Enqueue, Owner};
@@ -225,7 +224,7 @@ mod tests {
     }
 
     async fn claim(db: &sea_orm::DatabaseConnection, owner: &Owner) -> Option<jobs::JobRow> {
-        let txn = db.begin().await.unwrap();
+        let txn = crate::db::txn::Txn::begin(db).await.unwrap();
         let row = jobs::claim_in(&txn, owner, ClaimScope::Local { agent_targets: &[] })
             .await
             .unwrap();

@@ -33,7 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::DbErr;
+
+use crate::db::txn::Txn;
 
 use crate::db::commit::Work;
 use crate::db::{jobs, nodes};
@@ -249,7 +251,7 @@ pub fn lost_line(node: &str, by: &str, last_beat: &str, timeout: Duration) -> St
 
 #[async_trait::async_trait]
 impl Work for LoseNode {
-    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    async fn apply(&self, txn: &Txn) -> Result<(), DbErr> {
         self.failed.locked().clear();
         let declared = nodes::declare_lost(txn, &self.node, self.cutoff, self.now).await?;
         // Declared now, or before (then only what it claimed in the instant

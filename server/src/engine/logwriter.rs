@@ -28,9 +28,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::db::txn::Txn;
 use app::model::job::{Gap, LogStream, Progress};
 use app::model::template::ProgressKind;
-use sea_orm::DatabaseTransaction;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -404,7 +404,11 @@ struct Batch {
 
 #[async_trait::async_trait]
 impl Work for Batch {
-    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+    fn job(&self) -> Option<i64> {
+        Some(self.job_id)
+    }
+
+    async fn apply(&self, txn: &Txn) -> Result<(), sea_orm::DbErr> {
         let id = self.job_id;
         let lines = &self.lines.lines;
         *self.next.locked() = None;
@@ -451,7 +455,7 @@ impl Work for Batch {
                     return Ok(());
                 }
             }
-            None => logs::insert_batch(txn, id, lines).await?,
+            None => logs::store_batch(txn, id, lines).await?,
         }
         *self.refused.locked() = false;
         let next = match &self.claim_for {

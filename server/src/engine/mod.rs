@@ -401,7 +401,7 @@ struct Claim {
 
 #[async_trait::async_trait]
 impl Work for Claim {
-    async fn apply(&self, txn: &sea_orm::DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+    async fn apply(&self, txn: &crate::db::txn::Txn) -> Result<(), sea_orm::DbErr> {
         let scope = match &self.agent {
             Some((agent, targets)) => ClaimScope::Agent { agent, targets },
             None => ClaimScope::Local {

@@ -37,7 +37,9 @@ use std::sync::{Arc, Mutex};
 
 use app::model::job::{JobState, LogLine, LogStream};
 use app::model::retry::Failure;
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::DbErr;
+
+use crate::db::txn::Txn;
 use serde_json::json;
 
 use crate::db::commit::Work;
@@ -260,7 +262,7 @@ impl Transition {
     }
 
     /// Applies the change inside `txn` (see the module comment).
-    pub async fn apply_in(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    pub async fn apply_in(&self, txn: &Txn) -> Result<(), DbErr> {
         self.apply_with(txn, &[]).await.map(|_| ())
     }
 
@@ -268,11 +270,7 @@ impl Transition {
     /// writer numbered, up to the position it carries) ahead of its own
     /// lines in the same statement; true if it won. If it lost, nothing is
     /// written (`before` neither: the caller stores those itself).
-    pub async fn apply_with(
-        &self,
-        txn: &DatabaseTransaction,
-        before: &[LogLine],
-    ) -> Result<bool, DbErr> {
+    pub async fn apply_with(&self, txn: &Txn, before: &[LogLine]) -> Result<bool, DbErr> {
         let bytes: usize = self.lines.iter().map(String::len).sum();
         let n = self.lines.len() as i64;
         let row = jobs::change_state(
@@ -346,7 +344,7 @@ impl Transition {
     /// ended as: a cancel stops the chain.
     async fn retry_in(
         &self,
-        txn: &DatabaseTransaction,
+        txn: &Txn,
         row: &mut JobRow,
     ) -> Result<Option<(JobRow, String)>, DbErr> {
         let Some(policy) = row.retry.clone() else {
@@ -432,7 +430,11 @@ impl Transition {
 
 #[async_trait::async_trait]
 impl Work for Transition {
-    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    fn job(&self) -> Option<i64> {
+        Some(self.job_id)
+    }
+
+    async fn apply(&self, txn: &Txn) -> Result<(), DbErr> {
         self.apply_in(txn).await
     }
 

@@ -25,7 +25,9 @@ use app::model::template::Exclusive;
 use app::model::webhook::EventKind;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::DbErr;
+
+use crate::db::txn::Txn;
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -111,7 +113,7 @@ pub struct FireWork {
 }
 
 impl FireWork {
-    async fn previous_active(&self, txn: &DatabaseTransaction) -> Result<Vec<JobRow>, DbErr> {
+    async fn previous_active(&self, txn: &Txn) -> Result<Vec<JobRow>, DbErr> {
         let Some(job) = store::latest_job(txn, &self.schedule.id).await? else {
             return Ok(Vec::new());
         };
@@ -130,7 +132,7 @@ impl FireWork {
     /// `actor` (user `owner_id`), and its audit entry.
     async fn launch(
         &self,
-        txn: &DatabaseTransaction,
+        txn: &Txn,
         fire: i64,
         at: DateTime<Utc>,
         actor: &Actor,
@@ -172,12 +174,7 @@ impl FireWork {
         Ok(row)
     }
 
-    async fn skip(
-        &self,
-        txn: &DatabaseTransaction,
-        at: DateTime<Utc>,
-        reason: String,
-    ) -> Result<Done, DbErr> {
+    async fn skip(&self, txn: &Txn, at: DateTime<Utc>, reason: String) -> Result<Done, DbErr> {
         let fire = store::insert_fire(
             txn,
             store::NewFire {
@@ -201,7 +198,7 @@ impl FireWork {
     /// `schedule.missed` into the webhook outbox, if a hook wants it.
     async fn announce(
         &self,
-        txn: &DatabaseTransaction,
+        txn: &Txn,
         first: DateTime<Utc>,
         last: Option<DateTime<Utc>>,
         count: u64,
@@ -227,7 +224,7 @@ impl FireWork {
             .map(|_| ())
     }
 
-    async fn record(&self, txn: &DatabaseTransaction) -> Result<Done, DbErr> {
+    async fn record(&self, txn: &Txn) -> Result<Done, DbErr> {
         let id = &self.schedule.id;
         match &self.what {
             What::Fire(at) => {
@@ -409,7 +406,7 @@ fn missed_reason(misfire: Misfire, m: &Missed) -> String {
 
 #[async_trait::async_trait]
 impl Work for FireWork {
-    async fn apply(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    async fn apply(&self, txn: &Txn) -> Result<(), DbErr> {
         let done = self.record(txn).await?;
         *self.done.locked() = Some(done);
         Ok(())

@@ -222,7 +222,7 @@ struct Launch {
 
 #[async_trait::async_trait]
 impl Work for Launch {
-    async fn apply(&self, txn: &sea_orm::DatabaseTransaction) -> Result<(), DbErr> {
+    async fn apply(&self, txn: &crate::db::txn::Txn) -> Result<(), DbErr> {
         let row = jobs::insert(
             txn,
             Enqueue {

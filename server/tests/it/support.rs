@@ -718,6 +718,11 @@ script = 'printf "ok \377\376 end\n"; printf "nul \0 byte\n"; printf "10%%\r20%%
 exclusive = "none"
 
 [[templates]]
+id = "escapes"
+script = 'printf "%s\ttab back\\\\slash\n" $(seq 1 150); printf "\\\\.\n"; sleep 0.2; printf "end\ttab\n"'
+exclusive = "none"
+
+[[templates]]
 id = "longline"
 script = 'head -c 10000000 /dev/zero | tr "\0" x'
 exclusive = "none"

@@ -143,6 +143,9 @@ fn gone() -> DbErr {
     DbErr::Custom("the database writer has stopped".into())
 }
 
+/// An item with the result of its commit.
+type Answer = (Pending, Result<(), DbErr>);
+
 /// Announces committed groups in the order of their tickets.
 #[derive(Default)]
 struct Announcer {
@@ -156,7 +159,7 @@ struct Tickets {
     /// The ticket announced next.
     next: u64,
     /// Groups whose commit ended, by ticket, waiting for earlier ones.
-    ended: BTreeMap<u64, Vec<(Pending, Result<(), DbErr>)>>,
+    ended: BTreeMap<u64, Vec<Answer>>,
 }
 
 impl Announcer {
@@ -172,7 +175,7 @@ impl Announcer {
     /// group whose turn has come.
     ///
     /// N.B.: under the lock, so that two lanes never announce at once.
-    fn ended(&self, ticket: u64, answers: Vec<(Pending, Result<(), DbErr>)>) {
+    fn ended(&self, ticket: u64, answers: Vec<Answer>) {
         let mut t = self.state.locked();
         t.ended.insert(ticket, answers);
         loop {
@@ -536,7 +539,8 @@ mod tests {
         let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
         assert_eq!(ok, [true, false, true, true, true, true]);
         assert_eq!(stored(&db).await, [1, 3, 4, 5, 6]);
-        assert_eq!(*announced.lock().unwrap(), in_commit_order(&db).await);
+        let committed = in_commit_order(&db).await;
+        assert_eq!(*announced.lock().unwrap(), committed);
         // Later commits are announced too: the failed one's turn passed.
         let late = Arc::new(Insert::new(7, &announced));
         committer.commit(late as Arc<dyn Work>).await.unwrap();

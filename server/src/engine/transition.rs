@@ -306,14 +306,14 @@ impl Transition {
             .map(|text| seqs.line(LogStream::System, text, ts))
             .collect();
         if before.is_empty() {
-            logs::insert_batch(txn, self.job_id, &lines).await?;
+            logs::store_batch(txn, self.job_id, &lines).await?;
         } else if !lines.is_empty() {
             let mut all = Vec::with_capacity(before.len() + lines.len());
             all.extend_from_slice(before);
             all.extend_from_slice(&lines);
-            logs::insert_batch(txn, self.job_id, &all).await?;
+            logs::store_batch(txn, self.job_id, &all).await?;
         } else {
-            logs::insert_batch(txn, self.job_id, before).await?;
+            logs::store_batch(txn, self.job_id, before).await?;
         }
         if let Some(a) = &self.audit {
             let subject = format!("job {}", row.id);

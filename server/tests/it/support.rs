@@ -719,7 +719,7 @@ exclusive = "none"
 
 [[templates]]
 id = "escapes"
-script = 'printf "%s\ttab back\\\\slash\n" $(seq 1 150); printf "\\\\.\n"; sleep 0.2; printf "end\ttab\n"'
+script = 'printf "%s\ttab back\\\\slash\n" $(seq 1 150); printf "\\\\.\n"; sleep 0.2; printf "end\ttab %s\n" $(seq 1 100)'
 exclusive = "none"
 
 [[templates]]

@@ -110,11 +110,9 @@ pub async fn store_batch(txn: &Txn, job_id: i64, lines: &[LogLine]) -> Result<()
     if lines.len() < COPY_FROM_LINES || txn.get_database_backend() != DbBackend::Postgres {
         return insert_batch(txn, job_id, lines).await;
     }
-    let data = copy_text(job_id, lines);
-    match txn.copy_in(COPY_LINES, &data).await? {
-        Some(_) => Ok(()),
-        None => insert_batch(txn, job_id, lines).await,
-    }
+    txn.copy_in(COPY_LINES, &copy_text(job_id, lines))
+        .await
+        .map(|_| ())
 }
 
 /// Lines from which [`store_batch`] copies.

@@ -58,11 +58,14 @@ impl Txn {
     }
 
     /// Runs `statement` (a `COPY … FROM STDIN`) with `data` in this
-    /// transaction and returns the rows it stored; `None` where the
-    /// database has no `COPY` (SQLite): the caller inserts instead.
-    pub async fn copy_in(&self, statement: &str, data: &[u8]) -> Result<Option<u64>, DbErr> {
+    /// transaction and returns the rows it stored. PostgreSQL only: on
+    /// SQLite, which has no `COPY`, it is an error.
+    pub async fn copy_in(&self, statement: &str, data: &[u8]) -> Result<u64, DbErr> {
         let Txn::Pg(t) = self else {
-            return Ok(None);
+            return Err(DbErr::Custom(format!(
+                "`{statement}` needs PostgreSQL; this database is {:?}",
+                self.get_database_backend()
+            )));
         };
         let mut t = t.lock().await;
         let mut copy = t.copy_in_raw(statement).await.map_err(exec_err)?;
@@ -71,7 +74,7 @@ impl Txn {
             let _ = copy.abort(e.to_string()).await;
             return Err(exec_err(e));
         }
-        copy.finish().await.map(Some).map_err(exec_err)
+        copy.finish().await.map_err(exec_err)
     }
 }
 

@@ -340,26 +340,22 @@ mod tests {
         db
     }
 
+    /// The values in `t`, in ascending order.
+    async fn stored(db: &DatabaseConnection) -> Vec<i64> {
+        values(db, "v").await
+    }
+
     /// The values in `t` in the order they were inserted (one connection:
     /// the order of the commits).
     async fn in_commit_order(db: &DatabaseConnection) -> Vec<i64> {
-        let rows = db
-            .query_all(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT v FROM t ORDER BY rowid",
-            ))
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| r.try_get::<i64>("", "v").unwrap())
-            .collect()
+        values(db, "rowid").await
     }
 
-    async fn stored(db: &DatabaseConnection) -> Vec<i64> {
+    async fn values(db: &DatabaseConnection, order_by: &str) -> Vec<i64> {
         let rows = db
             .query_all(Statement::from_string(
                 db.get_database_backend(),
-                "SELECT v FROM t ORDER BY v",
+                format!("SELECT v FROM t ORDER BY {order_by}"),
             ))
             .await
             .unwrap();

@@ -39,13 +39,12 @@ use chrono::Utc;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use sea_orm::DbErr;
-
-use crate::db::txn::Txn;
 use tokio::time::Instant;
 
 use super::{dispatch, LinkInfo};
 use crate::db::commit::Work;
 use crate::db::jobs::{self, Finish, JobRow, LogPosition};
+use crate::db::txn::Txn;
 use crate::db::{agents::Agent, logs};
 use crate::engine::progress;
 use crate::engine::transition::Transition;

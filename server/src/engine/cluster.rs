@@ -35,9 +35,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::DbErr;
 
-use crate::db::txn::Txn;
-
 use crate::db::commit::Work;
+use crate::db::txn::Txn;
 use crate::db::{jobs, nodes};
 use crate::engine::transition::Transition;
 use crate::engine::{Engine, Sink};

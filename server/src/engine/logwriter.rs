@@ -29,7 +29,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::db::txn::Txn;
 use app::model::job::{Gap, LogStream, Progress};
 use app::model::template::ProgressKind;
 use tokio::sync::mpsc;
@@ -39,6 +38,7 @@ use tokio::time::Instant;
 use crate::db::commit::Work;
 use crate::db::jobs::{self, Finish, JobRow, LogPosition, Owner};
 use crate::db::logs;
+use crate::db::txn::Txn;
 use crate::engine::logcap::{CappedLog, Flush};
 use crate::engine::progress;
 use crate::engine::supervise::{Out, StopReason, StopSwitch};

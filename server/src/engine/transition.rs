@@ -38,14 +38,13 @@ use std::sync::{Arc, Mutex};
 use app::model::job::{JobState, LogLine, LogStream};
 use app::model::retry::Failure;
 use sea_orm::DbErr;
-
-use crate::db::txn::Txn;
 use serde_json::json;
 
 use crate::db::commit::Work;
 use crate::db::jobs::{
     self, entity::Column, Enqueue, Finish, JobRow, LogPosition, Owner, Retry, StateChange,
 };
+use crate::db::txn::Txn;
 use crate::db::{audit, logs, target_state};
 use crate::hub::{Hub, LogBatch, Update};
 use crate::sync::Locked;

@@ -26,14 +26,13 @@ use app::model::webhook::EventKind;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use sea_orm::DbErr;
-
-use crate::db::txn::Txn;
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::config::schedule::Schedule;
 use crate::db::commit::Work;
 use crate::db::jobs::{self, Enqueue, JobRow, Retry};
+use crate::db::txn::Txn;
 use crate::db::{audit, schedules as store};
 use crate::engine::transition::{job_record, Actor};
 use crate::hub::Hub;

@@ -479,7 +479,6 @@ pub async fn claim_in(
     owner: &Owner,
     scope: ClaimScope<'_>,
 ) -> Result<Option<JobRow>, DbErr> {
-    let now = Utc::now();
     let backend = txn.get_database_backend();
     let lock = match backend {
         DbBackend::Postgres => {
@@ -495,6 +494,12 @@ pub async fn claim_in(
         // SQLite: the transaction already holds the one write lock.
         _ => "",
     };
+    // N.B.: the start time is read only now, with the lock held: a job's
+    // `started_at` then comes after the `finished_at` of every job whose end
+    // this claim sees (an end commits with its runner's next claim, under
+    // this lock). Read before a wait for the lock, two runs on one target
+    // seemed to overlap by the length of that wait.
+    let now = Utc::now();
     let mut values: Vec<sea_orm::Value> =
         vec![now.into(), owner.node.as_str().into(), owner.epoch.into()];
     let mut set = String::new();

@@ -104,8 +104,14 @@ impl Cluster {
 
     /// Starts one more replica (waits until it is healthy).
     fn replica(&mut self) -> BinServer {
+        self.replica_with("")
+    }
+
+    /// Starts one more replica with these keys of `[server]` too.
+    fn replica_with(&mut self, server_keys: &str) -> BinServer {
         let dir = self.dir();
-        BinServer::start(&dir, &cluster_config(&self.ran_file()))
+        let config = format!("{server_keys}\n{}", cluster_config(&self.ran_file()));
+        BinServer::start(&dir, &config)
     }
 
     /// How many times each job id ran (from the `ran` file).
@@ -201,8 +207,13 @@ fn a_thousand_jobs_over_two_replicas_run_once_each_never_overlapping_on_a_target
     }
     let rt = runtime();
     let mut cluster = rt.block_on(Cluster::new());
-    let a = cluster.replica();
-    let b = cluster.replica();
+    // Two jobs at once on each replica, so neither can hold all four
+    // targets and both claim, however the timing falls. (With four
+    // workers each, a replica that won the first claims kept every
+    // target now and then: each runner's end claims the next job on its
+    // target in the same transaction.)
+    let a = cluster.replica_with("workers = 2");
+    let b = cluster.replica_with("workers = 2");
     let admin_a = admin_of(&a);
     let admin_b = via(&admin_a, &b);
 
@@ -680,4 +691,85 @@ async fn metrics_name_this_node_and_count_the_nodes_alive() {
     );
     assert!(text.contains("opsdeck_nodes{state=\"lost\"} 0\n"), "{text}");
     assert!(text.contains("opsdeck_jobs_lost_total 0\n"), "{text}");
+}
+
+/// The claim reads its start time once it holds the claim lock: a claim
+/// that waited for another replica's end-and-claim transaction starts its
+/// job after that end, not at the moment it began to wait (which made two
+/// runs on one target seem to overlap in the thousand-jobs test above).
+#[tokio::test]
+async fn a_claim_that_waited_for_the_lock_starts_its_job_after_the_end_it_waited_for() {
+    use app::model::template::Exclusive;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use server::db::jobs::{self, ClaimScope, Enqueue, Owner, Retry};
+    use server::db::{nodes, txn::Txn};
+
+    if !on_postgres() {
+        return;
+    }
+    let pg = PgDatabase::create().await;
+    let db = server::db::connect(&pg.url()).await.unwrap();
+    let now = chrono::Utc::now();
+    let owner = |node: &str, epoch| Owner {
+        node: node.to_string(),
+        epoch,
+    };
+    let a = owner("a", nodes::register(&db, "a", now).await.unwrap());
+    let b = owner("b", nodes::register(&db, "b", now).await.unwrap());
+    let params = serde_json::Map::new();
+    let enqueue = || Enqueue {
+        template: "mark",
+        target: "t1",
+        params: &params,
+        exclusive: Exclusive::Target,
+        owner_id: 1,
+        owner: "admin",
+        rerun_of: None,
+        retry: Retry::first(None),
+    };
+    let first = jobs::insert(&db, enqueue()).await.unwrap();
+    let second = jobs::insert(&db, enqueue()).await.unwrap();
+    let local = ClaimScope::Local { agent_targets: &[] };
+    let txn = Txn::begin(&db).await.unwrap();
+    let claimed = jobs::claim_in(&txn, &a, local).await.unwrap().unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(claimed.id, first.id);
+
+    // Replica a ends the first job and claims its next one (none may
+    // start: the second waits for t1) in one transaction, as a runner does.
+    let ending = Txn::begin(&db).await.unwrap();
+    assert!(jobs::claim_in(&ending, &a, local).await.unwrap().is_none());
+    // Meanwhile replica b's claim waits for the lock a holds.
+    let waiting = {
+        let db = db.clone();
+        let b = b.clone();
+        tokio::spawn(async move {
+            let txn = Txn::begin(&db).await.unwrap();
+            let local = ClaimScope::Local { agent_targets: &[] };
+            let job = jobs::claim_in(&txn, &b, local).await.unwrap();
+            txn.commit().await.unwrap();
+            job
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "b's claim waits for the lock");
+    ending
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE jobs SET state = 'succeeded', finished_at = $1 WHERE id = $2",
+            [chrono::Utc::now().into(), first.id.into()],
+        ))
+        .await
+        .unwrap();
+    ending.commit().await.unwrap();
+
+    let started = waiting.await.unwrap().expect("b claims the second job");
+    assert_eq!(started.id, second.id);
+    let ended = jobs::by_id(&db, first.id).await.unwrap().unwrap();
+    let (start, end) = (started.started_at.unwrap(), ended.finished_at.unwrap());
+    assert!(
+        start >= end,
+        "the second run starts ({start}) before the first ended ({end})"
+    );
+    db.close().await.ok();
 }

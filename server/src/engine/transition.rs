@@ -33,6 +33,7 @@
 //! A crash at any moment leaves the job either before the transition or
 //! after all of it.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use app::model::job::{JobState, LogLine, LogStream};
@@ -304,16 +305,14 @@ impl Transition {
             .into_iter()
             .map(|text| seqs.line(LogStream::System, text, ts))
             .collect();
-        if before.is_empty() {
-            logs::store_batch(txn, self.job_id, &lines).await?;
-        } else if !lines.is_empty() {
-            let mut all = Vec::with_capacity(before.len() + lines.len());
-            all.extend_from_slice(before);
-            all.extend_from_slice(&lines);
-            logs::store_batch(txn, self.job_id, &all).await?;
-        } else {
-            logs::store_batch(txn, self.job_id, before).await?;
-        }
+        // The writer's lines ahead of the end's own, in one batch (copied
+        // together only when there are both).
+        let all: Cow<[LogLine]> = match (before.is_empty(), lines.is_empty()) {
+            (true, _) => lines.as_slice().into(),
+            (false, true) => before.into(),
+            (false, false) => [before, &lines].concat().into(),
+        };
+        logs::store_batch(txn, self.job_id, &all).await?;
         if let Some(a) = &self.audit {
             let subject = format!("job {}", row.id);
             audit::insert(txn, job_record(&a.actor, a.action, &subject, &row)).await?;

@@ -745,7 +745,6 @@ async fn a_claim_that_waited_for_the_lock_starts_its_job_after_the_end_it_waited
         let b = b.clone();
         tokio::spawn(async move {
             let txn = Txn::begin(&db).await.unwrap();
-            let local = ClaimScope::Local { agent_targets: &[] };
             let job = jobs::claim_in(&txn, &b, local).await.unwrap();
             txn.commit().await.unwrap();
             job

@@ -10,6 +10,9 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/opsdeck/target
 # cargo-leptos sets this while building; leptos reads it with option_env!, so
 # plain cargo (tests, clippy) must see the same value or it rebuilds leptos.
 export LEPTOS_OUTPUT_NAME := opsdeck
+# Which checkout builds: server/build.rs stamps the binary with its commit
+# again when this changes (the cache above is shared by every checkout).
+export OPSDECK_CHECKOUT := $(CURDIR)
 # npm's binaryen (wasm-opt 123) must come before any other wasm-opt.
 export PATH := $(CURDIR)/vendor/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 

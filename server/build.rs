@@ -33,4 +33,10 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
+    // N.B.: checkouts share one build cache (the Makefile's
+    // CARGO_TARGET_DIR), and cargo keeps one run of this script for all of
+    // them: built in another checkout, the stamp was that one's commit and
+    // the watched files that one's, so the binary kept the wrong commit.
+    // The Makefile names the checkout, and a new name runs this again.
+    println!("cargo:rerun-if-env-changed=OPSDECK_CHECKOUT");
 }
